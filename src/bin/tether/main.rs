@@ -1,0 +1,58 @@
+//! `tether`: the command-line tool. Each subcommand lives in its own module.
+
+use std::process::ExitCode;
+
+mod args;
+mod tls_check;
+
+const USAGE: &str = "\
+usage: tether <command> [options]
+
+commands:
+  tls-check HOST[:PORT] [--ca FILE] [--cert FILE --key FILE] [--tls13] [--timeout SECONDS]
+      Connect with the IoT Hub TLS policy (TLS 1.2, strong ECDHE suites; default port 8883)
+      and print the negotiated version and suite, then the server chain.
+  version
+      Print the library version.
+";
+
+fn main() -> ExitCode {
+    let mut argv = std::env::args().skip(1);
+    let command = argv.next();
+    let rest: Vec<String> = argv.collect();
+    let result = match command.as_deref() {
+        Some("tls-check") => tls_check::run(&rest),
+        Some("version" | "--version" | "-V") => {
+            println!("tether {}", tether::VERSION);
+            Ok(())
+        }
+        Some("help" | "--help" | "-h") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(args::usage_error(format!("unknown command \"{other}\""))),
+        None => Err(args::usage_error("no command given")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tether: {e} ({})", e.code().name());
+            if e.code() == tether::Code::InvalidArgument {
+                eprint!("{USAGE}");
+            }
+            ExitCode::from(exit_code(e.code()))
+        }
+    }
+}
+
+/// Exit status by area: 2 usage, 3 TLS, 4 identity, 5 MQTT, 6 network, 1 otherwise.
+fn exit_code(code: tether::Code) -> u8 {
+    match code as u32 {
+        3 => 2,
+        100..=199 => 3,
+        200..=299 => 4,
+        300..=399 => 5,
+        400..=499 => 6,
+        _ => 1,
+    }
+}

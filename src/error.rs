@@ -1,0 +1,331 @@
+//! One error type for the whole library, and the stable result codes the C ABI returns.
+//!
+//! Every failure carries a [`Code`] (stable, numeric, grouped by area) and a message a
+//! firmware engineer can act on. Messages never contain secrets: keys, tokens and private
+//! keys are never formatted into them.
+
+use std::fmt;
+
+/// Stable result codes, grouped by area. Values are never renumbered; retired values stay
+/// reserved.
+///
+/// - 0: success
+/// - 1..99: general (arguments, buffers, panics)
+/// - 100..199: TLS policy, certificates and handshake
+/// - 200..299: device identity and authentication
+/// - 300..399: MQTT and IoT Hub framing
+/// - 400..499: I/O and network
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[must_use]
+pub enum Code {
+    /// The call succeeded.
+    Ok = 0,
+
+    /// A required pointer argument was NULL.
+    NullArgument = 1,
+    /// A text argument was not valid UTF-8.
+    InvalidUtf8 = 2,
+    /// An argument had a value outside what the function accepts.
+    InvalidArgument = 3,
+    /// The output buffer is too small; `*out_len` holds the size needed (without the NUL).
+    BufferTooSmall = 4,
+    /// A panic was caught at the library boundary: this is a bug in tether; please report it.
+    Panic = 5,
+    /// A file could not be read.
+    FileNotReadable = 6,
+    /// The object is not in a state that allows this call.
+    InvalidState = 7,
+    /// The requested item does not exist.
+    NotFound = 8,
+
+    /// The server only offers a TLS version older than the policy allows (TLS 1.0/1.1).
+    TlsVersionRefused = 100,
+    /// The server chose, or only offers, a cipher suite outside the IoT Hub policy.
+    TlsCipherSuiteRefused = 101,
+    /// A certificate in the chain has expired.
+    CertExpired = 102,
+    /// A certificate in the chain is not valid yet.
+    CertNotYetValid = 103,
+    /// The server certificate is for another host name.
+    CertWrongHost = 104,
+    /// The server chain does not end in a trusted root.
+    CertUntrusted = 105,
+    /// The server requires a client certificate (mutual TLS) and none is configured.
+    ClientCertRequired = 106,
+    /// Certificate input (PEM or DER) is malformed.
+    CertMalformed = 107,
+    /// Private key input is malformed or of an unsupported type.
+    PrivateKeyMalformed = 108,
+    /// The device clock is not set (it reads a date before 2025-01-01).
+    ClockNotSet = 109,
+    /// The TLS handshake failed for another reason (the message says which).
+    TlsHandshakeFailed = 110,
+    /// The server refused our client certificate.
+    ClientCertRejected = 111,
+    /// The private key does not match the certificate.
+    KeyCertMismatch = 112,
+    /// A caller-supplied signing callback failed.
+    SignerFailed = 113,
+    /// A certificate is otherwise invalid (bad signature, wrong usage, revoked...).
+    CertInvalid = 114,
+
+    /// A SAS key is not valid base64 or is empty.
+    SasKeyInvalid = 200,
+    /// A connection string is malformed or inconsistent.
+    ConnectionStringInvalid = 201,
+    /// A SAS token has expired.
+    TokenExpired = 202,
+    /// A SAS token is malformed.
+    TokenMalformed = 203,
+    /// A SAS token's signature does not match the key.
+    SignatureMismatch = 204,
+    /// A device, module or registration id is empty or has characters IoT Hub refuses.
+    IdInvalid = 205,
+    /// The certificate's common name is not the configured device id.
+    CertDeviceMismatch = 206,
+    /// The hub refused the credentials (bad user name or password, CONNACK 4/5).
+    NotAuthorized = 207,
+    /// The device identity is disabled.
+    DeviceDisabled = 208,
+
+    /// An MQTT packet is malformed.
+    MqttMalformed = 300,
+    /// More bytes are needed to decode a complete packet.
+    MqttNeedMoreData = 301,
+    /// A packet exceeds the size IoT Hub allows.
+    MqttPacketTooLarge = 302,
+    /// QoS 2 is not supported by IoT Hub.
+    MqttQosUnsupported = 303,
+    /// The broker refused the connection (CONNACK return code in the message).
+    MqttConnectionRefused = 304,
+    /// A topic is malformed or is not an IoT Hub topic of the expected kind.
+    TopicInvalid = 305,
+    /// A property bag is malformed.
+    PropertyBagInvalid = 306,
+    /// The bounded in-flight queue is full.
+    QueueFull = 307,
+
+    /// An operating-system I/O error.
+    Io = 400,
+    /// The operation timed out.
+    Timeout = 401,
+    /// The host name could not be resolved.
+    DnsFailed = 402,
+    /// The TCP connection was refused or could not be established.
+    ConnectFailed = 403,
+    /// The peer closed the connection.
+    ConnectionClosed = 404,
+}
+
+impl Code {
+    /// The stable C name of this code, e.g. `TETHER_RESULT_CERT_EXPIRED`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::Ok => "TETHER_RESULT_OK",
+            Code::NullArgument => "TETHER_RESULT_NULL_ARGUMENT",
+            Code::InvalidUtf8 => "TETHER_RESULT_INVALID_UTF8",
+            Code::InvalidArgument => "TETHER_RESULT_INVALID_ARGUMENT",
+            Code::BufferTooSmall => "TETHER_RESULT_BUFFER_TOO_SMALL",
+            Code::Panic => "TETHER_RESULT_PANIC",
+            Code::FileNotReadable => "TETHER_RESULT_FILE_NOT_READABLE",
+            Code::InvalidState => "TETHER_RESULT_INVALID_STATE",
+            Code::NotFound => "TETHER_RESULT_NOT_FOUND",
+            Code::TlsVersionRefused => "TETHER_RESULT_TLS_VERSION_REFUSED",
+            Code::TlsCipherSuiteRefused => "TETHER_RESULT_TLS_CIPHER_SUITE_REFUSED",
+            Code::CertExpired => "TETHER_RESULT_CERT_EXPIRED",
+            Code::CertNotYetValid => "TETHER_RESULT_CERT_NOT_YET_VALID",
+            Code::CertWrongHost => "TETHER_RESULT_CERT_WRONG_HOST",
+            Code::CertUntrusted => "TETHER_RESULT_CERT_UNTRUSTED",
+            Code::ClientCertRequired => "TETHER_RESULT_CLIENT_CERT_REQUIRED",
+            Code::CertMalformed => "TETHER_RESULT_CERT_MALFORMED",
+            Code::PrivateKeyMalformed => "TETHER_RESULT_PRIVATE_KEY_MALFORMED",
+            Code::ClockNotSet => "TETHER_RESULT_CLOCK_NOT_SET",
+            Code::TlsHandshakeFailed => "TETHER_RESULT_TLS_HANDSHAKE_FAILED",
+            Code::ClientCertRejected => "TETHER_RESULT_CLIENT_CERT_REJECTED",
+            Code::KeyCertMismatch => "TETHER_RESULT_KEY_CERT_MISMATCH",
+            Code::SignerFailed => "TETHER_RESULT_SIGNER_FAILED",
+            Code::CertInvalid => "TETHER_RESULT_CERT_INVALID",
+            Code::SasKeyInvalid => "TETHER_RESULT_SAS_KEY_INVALID",
+            Code::ConnectionStringInvalid => "TETHER_RESULT_CONNECTION_STRING_INVALID",
+            Code::TokenExpired => "TETHER_RESULT_TOKEN_EXPIRED",
+            Code::TokenMalformed => "TETHER_RESULT_TOKEN_MALFORMED",
+            Code::SignatureMismatch => "TETHER_RESULT_SIGNATURE_MISMATCH",
+            Code::IdInvalid => "TETHER_RESULT_ID_INVALID",
+            Code::CertDeviceMismatch => "TETHER_RESULT_CERT_DEVICE_MISMATCH",
+            Code::NotAuthorized => "TETHER_RESULT_NOT_AUTHORIZED",
+            Code::DeviceDisabled => "TETHER_RESULT_DEVICE_DISABLED",
+            Code::MqttMalformed => "TETHER_RESULT_MQTT_MALFORMED",
+            Code::MqttNeedMoreData => "TETHER_RESULT_MQTT_NEED_MORE_DATA",
+            Code::MqttPacketTooLarge => "TETHER_RESULT_MQTT_PACKET_TOO_LARGE",
+            Code::MqttQosUnsupported => "TETHER_RESULT_MQTT_QOS_UNSUPPORTED",
+            Code::MqttConnectionRefused => "TETHER_RESULT_MQTT_CONNECTION_REFUSED",
+            Code::TopicInvalid => "TETHER_RESULT_TOPIC_INVALID",
+            Code::PropertyBagInvalid => "TETHER_RESULT_PROPERTY_BAG_INVALID",
+            Code::QueueFull => "TETHER_RESULT_QUEUE_FULL",
+            Code::Io => "TETHER_RESULT_IO",
+            Code::Timeout => "TETHER_RESULT_TIMEOUT",
+            Code::DnsFailed => "TETHER_RESULT_DNS_FAILED",
+            Code::ConnectFailed => "TETHER_RESULT_CONNECT_FAILED",
+            Code::ConnectionClosed => "TETHER_RESULT_CONNECTION_CLOSED",
+        }
+    }
+
+    /// Every code, in numeric order (for tests and tools).
+    pub const ALL: &'static [Code] = &[
+        Code::Ok,
+        Code::NullArgument,
+        Code::InvalidUtf8,
+        Code::InvalidArgument,
+        Code::BufferTooSmall,
+        Code::Panic,
+        Code::FileNotReadable,
+        Code::InvalidState,
+        Code::NotFound,
+        Code::TlsVersionRefused,
+        Code::TlsCipherSuiteRefused,
+        Code::CertExpired,
+        Code::CertNotYetValid,
+        Code::CertWrongHost,
+        Code::CertUntrusted,
+        Code::ClientCertRequired,
+        Code::CertMalformed,
+        Code::PrivateKeyMalformed,
+        Code::ClockNotSet,
+        Code::TlsHandshakeFailed,
+        Code::ClientCertRejected,
+        Code::KeyCertMismatch,
+        Code::SignerFailed,
+        Code::CertInvalid,
+        Code::SasKeyInvalid,
+        Code::ConnectionStringInvalid,
+        Code::TokenExpired,
+        Code::TokenMalformed,
+        Code::SignatureMismatch,
+        Code::IdInvalid,
+        Code::CertDeviceMismatch,
+        Code::NotAuthorized,
+        Code::DeviceDisabled,
+        Code::MqttMalformed,
+        Code::MqttNeedMoreData,
+        Code::MqttPacketTooLarge,
+        Code::MqttQosUnsupported,
+        Code::MqttConnectionRefused,
+        Code::TopicInvalid,
+        Code::PropertyBagInvalid,
+        Code::QueueFull,
+        Code::Io,
+        Code::Timeout,
+        Code::DnsFailed,
+        Code::ConnectFailed,
+        Code::ConnectionClosed,
+    ];
+
+    /// Whether this code belongs to the TLS area (policy, certificates, handshake).
+    pub fn is_tls(self) -> bool {
+        (100..200).contains(&(self as u32))
+    }
+
+    /// Whether this code belongs to the certificate part of the TLS area.
+    pub fn is_certificate(self) -> bool {
+        matches!(
+            self,
+            Code::CertExpired
+                | Code::CertNotYetValid
+                | Code::CertWrongHost
+                | Code::CertUntrusted
+                | Code::CertMalformed
+                | Code::CertInvalid
+                | Code::ClockNotSet
+        )
+    }
+}
+
+/// A failure: a stable code and a message that names the cause.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Error {
+    code: Code,
+    message: String,
+}
+
+impl Error {
+    /// An error with `code` and a message naming the cause.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The stable result code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The message: what went wrong, in words a person can act on.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The same error with `context: ` in front of its message.
+    pub fn context(self, context: impl fmt::Display) -> Self {
+        Error {
+            code: self.code,
+            message: format!("{context}: {}", self.message),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code.name())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Shorthand for results in this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_sorted_and_named_for_their_value() {
+        let mut last = None;
+        for &code in Code::ALL {
+            let value = code as u32;
+            if let Some(prev) = last {
+                assert!(value > prev, "{} is out of order", code.name());
+            }
+            last = Some(value);
+            assert!(code.name().starts_with("TETHER_RESULT_"));
+        }
+        assert_eq!(Code::ALL.len(), 46);
+    }
+
+    #[test]
+    fn code_values_are_stable() {
+        assert_eq!(Code::BufferTooSmall as u32, 4);
+        assert_eq!(Code::Panic as u32, 5);
+        assert_eq!(Code::TlsVersionRefused as u32, 100);
+        assert_eq!(Code::CertExpired as u32, 102);
+        assert_eq!(Code::SasKeyInvalid as u32, 200);
+        assert_eq!(Code::MqttMalformed as u32, 300);
+        assert_eq!(Code::Io as u32, 400);
+    }
+
+    #[test]
+    fn context_keeps_code_and_prefixes_message() {
+        let e = Error::new(Code::CertMalformed, "no certificate found").context("ca.pem");
+        assert_eq!(e.code(), Code::CertMalformed);
+        assert_eq!(e.message(), "ca.pem: no certificate found");
+    }
+}

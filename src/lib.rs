@@ -1,0 +1,29 @@
+//! tether: connect legacy device stacks to Azure IoT Hub the way the hub demands: TLS 1.2
+//! with its strong ECDHE suites only, SAS or X.509 device authentication, and IoT Hub's
+//! MQTT 3.1.1 conventions, through a C ABI (`include/tether.h`).
+//!
+//! Layers (see `DESIGN` in the repository's README):
+//! - [`policy`]: the IoT Hub TLS policy as a rustls `ClientConfig` (ring provider);
+//! - [`verify`] and [`handshake`]: certificate verification diagnostics and a handshake
+//!   driver whose every refusal names its cause;
+//! - [`cert`]: facts read from X.509 certificates;
+//! - [`error`]: the one error type and its stable result codes;
+//! - `ffi`: the C ABI, one file per exported concept.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod cert;
+pub mod error;
+pub mod ffi;
+pub mod handshake;
+pub mod policy;
+pub mod verify;
+
+pub use error::{Code, Error, Result};
+
+/// rustls-ffi's C API, re-exported so its `rustls_*` symbols are part of our libraries.
+#[cfg(feature = "rustls-ffi")]
+pub use rustls_ffi;
+
+/// The library version, as in Cargo.toml.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
