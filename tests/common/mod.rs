@@ -323,7 +323,7 @@ impl SServer {
         require("openssl", "openssl");
         let log = temp_dir("s_server").join("log");
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new("openssl")
+        let mut child = Command::new("openssl")
             .current_dir(dir)
             .args([
                 "s_server",
@@ -349,10 +349,11 @@ impl SServer {
             {
                 return SServer { child, port, log };
             }
-            assert!(
-                Instant::now() < deadline,
-                "openssl s_server did not start: {text}"
-            );
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("openssl s_server did not start: {text}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
