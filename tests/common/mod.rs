@@ -319,6 +319,7 @@ pub struct SServer {
 
 impl SServer {
     /// Starts `openssl s_server -accept 127.0.0.1:0 -naccept 1 -rev ARGS` in `dir`.
+    #[allow(clippy::zombie_processes)] // the child is reaped by `Drop`
     pub fn start(dir: &Path, args: &[&str]) -> SServer {
         require("openssl", "openssl");
         let log = temp_dir("s_server").join("log");
