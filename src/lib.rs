@@ -20,6 +20,7 @@ pub mod cert;
 pub mod error;
 pub mod ffi;
 pub mod handshake;
+pub mod mqtt;
 pub mod policy;
 pub mod verify;
 
