@@ -22,6 +22,7 @@ pub mod ffi;
 pub mod handshake;
 pub mod mqtt;
 pub mod policy;
+pub mod session;
 pub mod verify;
 
 pub use error::{Code, Error, Result};

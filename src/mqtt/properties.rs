@@ -154,12 +154,14 @@ fn decode_bytes(raw: &str, mut out: impl FnMut(u8)) -> Result<()> {
             let lo = b.get(i + 2).copied().and_then(hex_value);
             match (hi, lo) {
                 (Some(hi), Some(lo)) => out(hi << 4 | lo),
-                _ => return Err(Error::new(
-                    Code::PropertyBagInvalid,
-                    format!(
+                _ => {
+                    return Err(Error::new(
+                        Code::PropertyBagInvalid,
+                        format!(
                         "bad percent escape at offset {i}: `%` must be followed by two hex digits"
                     ),
-                )),
+                    ))
+                }
             }
             i += 3;
         } else {
