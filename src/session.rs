@@ -514,7 +514,8 @@ impl Session {
             link.sniffer.feed(data);
         }
         let mut rest = data;
-        while !rest.is_empty() {
+        let mut peer_closed = false;
+        while !rest.is_empty() && !peer_closed {
             link.tls
                 .read_tls(&mut rest)
                 .map_err(|e| Error::new(Code::Io, format!("TLS input: {e}")))?;
@@ -531,10 +532,8 @@ impl Session {
             loop {
                 match link.tls.reader().read(&mut buf) {
                     Ok(0) => {
-                        return Err(Error::new(
-                            Code::ConnectionClosed,
-                            "the hub closed the connection (TLS close_notify)",
-                        ))
+                        peer_closed = true;
+                        break;
                     }
                     Ok(n) => link.rx.extend_from_slice(&buf[..n]),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -556,7 +555,15 @@ impl Session {
                 .unwrap_or_default();
             link.sniffer = HelloSniffer::default();
         }
-        self.read_packets(now_ms)
+        // Packets that arrived before a close_notify (a CONNACK refusal, say) count first.
+        self.read_packets(now_ms)?;
+        if peer_closed && self.state != State::Idle {
+            return Err(Error::new(
+                Code::ConnectionClosed,
+                "the hub closed the connection (TLS close_notify)",
+            ));
+        }
+        Ok(())
     }
 
     fn read_packets(&mut self, now_ms: u64) -> Result<()> {

@@ -404,9 +404,15 @@ impl Mosquitto {
     /// settings; use `{port}` for the main port, which is picked here). Every listener binds
     /// 127.0.0.1. TLS listeners are capped at TLS 1.2 by an OpenSSL configuration.
     pub fn start(listeners: &str) -> Mosquitto {
+        Mosquitto::start_on(listeners, None)
+    }
+
+    /// As [`Mosquitto::start`], on `port` when given (to restart a broker where its
+    /// clients expect it).
+    pub fn start_on(listeners: &str, port: Option<u16>) -> Mosquitto {
         require("mosquitto", "mosquitto");
         let dir = temp_dir("mosquitto");
-        let port = free_port();
+        let port = port.unwrap_or_else(free_port);
         let conf = dir.join("mosquitto.conf");
         let log = dir.join("mosquitto.log");
         std::fs::write(
@@ -453,6 +459,12 @@ impl Mosquitto {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the broker (as a crash would).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
