@@ -16,6 +16,21 @@
 #define TETHER_VERSION_STRING "0.1.0"
 
 /*
+ Subscribe to cloud-to-device messages (`tether_client_subscribe`).
+ */
+#define TETHER_SUBSCRIBE_C2D 1
+
+/*
+ Subscribe to direct-method requests.
+ */
+#define TETHER_SUBSCRIBE_METHODS 2
+
+/*
+ Subscribe to twin responses and desired-property patches.
+ */
+#define TETHER_SUBSCRIBE_TWIN 4
+
+/*
  No embedded roots: only CAs added with `tether_tls_config_builder_add_ca*` are trusted.
  */
 #define TETHER_ROOTS_NONE 0
@@ -229,6 +244,59 @@ typedef enum tether_result {
 } tether_result;
 
 /*
+ What a polled event is.
+ */
+typedef enum tether_event_kind {
+  /*
+   Nothing happened within the timeout.
+   */
+  TETHER_EVENT_KIND_TETHER_EVENT_NONE = 0,
+  /*
+   The hub accepted the connection. `name`: TLS version and cipher suite.
+   */
+  TETHER_EVENT_KIND_TETHER_EVENT_CONNECTED = 1,
+  /*
+   A QoS 1 message was acknowledged. `message_id`.
+   */
+  TETHER_EVENT_KIND_TETHER_EVENT_TELEMETRY_ACKED = 2,
+  /*
+   A cloud-to-device message. `payload`, `property_count` (see
+   `tether_client_event_property`).
+   */
+  TETHER_EVENT_KIND_TETHER_EVENT_C2D = 3,
+  /*
+   A direct-method request. `name`, `request_id`, `payload`; answer with
+   `tether_client_respond_method`.
+   */
+  TETHER_EVENT_KIND_TETHER_EVENT_METHOD_REQUEST = 4,
+  /*
+   A twin GET or PATCH answer. `request_id`, `status`, `version` (0 if none), `payload`.
+   */
+  TETHER_EVENT_KIND_TETHER_EVENT_TWIN_RESPONSE = 5,
+  /*
+   A desired-properties patch. `version`, `payload`.
+   */
+  TETHER_EVENT_KIND_TETHER_EVENT_DESIRED_PATCH = 6,
+  /*
+   The hub refused a subscription. `name`: the topic filter.
+   */
+  TETHER_EVENT_KIND_TETHER_EVENT_SUBSCRIPTION_REFUSED = 7,
+  /*
+   The connection ended. `error`: why (`TETHER_RESULT_OK` when requested or for a
+   token renewal); `will_retry`: whether the client reconnects by itself.
+   `tether_last_error` gives the message.
+   */
+  TETHER_EVENT_KIND_TETHER_EVENT_DISCONNECTED = 8,
+} tether_event_kind;
+
+/*
+ A device client over a TCP socket: connects, sends, receives, renews its SAS token and
+ reconnects with back-off, all on the calling thread inside `tether_client_poll`.
+ Not thread-safe: use one client from one thread at a time (it may move between threads).
+ */
+typedef struct tether_client tether_client;
+
+/*
  A finished, immutable TLS configuration following the IoT Hub policy. Under the hood this
  holds an `Arc<rustls::ClientConfig>`. Safe to share between threads for reading. Free with
  `tether_tls_config_free`.
@@ -241,9 +309,261 @@ typedef struct tether_tls_config tether_tls_config;
  */
 typedef struct tether_tls_config_builder tether_tls_config_builder;
 
+/*
+ Connection settings for `tether_client_new`. Start from
+ `tether_client_options_default()` and change what you need.
+ */
+typedef struct tether_client_options {
+  /*
+   TCP port (IoT Hub MQTT: 8883).
+   */
+  uint16_t port;
+  /*
+   MQTT keep-alive, seconds (default 60, at most 1177).
+   */
+  uint16_t keep_alive_secs;
+  /*
+   Lifetime of the SAS tokens the client makes, seconds (default 3600; at least 60).
+   Tokens are renewed by reconnecting before they expire.
+   */
+  uint32_t token_ttl_secs;
+  /*
+   Most unacknowledged QoS 1 messages (default 128).
+   */
+  uint32_t max_inflight;
+  /*
+   Timeout for TCP connect, and for TLS + CONNACK, milliseconds (default 10000).
+   */
+  uint32_t connect_timeout_ms;
+  /*
+   Largest delay between reconnection attempts, milliseconds (default 60000).
+   */
+  uint32_t retry_max_ms;
+} tether_client_options;
+
+/*
+ One event from `tether_client_poll`. Pointers are owned by the client and stay valid
+ until the next `tether_client_poll` or `tether_client_free`; fields an event kind does not
+ use are zero or NULL.
+ */
+typedef struct tether_event {
+  /*
+   The kind of event.
+   */
+  enum tether_event_kind kind;
+  /*
+   TELEMETRY_ACKED: the id `tether_client_send_telemetry` returned.
+   */
+  uint64_t message_id;
+  /*
+   METHOD_REQUEST: the method; CONNECTED: `TLSv1.2 <suite>`; SUBSCRIPTION_REFUSED: the
+   filter. NUL-terminated.
+   */
+  const char *name;
+  /*
+   METHOD_REQUEST, TWIN_RESPONSE: the request id. NUL-terminated.
+   */
+  const char *request_id;
+  /*
+   TWIN_RESPONSE: the status (200, 204, 429...).
+   */
+  uint16_t status;
+  /*
+   TWIN_RESPONSE, DESIRED_PATCH: the twin version.
+   */
+  uint64_t version;
+  /*
+   The message body.
+   */
+  const uint8_t *payload;
+  /*
+   Its length.
+   */
+  size_t payload_len;
+  /*
+   C2D: how many properties `tether_client_event_property` can read.
+   */
+  size_t property_count;
+  /*
+   DISCONNECTED: why.
+   */
+  enum tether_result error;
+  /*
+   DISCONNECTED: whether the client reconnects by itself on later polls.
+   */
+  bool will_retry;
+} tether_event;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/*
+ Returns the default client options: port 8883, keep-alive 60 s, token lifetime
+ 3600 s, 128 messages in flight, 10 s connect timeout, back-off up to 60 s.
+ */
+struct tether_client_options tether_client_options_default(void);
+
+/*
+ Creates a client for the device in `connection_string`
+ (`HostName=...;DeviceId=...;SharedAccessKey=...`, or with `SharedAccessSignature=`, or
+ `x509=true`). Nothing is opened yet.
+
+ - `tls`: the TLS policy to use (it must carry the client certificate for X.509), or
+   NULL for the IoT Hub defaults. The client keeps its own reference; `tls` may be freed
+   afterwards.
+ - `options`: NULL for `tether_client_options_default()`.
+ - `client_out`: receives the new client, owned by the caller (free it with
+   `tether_client_free`); not written on failure.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_CONNECTION_STRING_INVALID`, `TETHER_RESULT_SAS_KEY_INVALID`,
+ `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_INVALID_ARGUMENT` (options out of range, or
+ X.509 without a client certificate).
+ */
+enum tether_result tether_client_new(const char *connection_string,
+                                     const struct tether_tls_config *tls,
+                                     const struct tether_client_options *options,
+                                     struct tether_client **client_out);
+
+/*
+ Creates a client from the environment: `TETHER_CONNECTION_STRING` (required),
+ `TETHER_CA_FILE` (an extra trusted CA), `TETHER_PORT` (default 8883),
+ `TETHER_CERT_FILE` and `TETHER_KEY_FILE` (X.509). The same variables the examples, the
+ CLI and the bindings use. Ownership and results as `tether_client_new`, plus
+ `TETHER_RESULT_FILE_NOT_READABLE` and certificate results for the files.
+ */
+enum tether_result tether_client_new_from_env(struct tether_client **client_out);
+
+/*
+ Frees a client, disconnecting it gracefully first. NULL is a no-op.
+ */
+void tether_client_free(struct tether_client *client);
+
+/*
+ Connects and waits up to `timeout_ms` until the hub accepts the connection, retrying
+ network failures with back-off. Blocks the calling thread. Refusals a retry cannot fix
+ return at once: TLS policy results (100-199), `TETHER_RESULT_NOT_AUTHORIZED`
+ (credentials refused, after trying the secondary key if there is one),
+ `TETHER_RESULT_TOKEN_EXPIRED`, `TETHER_RESULT_CLOCK_NOT_SET`. Otherwise the last network
+ result (400-499) when time runs out. Events other than the connection are kept for
+ `tether_client_poll`.
+ */
+enum tether_result tether_client_connect(struct tether_client *client, uint32_t timeout_ms);
+
+/*
+ Sends a telemetry message: `payload` (`payload_len` bytes, may be NULL when 0), with
+ `property_count` properties given as parallel arrays of NUL-terminated UTF-8 `keys`
+ and `values` (a NULL value sends the bare key; system properties use their names,
+ e.g. `$.ct` = `application/json`, `$.ce` = `utf-8`), at QoS 0 or 1.
+
+ QoS 1 messages are queued while disconnected and re-sent until acknowledged;
+ `*message_id_out` (may be NULL) receives the id the TELEMETRY_ACKED event will carry.
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_MQTT_QOS_UNSUPPORTED`, `TETHER_RESULT_MQTT_PACKET_TOO_LARGE` (over 256 KiB),
+ `TETHER_RESULT_QUEUE_FULL`, `TETHER_RESULT_INVALID_STATE` (QoS 0 while disconnected),
+ `TETHER_RESULT_PROPERTY_BAG_INVALID` (empty key).
+ */
+enum tether_result tether_client_send_telemetry(struct tether_client *client,
+                                                const uint8_t *payload,
+                                                size_t payload_len,
+                                                const char *const *keys,
+                                                const char *const *values,
+                                                size_t property_count,
+                                                uint8_t qos,
+                                                uint64_t *message_id_out);
+
+/*
+ Subscribes to a set of `TETHER_SUBSCRIBE_*` bits, now if connected and again on every
+ reconnection. Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_ARGUMENT` (no or unknown bits).
+ */
+enum tether_result tether_client_subscribe(struct tether_client *client, uint32_t subscriptions);
+
+/*
+ Runs the connection for up to `timeout_ms` and writes the next event to `*event_out`
+ (`TETHER_EVENT_NONE` when nothing happened in time). This is where the client sends,
+ receives, pings, renews its token and reconnects: call it regularly. Blocks the
+ calling thread. The event's pointers stay valid until the next call or
+ `tether_client_free`.
+
+ Results: `TETHER_RESULT_OK` (also when a DISCONNECTED event is returned: see its
+ `error`), `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_client_poll(struct tether_client *client,
+                                      uint32_t timeout_ms,
+                                      struct tether_event *event_out);
+
+/*
+ Reads property `index` of the last C2D event: `*key` and `*value` receive
+ NUL-terminated strings owned by the client (valid until the next poll); `*value` is
+ NULL for a property sent without a value. Results: `TETHER_RESULT_OK`,
+ `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_NOT_FOUND` (index out of range).
+ */
+enum tether_result tether_client_event_property(const struct tether_client *client,
+                                                size_t index,
+                                                const char **key,
+                                                const char **value);
+
+/*
+ Requests the twin document; the TWIN_RESPONSE event with the request id written to
+ `request_id` (NUL-terminated, capacity `cap`, length in `*request_id_len`) carries it.
+ Subscribes to twin topics if needed. Results: `TETHER_RESULT_OK`,
+ `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_STATE` (not connected),
+ `TETHER_RESULT_BUFFER_TOO_SMALL` (the request was sent; `*request_id_len` = length).
+ */
+enum tether_result tether_client_twin_get(struct tether_client *client,
+                                          char *request_id,
+                                          size_t cap,
+                                          size_t *request_id_len);
+
+/*
+ Sends a reported-properties patch (`json`, `json_len` bytes); answered by a
+ TWIN_RESPONSE event (status 204, new version) with the request id written to
+ `request_id`. Results as `tether_client_twin_get`.
+ */
+enum tether_result tether_client_twin_patch_reported(struct tether_client *client,
+                                                     const uint8_t *json,
+                                                     size_t json_len,
+                                                     char *request_id,
+                                                     size_t cap,
+                                                     size_t *request_id_len);
+
+/*
+ Answers a direct-method request with `status` (e.g. 200) and a JSON body (`json`,
+ `json_len` bytes; may be NULL when 0). Results: `TETHER_RESULT_OK`,
+ `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_INVALID_STATE` (not connected), `TETHER_RESULT_TOPIC_INVALID` (bad
+ request id).
+ */
+enum tether_result tether_client_respond_method(struct tether_client *client,
+                                                const char *request_id,
+                                                uint16_t status,
+                                                const uint8_t *json,
+                                                size_t json_len);
+
+/*
+ Replaces the device's SAS keys (base64, NUL-terminated; `secondary_key` may be NULL),
+ for key rotation without a restart: the next connection (renewal or reconnect) uses
+ the primary, and falls back to the secondary if the hub refuses it. The keys are
+ copied into memory the library zeroes. Results: `TETHER_RESULT_OK`,
+ `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_SAS_KEY_INVALID`.
+ */
+enum tether_result tether_client_set_keys(struct tether_client *client,
+                                          const char *primary_key,
+                                          const char *secondary_key);
+
+/*
+ Disconnects gracefully (MQTT DISCONNECT, TLS close_notify). The client does not
+ reconnect until `tether_client_connect`. NULL is a no-op.
+ */
+void tether_client_disconnect(struct tether_client *client);
+
+/*
+ How many QoS 1 messages wait for acknowledgement (0 for NULL).
+ */
+size_t tether_client_inflight(const struct tether_client *client);
 
 /*
  Returns the name of a result code as a static NUL-terminated string, e.g.

@@ -401,3 +401,90 @@ impl Drop for Client {
         }
     }
 }
+
+/// The environment variables every example, the CLI and the bindings honour.
+pub mod env {
+    /// The device connection string (`HostName=...;DeviceId=...;SharedAccessKey=...`).
+    pub const CONNECTION_STRING: &str = "TETHER_CONNECTION_STRING";
+    /// An extra trusted CA certificate (PEM or DER file), e.g. a local hub's test CA.
+    pub const CA_FILE: &str = "TETHER_CA_FILE";
+    /// The port (default 8883).
+    pub const PORT: &str = "TETHER_PORT";
+    /// The device certificate chain (PEM or DER file) for X.509 authentication.
+    pub const CERT_FILE: &str = "TETHER_CERT_FILE";
+    /// The device private key (PEM or DER file) for X.509 authentication.
+    pub const KEY_FILE: &str = "TETHER_KEY_FILE";
+}
+
+fn env_var(name: &str) -> Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::new(
+            Code::InvalidUtf8,
+            format!("{name} is not valid UTF-8"),
+        )),
+    }
+}
+
+/// The TLS policy named by the environment: the IoT Hub defaults, plus `TETHER_CA_FILE`,
+/// plus the client certificate of `TETHER_CERT_FILE`/`TETHER_KEY_FILE`.
+pub fn policy_from_env() -> Result<crate::policy::TlsPolicy> {
+    let mut policy = crate::policy::TlsPolicy::new();
+    if let Some(ca) = env_var(env::CA_FILE)? {
+        policy.add_ca_file(&ca)?;
+    }
+    match (env_var(env::CERT_FILE)?, env_var(env::KEY_FILE)?) {
+        (Some(cert), Some(key)) => {
+            policy.set_client_cert_files(&cert, &key)?;
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::new(
+                Code::InvalidArgument,
+                format!("{} and {} go together", env::CERT_FILE, env::KEY_FILE),
+            ))
+        }
+    }
+    Ok(policy)
+}
+
+/// The port named by `TETHER_PORT` (default 8883).
+pub fn port_from_env() -> Result<u16> {
+    match env_var(env::PORT)? {
+        None => Ok(8883),
+        Some(p) => match p.parse::<u16>() {
+            Ok(port) if port != 0 => Ok(port),
+            _ => Err(Error::new(
+                Code::InvalidArgument,
+                format!("{} is \"{p}\", not a port number", env::PORT),
+            )),
+        },
+    }
+}
+
+/// A client configured entirely from the environment (see [`env`]).
+pub fn client_from_env() -> Result<Client> {
+    let cs = env_var(env::CONNECTION_STRING)?.ok_or_else(|| {
+        Error::new(
+            Code::ConnectionStringInvalid,
+            format!(
+                "{} is not set: export the device connection string \
+                 (HostName=...;DeviceId=...;SharedAccessKey=...)",
+                env::CONNECTION_STRING
+            ),
+        )
+    })?;
+    let cs = crate::auth::connection_string::ConnectionString::parse(&cs)?;
+    let policy = policy_from_env()?;
+    let config =
+        SessionConfig::from_connection_string(&cs, policy.build()?, policy.has_client_cert())?;
+    Client::new(
+        config,
+        ClientOptions {
+            port: port_from_env()?,
+            ..ClientOptions::default()
+        },
+    )
+}
