@@ -757,3 +757,150 @@ fn key_that_does_not_match_the_certificate_is_refused() {
         .unwrap_err();
     assert_eq!(e.code(), Code::KeyCertMismatch, "{e:?}");
 }
+
+// ---------------------------------------------------------------- C programs
+
+const STRICT: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror"];
+const STATIC_LIBS: &[&str] = &[
+    "-lgcc_s",
+    "-lutil",
+    "-lrt",
+    "-lpthread",
+    "-lm",
+    "-ldl",
+    "-lc",
+];
+
+/// target/<profile>/libtether.a, built by `cargo build --lib` before the tests.
+fn static_lib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let lib = exe.parent().unwrap().parent().unwrap().join("libtether.a");
+    assert!(
+        lib.exists(),
+        "{} not found: `cargo test` builds only the rlib; run `cargo build --lib` first (.ci/test does)",
+        lib.display()
+    );
+    lib
+}
+
+fn build_c(name: &str, source: &Path, extra: &[&str]) -> PathBuf {
+    require("cc", "gcc");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = temp_dir(name).join(name);
+    run(Command::new("cc")
+        .args(STRICT)
+        .arg("-D_POSIX_C_SOURCE=200809L")
+        .arg(format!("-I{}", root.join("include").display()))
+        .arg(source)
+        .arg("-o")
+        .arg(&out)
+        .arg(static_lib())
+        .args(extra)
+        .args(STATIC_LIBS));
+    out
+}
+
+#[test]
+fn c_program_gets_published_vectors_and_distinct_errors() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let program = build_c(
+        "identity_checks",
+        &root.join("tests/c/identity_checks.c"),
+        &[],
+    );
+    let pki = Pki::shared();
+    let out = Command::new(&program)
+        .arg(pki.path("device.der"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    let tokens: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("TOKEN "))
+        .collect();
+    let sig = openssl_hmac_base64(
+        VECTOR_KEY,
+        b"myiothub.azure-devices.net%2Fdevices%2Fmy_device\n1578941692",
+    );
+    assert_eq!(
+        tokens[0],
+        format!(
+            "SharedAccessSignature sr=myiothub.azure-devices.net%2Fdevices%2Fmy_device&sig={}&se=1578941692",
+            sas::url_encode_string(&sig)
+        )
+    );
+    let sig = openssl_hmac_base64(
+        VECTOR_KEY,
+        b"myiothub.azure-devices.net%2Fdevices%2Fmy_device%2Fmodules%2Fmy_module\n1578941692",
+    );
+    assert!(tokens[1].contains(&format!("&sig={}&", sas::url_encode_string(&sig))));
+    let (_, cli, _) = tether_cli(&["thumbprint", &pki.path("device.der")]);
+    for line in stdout.lines().filter(|l| l.starts_with("SHA")) {
+        assert!(cli.contains(line), "{line} vs {cli}");
+    }
+}
+
+#[test]
+fn c_example_x509_signer_completes_mutual_tls_rsa_and_ec() {
+    require("pkg-config", "pkg-config");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let crypto = Command::new("pkg-config")
+        .args(["--exists", "libcrypto"])
+        .status()
+        .unwrap();
+    assert!(
+        crypto.success(),
+        "OpenSSL's libcrypto headers are missing: apt-get install -y libssl-dev"
+    );
+    let program = build_c(
+        "x509_signer",
+        &root.join("c-examples/x509_signer.c"),
+        &["-lcrypto"],
+    );
+    let pki = Pki::shared();
+    let devices = Devices::get();
+    for (cert, key) in [
+        (pki.path("device.pem"), pki.path("device.key")),
+        (devices.path("ec256.pem"), devices.path("ec256.key")),
+        (devices.path("ec384.pem"), devices.path("ec384.key")),
+    ] {
+        let server = mutual_tls_server();
+        let out = Command::new(&program)
+            .args([
+                "localhost",
+                &server.port.to_string(),
+                &pki.path("ca.pem"),
+                &cert,
+                &key,
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.starts_with("OK TLSv1.2 "),
+            "{cert}: {stdout}{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.log()
+        );
+        // Once to check the key at registration, once in the handshake.
+        assert!(stdout.contains("signer called 2 times"), "{stdout}");
+    }
+    // A signer holding another key is refused at registration.
+    let out = Command::new(&program)
+        .args([
+            "localhost",
+            "1",
+            &pki.path("ca.pem"),
+            &pki.path("device.pem"),
+            &pki.path("other.key"),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("set_client_signer: TETHER_RESULT_KEY_CERT_MISMATCH"),
+        "{stdout}"
+    );
+}
