@@ -3,7 +3,7 @@
 
 use std::ffi::c_char;
 
-use zeroize::Zeroizing;
+use zeroize::Zeroize;
 
 use crate::auth::sas::{self, Resource, SasKey};
 use crate::ffi::panic::guard;
@@ -60,10 +60,16 @@ pub unsafe extern "C" fn tether_sas_token(
         };
         let resource = Resource::parse(resource_uri)?;
         let key = SasKey::from_base64_named(key_base64, "key_base64")?;
-        let mut buf = Zeroizing::new([0u8; TETHER_SAS_TOKEN_MAX_LEN]);
-        let token = sas::write_token(&resource, &key, key_name, expiry_unix, &mut buf[..])?;
-        // SAFETY: buffer contract documented above.
-        unsafe { write_text(token, out, out_cap, out_len) }
+        let mut buf = [0u8; TETHER_SAS_TOKEN_MAX_LEN];
+        let result = sas::write_token(&resource, &key, key_name, expiry_unix, &mut buf)
+            // SAFETY: buffer contract documented above.
+            .and_then(|token| unsafe { write_text(token, out, out_cap, out_len) });
+        // The token is a credential until it expires: wipe the part that was written.
+        let cap = buf.len();
+        // SAFETY: on success `out_len` was checked and written by write_text.
+        let written = result.as_ref().map_or(cap, |_| unsafe { *out_len });
+        buf[..written.min(cap)].zeroize();
+        result
     })
 }
 
