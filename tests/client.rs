@@ -367,3 +367,161 @@ fn qos1_messages_survive_a_broker_restart() {
     }
     drop(broker);
 }
+
+#[test]
+fn an_unreachable_hub_is_retried_with_growing_delays() {
+    let port = common::free_port();
+    let mut c = client(port, &token(far_expiry()));
+    let start = Instant::now();
+    let err = c.connect(Duration::from_millis(3500)).unwrap_err();
+    assert_eq!(err.code(), Code::ConnectFailed, "{err:?}");
+    assert!(start.elapsed() >= Duration::from_millis(3500));
+    // The client keeps retrying on later polls; time the next failed attempts.
+    let mut failures = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while failures.len() < 5 && Instant::now() < deadline {
+        if let Some(Event::Disconnected(Disconnect::Retriable(e))) =
+            c.poll(Duration::from_millis(100)).unwrap()
+        {
+            assert_eq!(e.code(), Code::ConnectFailed);
+            failures.push(start.elapsed());
+        }
+    }
+    assert!(failures.len() >= 4, "{failures:?}");
+    let gaps: Vec<Duration> = failures.windows(2).map(|w| w[1] - w[0]).collect();
+    // Back-off is capped at 1 s in this test; it never hammers the hub.
+    for gap in &gaps {
+        assert!(*gap >= Duration::from_millis(150), "gaps {gaps:?}");
+    }
+}
+
+fn cli(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_send_reports_every_message_acknowledged() {
+    let token = token(far_expiry());
+    let broker = broker(&token, None);
+    let sub = Subscriber::start(broker.port, "devices/dev-1/messages/events/#");
+    let cs = format!("HostName=localhost;DeviceId={DEVICE};SharedAccessSignature={token}");
+    let port = broker.port.to_string();
+    let ca = Pki::shared().path("ca.pem");
+    let out = cli(
+        &[
+            "send",
+            "--count",
+            "20",
+            "--qos",
+            "1",
+            "--property",
+            "kind=test",
+            "hello",
+        ],
+        &[
+            ("TETHER_CONNECTION_STRING", &cs),
+            ("TETHER_PORT", &port),
+            ("TETHER_CA_FILE", &ca),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "sent 20 acked 20\n");
+    let got = sub.messages(Duration::from_secs(2));
+    assert_eq!(got.len(), 20, "{got:?}");
+    assert!(got
+        .iter()
+        .all(|l| l == "devices/dev-1/messages/events/kind=test hello"));
+}
+
+#[test]
+fn cli_send_fails_clearly_when_the_token_is_refused() {
+    let broker = broker(&token(far_expiry()), None);
+    let cs = format!(
+        "HostName=localhost;DeviceId={DEVICE};SharedAccessSignature={}",
+        token(far_expiry() + 5)
+    );
+    let port = broker.port.to_string();
+    let ca = Pki::shared().path("ca.pem");
+    let out = cli(
+        &[
+            "send",
+            "--connection-string",
+            &cs,
+            "--port",
+            &port,
+            "--ca",
+            &ca,
+            "hello",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TETHER_RESULT_NOT_AUTHORIZED"), "{err}");
+    assert!(err.contains("CONNACK 5"), "{err}");
+}
+
+#[test]
+fn cli_listen_prints_c2d_and_answers_methods() {
+    let token = token(far_expiry());
+    let broker = broker(&token, None);
+    let port = broker.port.to_string();
+    let ca = Pki::shared().path("ca.pem");
+    let cs = format!("HostName=localhost;DeviceId={DEVICE};SharedAccessSignature={token}");
+    let responses = Subscriber::start(broker.port, "$iothub/methods/res/#");
+    let mut listen = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args([
+            "listen",
+            "--count",
+            "2",
+            "--status",
+            "201",
+            "--timeout",
+            "20",
+        ])
+        .args(["--connection-string", &cs, "--port", &port, "--ca", &ca])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(listen.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "listening");
+    // The subscriptions are sent right after CONNACK; give them a moment to be granted.
+    std::thread::sleep(Duration::from_millis(500));
+    let publish = |topic: &str, message: &str| {
+        run(Command::new("mosquitto_pub")
+            .args(["-h", "localhost", "-p", &port, "--cafile", &ca])
+            .args([
+                "-u",
+                "service",
+                "-P",
+                SERVICE_PASSWORD,
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-m",
+                message,
+            ]));
+    };
+    publish("devices/dev-1/messages/devicebound/color=red", "paint");
+    publish("$iothub/methods/POST/reboot/?$rid=7", "{\"in\":5}");
+    assert_eq!(lines.next().unwrap().unwrap(), "c2d [color=red] paint");
+    assert_eq!(lines.next().unwrap().unwrap(), "method reboot {\"in\":5}");
+    assert!(listen.wait().unwrap().success());
+    let answer = responses.wait_for(
+        |l| l.starts_with("$iothub/methods/res/"),
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        answer.as_deref(),
+        Some("$iothub/methods/res/201/?$rid=7 {}")
+    );
+}

@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 mod args;
 mod derive_key;
+mod device;
+mod listen;
 mod sas_token;
+mod send;
 mod thumbprint;
 mod tls_check;
 
@@ -23,6 +26,15 @@ commands:
       Print a device's key for a DPS symmetric-key group enrollment.
   thumbprint FILE
       Print the SHA1 and SHA256 thumbprints of a certificate (PEM or DER).
+  send [--count N] [--qos 0|1] [--property K=V]... MESSAGE
+      Send telemetry as the device; prints 'sent N acked M' and succeeds only when every
+      QoS 1 message was acknowledged.
+  listen [--status N] [--count N] [--timeout SECONDS]
+      Print cloud-to-device messages and direct-method requests (answered with status N,
+      default 200).
+      send and listen take [--connection-string CS] [--ca FILE] [--port N]
+      [--cert FILE --key FILE] [--ttl SECONDS] [-v], defaulting to TETHER_CONNECTION_STRING,
+      TETHER_CA_FILE, TETHER_PORT, TETHER_CERT_FILE and TETHER_KEY_FILE.
   version
       Print the library version.
 ";
@@ -36,6 +48,8 @@ fn main() -> ExitCode {
         Some("sas-token") => sas_token::run(&rest),
         Some("derive-key") => derive_key::run(&rest),
         Some("thumbprint") => thumbprint::run(&rest),
+        Some("send") => send::run(&rest),
+        Some("listen") => listen::run(&rest),
         Some("version" | "--version" | "-V") => {
             println!("tether {}", tether::VERSION);
             Ok(())
