@@ -321,48 +321,49 @@ typedef enum tether_result {
 
 /*
  What a polled event is.
+
  */
 typedef enum tether_event_kind {
   /*
    Nothing happened within the timeout.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_NONE = 0,
+  TETHER_EVENT_NONE = 0,
   /*
    The hub accepted the connection. `name`: TLS version and cipher suite.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_CONNECTED = 1,
+  TETHER_EVENT_CONNECTED = 1,
   /*
    A QoS 1 message was acknowledged. `message_id`.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_TELEMETRY_ACKED = 2,
+  TETHER_EVENT_TELEMETRY_ACKED = 2,
   /*
    A cloud-to-device message. `payload`, `property_count` (see
    `tether_client_event_property`).
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_C2D = 3,
+  TETHER_EVENT_C2D = 3,
   /*
    A direct-method request. `name`, `request_id`, `payload`; answer with
    `tether_client_respond_method`.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_METHOD_REQUEST = 4,
+  TETHER_EVENT_METHOD_REQUEST = 4,
   /*
    A twin GET or PATCH answer. `request_id`, `status`, `version` (0 if none), `payload`.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_TWIN_RESPONSE = 5,
+  TETHER_EVENT_TWIN_RESPONSE = 5,
   /*
    A desired-properties patch. `version`, `payload`.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_DESIRED_PATCH = 6,
+  TETHER_EVENT_DESIRED_PATCH = 6,
   /*
    The hub refused a subscription. `name`: the topic filter.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_SUBSCRIPTION_REFUSED = 7,
+  TETHER_EVENT_SUBSCRIPTION_REFUSED = 7,
   /*
    The connection ended. `error`: why (`TETHER_RESULT_OK` when requested or for a
    token renewal); `will_retry`: whether the client reconnects by itself.
    `tether_last_error` gives the message.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_DISCONNECTED = 8,
+  TETHER_EVENT_DISCONNECTED = 8,
 } tether_event_kind;
 
 /*

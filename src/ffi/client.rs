@@ -43,6 +43,8 @@ pub struct tether_client_options {
 }
 
 /// What a polled event is.
+///
+/// cbindgen:prefix-with-name=false
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum tether_event_kind {
