@@ -382,6 +382,13 @@ typedef struct tether_client tether_client;
 typedef struct tether_connection_string tether_connection_string;
 
 /*
+ A device session without I/O: TLS (IoT Hub policy) and IoT Hub MQTT in one state
+ machine, driven by the caller's socket and clock. Times are Unix milliseconds from the
+ caller. Not thread-safe: use from one thread at a time.
+ */
+typedef struct tether_session tether_session;
+
+/*
  A finished, immutable TLS configuration following the IoT Hub policy. Under the hood this
  holds an `Arc<rustls::ClientConfig>`. Safe to share between threads for reading. Free with
  `tether_tls_config_free`.
@@ -901,6 +908,122 @@ enum tether_result tether_sas_token(const char *resource_uri,
                                     char *out,
                                     size_t out_cap,
                                     size_t *out_len);
+
+/*
+ Creates a session for the device in `connection_string` (see `tether_client_new`;
+ `options->port` is not used: the caller opens the connection). `tls` NULL means the
+ IoT Hub defaults. `*session_out` receives a session owned by the caller (free it with
+ `tether_session_free`); not written on failure. Results as `tether_client_new`.
+ */
+enum tether_result tether_session_new(const char *connection_string,
+                                      const struct tether_tls_config *tls,
+                                      const struct tether_client_options *options,
+                                      struct tether_session **session_out);
+
+/*
+ Frees a session. NULL is a no-op. Close the socket yourself.
+ */
+void tether_session_free(struct tether_session *session);
+
+/*
+ Starts a connection over a TCP connection the caller has just opened to the hub:
+ queues the TLS handshake and MQTT CONNECT (with a fresh SAS token valid from `now_ms`).
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_STATE` (already connected), `TETHER_RESULT_CLOCK_NOT_SET`,
+ `TETHER_RESULT_TOKEN_EXPIRED`.
+ */
+enum tether_result tether_session_connect(struct tether_session *session, uint64_t now_ms);
+
+/*
+ Feeds `len` bytes received from the socket. A protocol or TLS failure returns its
+ result and also produces a DISCONNECTED event; then close the socket.
+ */
+enum tether_result tether_session_handle_input(struct tether_session *session,
+                                               const uint8_t *data,
+                                               size_t len,
+                                               uint64_t now_ms);
+
+/*
+ Copies up to `cap` bytes that must be sent on the socket into `buf`, and their count
+ into `*out_len` (0 when there is nothing to send). Bytes not copied stay queued, in
+ order: call again until `*out_len` is 0. Results: `TETHER_RESULT_OK`,
+ `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_session_poll_output(struct tether_session *session,
+                                              uint8_t *buf,
+                                              size_t cap,
+                                              size_t *out_len);
+
+/*
+ Fires due timers (keep-alive ping, ping and CONNACK timeouts, SAS renewal).
+ */
+enum tether_result tether_session_handle_timeout(struct tether_session *session, uint64_t now_ms);
+
+/*
+ Writes when `tether_session_handle_timeout` should next be called (Unix ms) to
+ `*deadline_ms`. Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NOT_FOUND` (no timer: not
+ connected), `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_session_next_deadline(const struct tether_session *session,
+                                                uint64_t *deadline_ms);
+
+/*
+ Tells the session the socket failed or was closed by the peer. Unacknowledged QoS 1
+ messages stay queued for the next connection.
+ */
+enum tether_result tether_session_connection_lost(struct tether_session *session);
+
+/*
+ Writes the next event to `*event_out` (`TETHER_EVENT_NONE` when there is none). The
+ event's pointers stay valid until the next call or `tether_session_free`.
+ */
+enum tether_result tether_session_poll_event(struct tether_session *session,
+                                             struct tether_event *event_out);
+
+/*
+ Reads property `index` of the last C2D event; see `tether_client_event_property`.
+ */
+enum tether_result tether_session_event_property(const struct tether_session *session,
+                                                 size_t index,
+                                                 const char **key,
+                                                 const char **value);
+
+/*
+ Sends telemetry; arguments and results as `tether_client_send_telemetry`. QoS 1
+ messages are queued while disconnected.
+ */
+enum tether_result tether_session_send_telemetry(struct tether_session *session,
+                                                 const uint8_t *payload,
+                                                 size_t payload_len,
+                                                 const char *const *keys,
+                                                 const char *const *values,
+                                                 size_t property_count,
+                                                 uint8_t qos,
+                                                 uint64_t now_ms,
+                                                 uint64_t *message_id_out);
+
+/*
+ Subscribes to `TETHER_SUBSCRIBE_*` bits, now if connected and on every connection.
+ */
+enum tether_result tether_session_subscribe(struct tether_session *session,
+                                            uint32_t subscriptions,
+                                            uint64_t now_ms);
+
+/*
+ Answers a direct-method request; see `tether_client_respond_method`.
+ */
+enum tether_result tether_session_respond_method(struct tether_session *session,
+                                                 const char *request_id,
+                                                 uint16_t status,
+                                                 const uint8_t *json,
+                                                 size_t json_len,
+                                                 uint64_t now_ms);
+
+/*
+ Starts a graceful disconnection (MQTT DISCONNECT, TLS close_notify): send the output,
+ then close the socket.
+ */
+enum tether_result tether_session_disconnect(struct tether_session *session, uint64_t now_ms);
 
 /*
  Authenticates the device with a client certificate whose private key stays outside the

@@ -700,3 +700,36 @@ fn c_example_c2d_methods_twin_handles_each_kind_of_message() {
         Some("$iothub/methods/res/200/?$rid=77 {\"done\":true}")
     );
 }
+
+#[test]
+fn c_example_own_socket_drives_the_session_over_its_own_socket() {
+    let token = token(far_expiry());
+    let broker = broker(&token, None);
+    let sub = Subscriber::start(broker.port, "devices/dev-1/messages/events/#");
+    let cs = format!("HostName=localhost;DeviceId={DEVICE};SharedAccessSignature={token}");
+    let out = Command::new(examples().join("own_socket"))
+        .arg("4")
+        .env("TETHER_CONNECTION_STRING", &cs)
+        .env("TETHER_PORT", broker.port.to_string())
+        .env("TETHER_CA_FILE", Pki::shared().path("ca.pem"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "connected: TLSv1.2 TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\nacked 4\n"
+    );
+    assert_eq!(sub.messages(Duration::from_secs(2)).len(), 4);
+    // The example ended with a graceful MQTT DISCONNECT.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        broker.log().contains("Received DISCONNECT from dev-1"),
+        "{}",
+        broker.log()
+    );
+}
