@@ -321,6 +321,21 @@ impl tether_tls_config {
     }
 }
 
+/// The configuration behind `tls`, or the IoT Hub defaults for NULL, with whether it
+/// carries a client certificate.
+///
+/// # Safety
+/// `tls` is NULL or a live `tether_tls_config`.
+pub(crate) unsafe fn tls_or_default(
+    tls: *const tether_tls_config,
+) -> crate::Result<(Arc<ClientConfig>, bool)> {
+    // SAFETY: per the contract.
+    Ok(match unsafe { tls.as_ref() } {
+        Some(tls) => (tls.config.clone(), tls.has_client_cert),
+        None => (TlsPolicy::new().build()?, false),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,19 +372,4 @@ mod tests {
             tether_tls_config_builder::tether_tls_config_builder_free(std::ptr::null_mut());
         }
     }
-}
-
-/// The configuration behind `tls`, or the IoT Hub defaults for NULL, with whether it
-/// carries a client certificate.
-///
-/// # Safety
-/// `tls` is NULL or a live `tether_tls_config`.
-pub(crate) unsafe fn tls_or_default(
-    tls: *const tether_tls_config,
-) -> crate::Result<(Arc<ClientConfig>, bool)> {
-    // SAFETY: per the contract.
-    Ok(match unsafe { tls.as_ref() } {
-        Some(tls) => (tls.config.clone(), tls.has_client_cert),
-        None => (TlsPolicy::new().build()?, false),
-    })
 }
