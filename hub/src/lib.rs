@@ -18,6 +18,7 @@
 
 pub mod decide;
 pub mod registry;
+pub mod trust;
 
 #[cfg(not(test))]
 mod plugin;

@@ -6,9 +6,9 @@
 //! Every callback runs inside `catch_unwind`: a panic escaping into the broker would abort it.
 
 use std::collections::HashMap;
-use std::ffi::{c_char, c_int, c_long, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_long, c_ulong, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -127,6 +127,24 @@ extern "C" {
 extern "C" {
     fn i2d_X509(x: *mut c_void, out: *mut *mut u8) -> c_int;
     fn X509_free(x: *mut c_void);
+    fn d2i_X509(x: *mut *mut c_void, input: *mut *const u8, len: c_long) -> *mut c_void;
+    fn X509_subject_name_hash(x: *mut c_void) -> c_ulong;
+}
+
+/// OpenSSL's subject-name hash of a DER certificate (the name of its file in a hashed folder).
+fn subject_hash(der: &[u8]) -> Option<u32> {
+    let mut input = der.as_ptr();
+    // SAFETY: `input` points to `der.len()` bytes; d2i_X509 reads at most that many and
+    // returns a new X509 or NULL; the X509 is freed once.
+    unsafe {
+        let x = d2i_X509(std::ptr::null_mut(), &mut input, der.len() as c_long);
+        if x.is_null() {
+            return None;
+        }
+        let hash = X509_subject_name_hash(x);
+        X509_free(x);
+        Some(hash as u32)
+    }
 }
 
 /// A client that got in, and the broker's pointer for it (a takeover by the same client id
@@ -140,6 +158,12 @@ struct State {
     registry: Watched,
     connected: HashMap<String, Connected>,
     last_look: Instant,
+    /// The X.509 listener's hashed trust folder (`capath`), kept by the plugin.
+    trust_dir: Option<PathBuf>,
+    /// Extra certificates to trust at the TLS layer (self-signed device certificates).
+    trusted: Option<PathBuf>,
+    /// The `trusted` folder's modification time when the trust folder was last written.
+    trusted_seen: Option<SystemTime>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -187,7 +211,7 @@ impl State {
     /// force.
     fn refresh(&mut self) -> bool {
         self.last_look = Instant::now();
-        match self.registry.refresh() {
+        let changed = match self.registry.refresh() {
             Ok(true) => {
                 log(LOG_NOTICE, "registry changed: new version in force");
                 true
@@ -200,6 +224,38 @@ impl State {
                 );
                 false
             }
+        };
+        let trusted_now = self
+            .trusted
+            .as_ref()
+            .and_then(|d| std::fs::metadata(d).and_then(|m| m.modified()).ok());
+        if changed || trusted_now != self.trusted_seen {
+            self.trusted_seen = trusted_now;
+            self.write_trust();
+        }
+        changed
+    }
+
+    /// Rewrites the X.509 listener's trust folder from the registry and `trusted`.
+    fn write_trust(&self) {
+        let Some(dir) = &self.trust_dir else { return };
+        let (certs, skipped) =
+            crate::trust::certificates(&self.registry.current, self.trusted.as_deref());
+        for s in skipped {
+            log(
+                LOG_WARNING,
+                &format!("not trusted (not a certificate): {s}"),
+            );
+        }
+        match crate::trust::write_hashed(dir, &certs, subject_hash) {
+            Ok(n) => log(
+                LOG_INFO,
+                &format!("X.509 trust folder {}: {n} certificates", dir.display()),
+            ),
+            Err(e) => log(
+                LOG_ERR,
+                &format!("cannot write the X.509 trust folder {}: {e}", dir.display()),
+            ),
         }
     }
 
@@ -449,13 +505,14 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
             // SAFETY: the broker passes `count` options.
             unsafe { std::slice::from_raw_parts(options, count as usize) }
         };
-        let mut registry_path = None;
-        for o in opts {
-            // SAFETY: option strings are NUL-terminated and outlive init.
-            if unsafe { text(o.key) } == Some("registry") {
-                registry_path = unsafe { text(o.value) }.map(str::to_owned);
-            }
-        }
+        let option = |name: &str| {
+            opts.iter().rev().find_map(|o| {
+                // SAFETY: option strings are NUL-terminated and outlive init.
+                let (key, value) = unsafe { (text(o.key), text(o.value)) };
+                (key == Some(name)).then(|| value.unwrap_or("").to_owned())
+            })
+        };
+        let registry_path = option("registry");
         let Some(path) = registry_path else {
             log(
                 LOG_ERR,
@@ -477,11 +534,16 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                 watched.current.host_name
             ),
         );
-        *state() = Some(State {
+        let st = State {
             registry: watched,
             connected: HashMap::new(),
             last_look: Instant::now(),
-        });
+            trust_dir: option("trust_dir").map(PathBuf::from),
+            trusted: option("trusted").map(PathBuf::from),
+            trusted_seen: None,
+        };
+        st.write_trust();
+        *state() = Some(st);
         PLUGIN_ID.store(id, Ordering::SeqCst);
         for (event, cb) in CALLBACKS {
             // SAFETY: the broker's id; callbacks are 'static functions.

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 mod args;
+mod hub;
 mod tls_check;
 
 const USAGE: &str = "\
@@ -12,6 +13,12 @@ commands:
   tls-check HOST[:PORT] [--ca FILE] [--cert FILE --key FILE] [--tls13] [--timeout SECONDS]
       Connect with the IoT Hub TLS policy (TLS 1.2, strong ECDHE suites; default port 8883)
       and print the negotiated version and suite, then the server chain.
+  hub --registry FILE --port PORT [--x509-port PORT2] --dir DIR
+      Run the local IoT Hub stand-in: mosquitto on 127.0.0.1 with TLS 1.2, the hub's suites
+      and the tether-hub plugin checking SAS tokens and X.509 devices against the registry
+      (SAS devices on PORT, X.509 devices on PORT2, default PORT+1). Makes a test PKI in DIR
+      when absent (devices trust DIR/ca.pem). Prints `ready sas=PORT x509=PORT2`; stops on
+      Ctrl-C or SIGTERM.
   version
       Print the library version.
 ";
@@ -22,6 +29,7 @@ fn main() -> ExitCode {
     let rest: Vec<String> = argv.collect();
     let result = match command.as_deref() {
         Some("tls-check") => tls_check::run(&rest),
+        Some("hub") => hub::run(&rest),
         Some("version" | "--version" | "-V") => {
             println!("tether {}", tether::VERSION);
             Ok(())
