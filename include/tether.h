@@ -16,6 +16,72 @@
 #define TETHER_VERSION_STRING "0.1.0"
 
 /*
+ `tether_connection_string_auth`: symmetric key (`SharedAccessKey`).
+ */
+#define TETHER_AUTH_SAS_KEY 1
+
+/*
+ `tether_connection_string_auth`: a ready token (`SharedAccessSignature`).
+ */
+#define TETHER_AUTH_SAS_TOKEN 2
+
+/*
+ `tether_connection_string_auth`: X.509 client certificate (`x509=true`).
+ */
+#define TETHER_AUTH_X509 3
+
+/*
+ The primary key.
+ */
+#define TETHER_KEY_PRIMARY 0
+
+/*
+ The secondary key.
+ */
+#define TETHER_KEY_SECONDARY 1
+
+/*
+ Length of a derived key in base64 (without the NUL): 44.
+ */
+#define TETHER_DPS_DERIVED_KEY_LEN 44
+
+/*
+ The longest token `tether_sas_token` produces from valid inputs: a buffer of
+ `TETHER_SAS_TOKEN_MAX_LEN + 1` bytes always fits (the `+ 1` is the NUL).
+ */
+#define TETHER_SAS_TOKEN_MAX_LEN 2048
+
+/*
+ Signature scheme (TLS code point): RSA PKCS#1 v1.5 over a SHA-256 digest.
+ */
+#define TETHER_SIGN_RSA_PKCS1_SHA256 1025
+
+/*
+ RSA PKCS#1 v1.5 over a SHA-384 digest.
+ */
+#define TETHER_SIGN_RSA_PKCS1_SHA384 1281
+
+/*
+ RSA-PSS (MGF1 with SHA-256, salt length 32) over a SHA-256 digest.
+ */
+#define TETHER_SIGN_RSA_PSS_SHA256 2052
+
+/*
+ RSA-PSS (MGF1 with SHA-384, salt length 48) over a SHA-384 digest.
+ */
+#define TETHER_SIGN_RSA_PSS_SHA384 2053
+
+/*
+ ECDSA on P-256 over a SHA-256 digest.
+ */
+#define TETHER_SIGN_ECDSA_P256_SHA256 1027
+
+/*
+ ECDSA on P-384 over a SHA-384 digest.
+ */
+#define TETHER_SIGN_ECDSA_P384_SHA384 1283
+
+/*
  No embedded roots: only CAs added with `tether_tls_config_builder_add_ca*` are trusted.
  */
 #define TETHER_ROOTS_NONE 0
@@ -29,6 +95,16 @@
  DigiCert Global Root G3 and Microsoft ECC Root CA 2017; also offers the ECDHE-ECDSA suites.
  */
 #define TETHER_ROOTS_ECC 2
+
+/*
+ `tether_x509_thumbprint`: SHA-1, 40 hex digits.
+ */
+#define TETHER_THUMBPRINT_SHA1 1
+
+/*
+ `tether_x509_thumbprint`: SHA-256, 64 hex digits.
+ */
+#define TETHER_THUMBPRINT_SHA256 2
 
 /*
  Stable result codes, grouped by area. Values are never renumbered; retired values stay
@@ -229,6 +305,14 @@ typedef enum tether_result {
 } tether_result;
 
 /*
+ A parsed, validated IoT Hub device or module connection string. Create with
+ `tether_connection_string_parse`, free with `tether_connection_string_free` (which wipes
+ the key). Not thread-safe for writing (`_set_secondary_key`, `_use_key`); concurrent
+ reads are fine.
+ */
+typedef struct tether_connection_string tether_connection_string;
+
+/*
  A finished, immutable TLS configuration following the IoT Hub policy. Under the hood this
  holds an `Arc<rustls::ClientConfig>`. Safe to share between threads for reading. Free with
  `tether_tls_config_free`.
@@ -241,9 +325,184 @@ typedef struct tether_tls_config tether_tls_config;
  */
 typedef struct tether_tls_config_builder tether_tls_config_builder;
 
+/*
+ A signing callback for a private key the library never sees (TPM, HSM, secure element).
+
+ - `user`: the pointer given at registration.
+ - `scheme`: one of `TETHER_SIGN_*`; only schemes the certificate's key allows are asked
+   for (RSA: PSS or PKCS#1 with SHA-256/384; EC P-256: ECDSA SHA-256; EC P-384: ECDSA
+   SHA-384).
+ - `digest`, `digest_len`: the **digest** to sign (32 bytes for SHA-256, 48 for SHA-384),
+   already computed by tether over the TLS handshake message. Sign it as a digest: for RSA
+   PKCS#1 v1.5 the DigestInfo prefix of the hash must be added (OpenSSL's `EVP_PKEY_sign`
+   with `EVP_PKEY_CTX_set_signature_md` does this; so do PKCS#11 mechanisms such as
+   `CKM_RSA_PKCS` with a DigestInfo); for PSS use MGF1 with the same hash and a salt as
+   long as the hash.
+ - `sig`, `sig_cap`, `sig_len`: write the signature (at most `sig_cap` bytes, 1024) and
+   its length. ECDSA signatures must be DER (`SEQUENCE { INTEGER r, INTEGER s }`): convert a
+   raw r||s with `tether_ecdsa_raw_to_der`.
+
+ Return 0 on success, anything else on failure (the handshake then fails with
+ `TETHER_RESULT_SIGNER_FAILED`). Called on the thread that runs the TLS handshake, once
+ per handshake with a client certificate, and once at registration to check the key. It
+ must not call back into tether.
+ */
+typedef int (*tether_sign_callback)(void *user,
+                                    uint16_t scheme,
+                                    const uint8_t *digest,
+                                    size_t digest_len,
+                                    uint8_t *sig,
+                                    size_t sig_cap,
+                                    size_t *sig_len);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/*
+ Parses and validates a connection string:
+ `HostName=...;DeviceId=...;SharedAccessKey=...` with optional `ModuleId`,
+ `SharedAccessKeyName`, `SharedAccessSignature` (a ready token instead of a key),
+ `x509=true` and `GatewayHostName`. Keys are case-sensitive; unknown keys are ignored;
+ values may contain `=`.
+
+ On success `*cs_out` receives a new handle owned by the caller (free it with
+ `tether_connection_string_free`); on failure it is not written and
+ `tether_last_error` says what is missing or inconsistent (never the key).
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_CONNECTION_STRING_INVALID`, `TETHER_RESULT_SAS_KEY_INVALID`,
+ `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_TOKEN_MALFORMED`.
+ */
+enum tether_result tether_connection_string_parse(const char *text,
+                                                  struct tether_connection_string **cs_out);
+
+/*
+ Frees a connection string and wipes its key. NULL is a no-op.
+ */
+void tether_connection_string_free(struct tether_connection_string *cs);
+
+/*
+ Copies `HostName` into `out` (NUL-terminated). Buffer rules as everywhere: when too
+ small nothing is written and `*out_len` is the length needed.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_connection_string_host_name(const struct tether_connection_string *cs,
+                                                      char *out,
+                                                      size_t out_cap,
+                                                      size_t *out_len);
+
+/*
+ Copies `DeviceId` into `out`. Results as `tether_connection_string_host_name`.
+ */
+enum tether_result tether_connection_string_device_id(const struct tether_connection_string *cs,
+                                                      char *out,
+                                                      size_t out_cap,
+                                                      size_t *out_len);
+
+/*
+ Copies `ModuleId` into `out`. Results as `tether_connection_string_host_name`, plus
+ `TETHER_RESULT_NOT_FOUND` (and `*out_len` = 0) when there is none.
+ */
+enum tether_result tether_connection_string_module_id(const struct tether_connection_string *cs,
+                                                      char *out,
+                                                      size_t out_cap,
+                                                      size_t *out_len);
+
+/*
+ Copies `GatewayHostName` into `out`. Results as
+ `tether_connection_string_module_id`.
+ */
+enum tether_result tether_connection_string_gateway_host_name(const struct tether_connection_string *cs,
+                                                              char *out,
+                                                              size_t out_cap,
+                                                              size_t *out_len);
+
+/*
+ Copies `SharedAccessKeyName` into `out`. Results as
+ `tether_connection_string_module_id`.
+ */
+enum tether_result tether_connection_string_key_name(const struct tether_connection_string *cs,
+                                                     char *out,
+                                                     size_t out_cap,
+                                                     size_t *out_len);
+
+/*
+ How the connection string authenticates: `TETHER_AUTH_SAS_KEY`,
+ `TETHER_AUTH_SAS_TOKEN` or `TETHER_AUTH_X509`; 0 when `cs` is NULL.
+ */
+uint32_t tether_connection_string_auth(const struct tether_connection_string *cs);
+
+/*
+ Makes the SAS token for this identity, as of `now_unix` (seconds since 1970, from the
+ device's clock): with the key in use, expiring at `now_unix + ttl_secs` (and `skn`
+ when the string has `SharedAccessKeyName`); or the ready `SharedAccessSignature`
+ when the string has one. Buffer rules as `tether_sas_token`.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_BUFFER_TOO_SMALL`; `TETHER_RESULT_CLOCK_NOT_SET` (`now_unix` before
+ 2025); `TETHER_RESULT_INVALID_ARGUMENT` (`ttl_secs` 0); `TETHER_RESULT_TOKEN_EXPIRED`
+ (the ready token has expired); `TETHER_RESULT_INVALID_STATE` (X.509 identity).
+ */
+enum tether_result tether_connection_string_sas_token(const struct tether_connection_string *cs,
+                                                      uint64_t now_unix,
+                                                      uint64_t ttl_secs,
+                                                      char *out,
+                                                      size_t out_cap,
+                                                      size_t *out_len);
+
+/*
+ Gives the identity its secondary key (base64), for rotation. The key in use does not
+ change (see `tether_connection_string_use_key`). The key is copied and decoded; the
+ caller may wipe its copy.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_SAS_KEY_INVALID`, `TETHER_RESULT_INVALID_STATE` (not a key identity).
+ */
+enum tether_result tether_connection_string_set_secondary_key(struct tether_connection_string *cs,
+                                                              const char *key_base64);
+
+/*
+ Selects the key used for tokens: `TETHER_KEY_PRIMARY` or `TETHER_KEY_SECONDARY`.
+ After an authentication refusal with one key, select the other and retry.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_ARGUMENT` (another value), `TETHER_RESULT_NOT_FOUND` (no
+ secondary key set), `TETHER_RESULT_INVALID_STATE` (not a key identity).
+ */
+enum tether_result tether_connection_string_use_key(struct tether_connection_string *cs,
+                                                    uint32_t slot);
+
+/*
+ Which key is in use: `TETHER_KEY_PRIMARY` or `TETHER_KEY_SECONDARY` (also
+ `TETHER_KEY_PRIMARY` for a NULL handle or a non-key identity).
+ */
+uint32_t tether_connection_string_key_in_use(const struct tether_connection_string *cs);
+
+/*
+ Derives a device's key for a DPS symmetric-key group enrollment:
+ `base64(HMAC-SHA256(base64decode(group_key), registration_id))`. Do this on the
+ production line, not on the device: the group key can make every device's key.
+
+ - `group_key_base64`: the enrollment group's key, standard base64. Never echoed.
+ - `registration_id`: 1 to 128 of `A-Za-z0-9-._:`.
+ - `out`, `out_cap`, `out_len`: receives the NUL-terminated base64 key (44 characters,
+   so 45 bytes are enough) and its length; when too small nothing is written and
+   `*out_len` is the length needed.
+
+ Does not allocate on success. Thread-safe.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_SAS_KEY_INVALID`, `TETHER_RESULT_ID_INVALID`,
+ `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_dps_derive_key(const char *group_key_base64,
+                                         const char *registration_id,
+                                         char *out,
+                                         size_t out_cap,
+                                         size_t *out_len);
 
 /*
  Returns the name of a result code as a static NUL-terminated string, e.g.
@@ -286,6 +545,68 @@ const char *tether_version(void);
  Meant for leak checks in tests and bindings. Thread-safe.
  */
 size_t tether_live_handles(void);
+
+/*
+ Makes a SAS token: `SharedAccessSignature sr=...&sig=...&se=...[&skn=...]`, the MQTT
+ password for IoT Hub (or DPS).
+
+ - `resource_uri`: the **unencoded** resource, `{host}/devices/{deviceId}`,
+   `{host}/devices/{deviceId}/modules/{moduleId}`, `{idScope}/registrations/{registrationId}`
+   (DPS), or `{host}` (hub-wide policy). tether URL-encodes it (keeps `A-Za-z0-9-_.~`,
+   everything else `%XX` with uppercase hex) and signs it exactly as written in the token.
+ - `key_base64`: the key, standard base64 (padding optional), e.g. the device's primary
+   key. It is decoded on the stack and wiped before returning; it never appears in an
+   error message.
+ - `key_name`: the shared access policy (`skn`), e.g. `"registration"` for a DPS group
+   enrollment; NULL for a device or module key.
+ - `expiry_unix`: when the token expires, seconds since 1970 (typically now + 3600).
+ - `out`, `out_cap`, `out_len`: receives the NUL-terminated token and its length. When
+   `out_cap` is too small nothing is written, `*out_len` is set to the length needed and
+   the result is `TETHER_RESULT_BUFFER_TOO_SMALL`. `out` may be NULL when `out_cap` is 0.
+
+ Does not allocate on success. Thread-safe; no state.
+
+ Results: `TETHER_RESULT_OK`; `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`;
+ `TETHER_RESULT_ID_INVALID` (resource not of the forms above, empty id, id with `/`, a
+ space or another character IoT Hub refuses, id over 128 characters);
+ `TETHER_RESULT_SAS_KEY_INVALID` (empty, not base64, longer than 344 characters);
+ `TETHER_RESULT_INVALID_ARGUMENT` (key name not 1 to 64 of `A-Za-z0-9-_.`);
+ `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_sas_token(const char *resource_uri,
+                                    const char *key_base64,
+                                    const char *key_name,
+                                    uint64_t expiry_unix,
+                                    char *out,
+                                    size_t out_cap,
+                                    size_t *out_len);
+
+/*
+ Authenticates the device with a client certificate whose private key stays outside the
+ library: every signature is made by `callback` (see `tether_sign_callback`).
+
+ - `chain`, `chain_len`: the certificate chain, leaf first (PEM, or DER certificates
+   back to back); copied. The leaf's public key decides the schemes used (RSA, EC
+   P-256 or EC P-384).
+ - `callback`: must not be NULL.
+ - `user`: passed to every call; may be NULL. It, and the callback, must stay valid
+   until the builder and every configuration built from it are freed, and be usable
+   from whichever thread runs a handshake.
+
+ The callback is called once during this function to sign a probe, which is verified
+ with the certificate's public key: a signer that holds another key is refused now.
+ Replaces any client certificate set before.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_CERT_MALFORMED`, `TETHER_RESULT_CERT_INVALID` (a key type other than
+ RSA, P-256, P-384), `TETHER_RESULT_SIGNER_FAILED` (the callback failed or returned
+ something that is not a signature), `TETHER_RESULT_KEY_CERT_MISMATCH`.
+ */
+enum tether_result tether_tls_config_builder_set_client_signer(struct tether_tls_config_builder *builder,
+                                                               const uint8_t *chain,
+                                                               size_t chain_len,
+                                                               tether_sign_callback callback,
+                                                               void *user);
 
 /*
  Creates a builder with the IoT Hub defaults: TLS 1.2 only; suites
@@ -442,6 +763,81 @@ enum tether_result tether_tls_config_check(const struct tether_tls_config *confi
 enum tether_result tether_tls_config_rustls(const struct tether_tls_config *config,
                                             const rustls_client_config **rustls_config_out);
 #endif
+
+/*
+ Writes the thumbprint of the first certificate in `cert` (`cert_len` bytes of PEM or
+ DER: the leaf of a chain) as uppercase hex without separators, as the IoT Hub portal and
+ CLI show it. `algorithm` is `TETHER_THUMBPRINT_SHA1` or `TETHER_THUMBPRINT_SHA256`.
+ `out` receives the NUL-terminated text (41 or 65 bytes are enough); when too small
+ nothing is written and `*out_len` is the length needed.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_ARGUMENT` (unknown algorithm), `TETHER_RESULT_CERT_MALFORMED`,
+ `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_x509_thumbprint(const uint8_t *cert,
+                                          size_t cert_len,
+                                          uint32_t algorithm,
+                                          char *out,
+                                          size_t out_cap,
+                                          size_t *out_len);
+
+/*
+ Checks that the leaf certificate in `cert` (PEM or DER chain) is for `device_id` (its CN
+ equals the device id), or for `device_id/module_id` when `module_id` is not NULL. Call it
+ before connecting: IoT Hub refuses a certificate whose CN is not the device.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_CERT_MALFORMED`,
+ `TETHER_RESULT_CERT_DEVICE_MISMATCH` (the message names the CN found).
+ */
+enum tether_result tether_x509_check_identity(const uint8_t *cert,
+                                              size_t cert_len,
+                                              const char *device_id,
+                                              const char *module_id);
+
+/*
+ Checks the leaf certificate's validity at `now_unix` (seconds since 1970, from the
+ device's clock).
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_CERT_MALFORMED`, `TETHER_RESULT_CERT_EXPIRED`,
+ `TETHER_RESULT_CERT_NOT_YET_VALID`, `TETHER_RESULT_CLOCK_NOT_SET` (`now_unix` before
+ 2025: set the clock first). The message gives the dates.
+ */
+enum tether_result tether_x509_check_validity(const uint8_t *cert,
+                                              size_t cert_len,
+                                              int64_t now_unix);
+
+/*
+ Sets `*expiring` to true when the leaf certificate expires within `days` days of
+ `now_unix` (or has expired): ask at start-up and daily, and renew in time.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_CERT_MALFORMED`.
+ */
+enum tether_result tether_x509_expires_within(const uint8_t *cert,
+                                              size_t cert_len,
+                                              int64_t now_unix,
+                                              uint32_t days,
+                                              bool *expiring);
+
+/*
+ Converts a raw ECDSA signature `r || s` (two big-endian integers of equal length, as
+ most secure elements return them: 64 bytes for P-256, 96 for P-384) into the DER form a
+ `tether_sign_callback` must return. Writes `*out_len` bytes into `out`; when `out_cap` is
+ too small nothing is written and `*out_len` is the size needed (at most `raw_len + 9`).
+ Does not allocate.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_ARGUMENT` (empty, odd length or over 132 bytes),
+ `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_ecdsa_raw_to_der(const uint8_t *raw,
+                                           size_t raw_len,
+                                           uint8_t *out,
+                                           size_t out_cap,
+                                           size_t *out_len);
 
 #ifdef __cplusplus
 }  // extern "C"

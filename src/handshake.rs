@@ -241,6 +241,10 @@ pub fn describe(err: &rustls::Error, ctx: &Context) -> Error {
         E::NoCertificatesPresented => {
             Error::new(Code::CertInvalid, "server presented no certificate")
         }
+        E::General(msg) if msg.starts_with(crate::auth::x509::SIGNER_ERROR_PREFIX) => Error::new(
+            Code::SignerFailed,
+            format!("TLS handshake with {} failed: {msg}", ctx.host),
+        ),
         other => Error::new(
             Code::TlsHandshakeFailed,
             format!("TLS handshake with {} failed: {other}", ctx.host),

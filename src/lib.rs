@@ -15,6 +15,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod auth;
+pub mod backoff;
 pub mod cert;
 pub mod error;
 pub mod ffi;

@@ -18,7 +18,8 @@ fn lib_dir() -> PathBuf {
     let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     assert!(
         dir.join("libtether.a").exists() && dir.join("libtether.so").exists(),
-        "libtether.a/.so not found in {}",
+        "libtether.a/.so not found in {}: `cargo test` builds only the rlib; run \
+         `cargo build --lib` first (.ci/test does)",
         dir.display()
     );
     dir

@@ -314,3 +314,53 @@ fn tls_check_reports_a_closed_port() {
     assert_eq!(code, 6, "{err}");
     assert!(err.contains("TETHER_RESULT_CONNECT_FAILED"), "{err}");
 }
+
+/// A device clock fixed at `unix` seconds, through the policy's one clock seam.
+#[derive(Debug)]
+struct FixedClock(u64);
+
+impl rustls::time_provider::TimeProvider for FixedClock {
+    fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+        Some(rustls::pki_types::UnixTime::since_unix_epoch(
+            std::time::Duration::from_secs(self.0),
+        ))
+    }
+}
+
+fn check_with_clock(unix: u64) -> tether::Error {
+    let pki = Pki::shared();
+    let s = server(&good_server_args());
+    let mut policy = tether::policy::TlsPolicy::new();
+    policy.add_ca_file(&pki.path("ca.pem")).unwrap();
+    policy.set_clock(std::sync::Arc::new(FixedClock(unix)));
+    tether::handshake::check(
+        "localhost",
+        s.port,
+        policy.build().unwrap(),
+        false,
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap_err()
+}
+
+#[test]
+fn tls_names_a_device_clock_left_at_1970() {
+    let err = check_with_clock(86_400);
+    assert_eq!(err.code(), tether::Code::ClockNotSet);
+    assert_eq!(
+        err.message(),
+        "device clock is 1970-01-02: set the time (NTP or RTC) before connecting"
+    );
+}
+
+#[test]
+fn tls_names_a_certificate_not_yet_valid_for_a_clock_behind() {
+    // 2025-06-01: after the clock floor, before the test PKI was made.
+    let err = check_with_clock(1_748_736_000);
+    assert_eq!(err.code(), tether::Code::CertNotYetValid);
+    assert!(
+        err.message()
+            .contains("(device clock says 2025-06-01 00:00:00 UTC); check the device clock"),
+        "{err:?}"
+    );
+}

@@ -5,9 +5,9 @@
 //! Refusals are `tether::Error`s whose messages are logged by the broker: they name the
 //! reason and never contain a key or a token's signature.
 
-use ring::digest;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tether::auth::sas::{self, Resource, SasKey};
+use tether::auth::x509::{thumbprint_sha1, thumbprint_sha256, DeviceCertificate};
 use tether::auth::{check_host, check_id, IdKind};
 use tether::cert::CertFacts;
 use tether::{Code, Error, Result};
@@ -256,21 +256,9 @@ pub fn authenticate_sas(
     })
 }
 
-/// Uppercase hex, as IoT Hub shows thumbprints.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
-/// SHA-1 and SHA-256 thumbprints of a DER certificate.
-pub fn thumbprints(der: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let sha1 = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, der);
-    let sha256 = digest::digest(&digest::SHA256, der);
-    (sha1.as_ref().to_vec(), sha256.as_ref().to_vec())
-}
-
-fn matches(registered: &Option<Thumbprint>, sha1: &[u8], sha256: &[u8]) -> bool {
+fn matches(registered: &Option<Thumbprint>, sha1: &str, sha256: &str) -> bool {
     match registered {
-        Some(t) if t.0.len() == 20 => t.0 == sha1,
+        Some(t) if t.0.len() == 40 => t.0 == sha1,
         Some(t) => t.0 == sha256,
         None => false,
     }
@@ -289,7 +277,6 @@ pub fn authenticate_x509(
     now_unix: u64,
 ) -> Result<Session> {
     let identity = common(registry, client_id, username)?;
-    let facts = CertFacts::from_der(cert_der)?;
     let session = |method: String, kind| Session {
         device_id: identity.device_id.clone(),
         module_id: identity.module_id.clone(),
@@ -303,7 +290,7 @@ pub fn authenticate_x509(
             format!("\"{client_id}\" authenticates with SAS: connect on the SAS port with a token"),
         )),
         Auth::SelfSigned { primary, secondary } => {
-            let (sha1, sha256) = thumbprints(cert_der);
+            let (sha1, sha256) = (thumbprint_sha1(cert_der), thumbprint_sha256(cert_der));
             if matches(primary, &sha1, &sha256) {
                 Ok(session("X.509, primary thumbprint".into(), "selfSigned"))
             } else if matches(secondary, &sha1, &sha256) {
@@ -313,20 +300,14 @@ pub fn authenticate_x509(
                     Code::ClientCertRejected,
                     format!(
                         "certificate thumbprint (SHA-256 {}, SHA-1 {}) matches neither registered thumbprint",
-                        hex(&sha256),
-                        hex(&sha1)
+                        sha256, sha1
                     ),
                 ))
             }
         }
         Auth::CertificateAuthority => {
-            let cn = facts.common_name.as_deref().unwrap_or("");
-            if cn != client_id {
-                return Err(refuse(
-                    Code::CertDeviceMismatch,
-                    format!("certificate CN is \"{cn}\"; the device id is \"{client_id}\""),
-                ));
-            }
+            DeviceCertificate::from_bytes(cert_der)?
+                .check_identity(&identity.device_id, identity.module_id.as_deref())?;
             let ca = chained_to(registry, cert_der, now_unix)?;
             Ok(session(
                 format!("X.509, issued by {}", ca),

@@ -88,25 +88,17 @@ pub enum Status {
     Disabled,
 }
 
-/// A registered thumbprint: SHA-1 (20 bytes) or SHA-256 (32 bytes) of the DER certificate.
+/// A registered thumbprint: SHA-1 (40) or SHA-256 (64) uppercase hex digits of the DER
+/// certificate, as `tether::auth::x509` writes them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Thumbprint(pub Vec<u8>);
+pub struct Thumbprint(pub String);
 
 impl Thumbprint {
     /// Reads 40 or 64 hex digits, either case; `:` separators are ignored.
     pub fn parse(text: &str) -> Option<Thumbprint> {
-        let hex: Vec<u8> = text.bytes().filter(|&b| b != b':').collect();
-        if hex.len() != 40 && hex.len() != 64 {
-            return None;
-        }
-        let bytes = hex
-            .chunks(2)
-            .map(|pair| {
-                let s = std::str::from_utf8(pair).ok()?;
-                u8::from_str_radix(s, 16).ok()
-            })
-            .collect::<Option<Vec<u8>>>()?;
-        Some(Thumbprint(bytes))
+        let hex: String = text.chars().filter(|&c| c != ':').collect();
+        let ok = (hex.len() == 40 || hex.len() == 64) && hex.chars().all(|c| c.is_ascii_hexdigit());
+        ok.then(|| Thumbprint(hex.to_ascii_uppercase()))
     }
 }
 
@@ -360,7 +352,7 @@ mod tests {
         match &r.identity("d2", None).unwrap().auth {
             Auth::SelfSigned {
                 primary: Some(t), ..
-            } => assert_eq!(t.0, vec![0xab; 32]),
+            } => assert_eq!(t.0, "AB".repeat(32)),
             other => panic!("{other:?}"),
         }
         assert_eq!(

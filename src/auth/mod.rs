@@ -14,6 +14,7 @@
 pub mod connection_string;
 pub mod dps;
 pub mod sas;
+pub mod x509;
 
 use rustls::time_provider::TimeProvider;
 

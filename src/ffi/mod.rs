@@ -11,11 +11,16 @@
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)] // every exported function documents its contract in prose
 
+pub mod connection_string;
+pub mod dps;
 pub mod error;
 pub mod handles;
 pub mod library;
 pub mod panic;
+pub mod sas;
+pub mod signer;
 pub mod tls_config;
+pub mod x509;
 
 use std::ffi::{c_char, CStr};
 

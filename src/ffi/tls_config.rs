@@ -22,7 +22,7 @@ pub const TETHER_ROOTS_ECC: u32 = 2;
 /// A TLS policy under construction. Create with `tether_tls_config_builder_new`, free with
 /// `tether_tls_config_builder_free`. Not thread-safe: use from one thread at a time.
 pub struct tether_tls_config_builder {
-    policy: TlsPolicy,
+    pub(crate) policy: TlsPolicy,
 }
 
 /// A finished, immutable TLS configuration following the IoT Hub policy. Under the hood this

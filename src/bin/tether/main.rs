@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 
 mod args;
+mod derive_key;
 mod hub;
+mod sas_token;
+mod thumbprint;
 mod tls_check;
 
 const USAGE: &str = "\
@@ -13,6 +16,14 @@ commands:
   tls-check HOST[:PORT] [--ca FILE] [--cert FILE --key FILE] [--tls13] [--timeout SECONDS]
       Connect with the IoT Hub TLS policy (TLS 1.2, strong ECDHE suites; default port 8883)
       and print the negotiated version and suite, then the server chain.
+  sas-token --resource R --key K (--expiry UNIX | --ttl SECONDS) [--key-name N]
+  sas-token --connection-string CS [--ttl SECONDS]
+      Print a SAS token (R is the unencoded HOST/devices/ID[/modules/ID] or
+      SCOPE/registrations/ID; default lifetime 3600 s).
+  derive-key --group-key K --registration-id ID
+      Print a device's key for a DPS symmetric-key group enrollment.
+  thumbprint FILE
+      Print the SHA1 and SHA256 thumbprints of a certificate (PEM or DER).
   hub --registry FILE --port PORT [--x509-port PORT2] --dir DIR
       Run the local IoT Hub stand-in: mosquitto on 127.0.0.1 with TLS 1.2, the hub's suites
       and the tether-hub plugin checking SAS tokens and X.509 devices against the registry
@@ -29,6 +40,9 @@ fn main() -> ExitCode {
     let rest: Vec<String> = argv.collect();
     let result = match command.as_deref() {
         Some("tls-check") => tls_check::run(&rest),
+        Some("sas-token") => sas_token::run(&rest),
+        Some("derive-key") => derive_key::run(&rest),
+        Some("thumbprint") => thumbprint::run(&rest),
         Some("hub") => hub::run(&rest),
         Some("version" | "--version" | "-V") => {
             println!("tether {}", tether::VERSION);
