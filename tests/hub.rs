@@ -416,7 +416,7 @@ fn a_device_cannot_read_or_write_another_devices_topics_nor_publish_qos2() {
         Duration::from_secs(2)
     ));
     // d1 listens on its own topic; d2 publishing there is refused and nothing arrives.
-    let mut sub = hub
+    let sub = hub
         .sas_client("mosquitto_sub", "d1", "d1", &token("d1", K1, se))
         .args([
             "-t",
