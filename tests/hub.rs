@@ -2,8 +2,8 @@
 //! independent clients: mosquitto_pub/mosquitto_sub with SAS tokens made by `tether::auth::sas`
 //! and with X.509 certificates made by openssl.
 //!
-//! The plugin must be built beside the `tether` binary: `cargo build` (the workspace's default
-//! members include it) or `cargo build -p tether-hub`; `.ci/test` does it.
+//! The plugin must be built beside the `tether` binary (`cargo build --workspace` or
+//! `cargo build -p tether-hub`); `.ci/test` does it.
 
 mod common;
 
