@@ -39,7 +39,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -58,9 +61,15 @@ fn token() -> String {
         device: DEVICE,
     };
     let expiry = system_now_ms() / 1000 + 24 * 3600;
-    write_token(&resource, &SasKey::from_base64(KEY).unwrap(), None, expiry, &mut buf)
-        .unwrap()
-        .to_owned()
+    write_token(
+        &resource,
+        &SasKey::from_base64(KEY).unwrap(),
+        None,
+        expiry,
+        &mut buf,
+    )
+    .unwrap()
+    .to_owned()
 }
 
 fn broker(token: &str) -> Mosquitto {
@@ -192,7 +201,10 @@ fn python_sdk(port: u16, token: &str, count: u64) -> Option<f64> {
         .output()
         .ok()?;
     if !out.status.success() {
-        eprintln!("python SDK failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "python SDK failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
@@ -252,13 +264,19 @@ fn main() {
         })
         .collect();
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!("\nconnect (TCP + TLS 1.2 + CONNACK), median of 20: {:.2} ms", times[10]);
+    println!(
+        "\nconnect (TCP + TLS 1.2 + CONNACK), median of 20: {:.2} ms",
+        times[10]
+    );
 
     let before = LIVE_BYTES.load(Ordering::Relaxed);
     let mut c = client(port, &token);
     c.connect(Duration::from_secs(10)).unwrap();
     let held = LIVE_BYTES.load(Ordering::Relaxed) - before;
-    println!("heap held by one connected client: {:.1} KiB", held as f64 / 1024.0);
+    println!(
+        "heap held by one connected client: {:.1} KiB",
+        held as f64 / 1024.0
+    );
 
     let bag = PropertyBag::new();
     let mut rss = Vec::new();
@@ -268,7 +286,9 @@ fn main() {
             match c.send_telemetry(&PAYLOAD, &bag, 1) {
                 Ok(_) => break,
                 Err(e) if e.code() == tether::Code::QueueFull => {
-                    if let Some(Event::TelemetryAcked { .. }) = c.poll(Duration::from_millis(0)).unwrap() {
+                    if let Some(Event::TelemetryAcked { .. }) =
+                        c.poll(Duration::from_millis(0)).unwrap()
+                    {
                         acked += 1;
                     }
                 }
