@@ -138,10 +138,10 @@ impl SessionConfig {
                 "max_inflight must be between 1 and 65000",
             ));
         }
-        if self.options.token_ttl_secs < 60 {
+        if self.options.token_ttl_secs < 10 {
             return Err(Error::new(
                 Code::InvalidArgument,
-                "token lifetime must be at least 60 s",
+                "token lifetime must be at least 10 s",
             ));
         }
         Ok(())

@@ -595,3 +595,85 @@ fn hub_stops_cleanly_on_sigterm_and_names_a_missing_plugin() {
         "{err}"
     );
 }
+
+// The device client against the stand-in: what a device sees of renewal and refusals.
+
+fn device_client(hub: &Hub, device: &str, key: &str, ttl_secs: u64) -> tether::client::Client {
+    use tether::auth::connection_string::ConnectionString;
+    use tether::session::SessionConfig;
+    // HostName names the hub (user name, token); the TLS connection goes to the stand-in,
+    // whose certificate is for localhost.
+    let cs = ConnectionString::parse(&format!(
+        "HostName={HOST};DeviceId={device};SharedAccessKey={key};GatewayHostName=localhost"
+    ))
+    .unwrap();
+    let mut policy = tether::policy::TlsPolicy::new();
+    policy.add_ca_file(&hub.ca()).unwrap();
+    let mut config =
+        SessionConfig::from_connection_string(&cs, policy.build().unwrap(), false).unwrap();
+    config.options.token_ttl_secs = ttl_secs;
+    tether::client::Client::new(
+        config,
+        tether::client::ClientOptions {
+            port: hub.sas,
+            ..tether::client::ClientOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn client_renews_its_token_across_several_lifetimes_without_losing_a_message() {
+    use tether::mqtt::properties::PropertyBag;
+    use tether::session::{Disconnect, Event};
+    let hub = Hub::start(&registry(&[], &[sas_device("renew-1", "enabled", K1, K2)]));
+    // 10 s tokens are renewed 5 s before expiry: a reconnection every ~5 s.
+    let mut c = device_client(&hub, "renew-1", K1, 10);
+    c.connect(Duration::from_secs(10)).unwrap();
+    let start = Instant::now();
+    let (mut sent, mut acked, mut renewals, mut connects) = (0u64, 0u64, 0, 0);
+    let mut next_send = Instant::now();
+    while start.elapsed() < Duration::from_secs(17) {
+        if Instant::now() >= next_send {
+            c.send_telemetry(format!("m{sent}").as_bytes(), &PropertyBag::new(), 1)
+                .unwrap();
+            sent += 1;
+            next_send += Duration::from_millis(250);
+        }
+        match c.poll(Duration::from_millis(50)).unwrap() {
+            Some(Event::TelemetryAcked { .. }) => acked += 1,
+            Some(Event::Disconnected(Disconnect::Renewal)) => renewals += 1,
+            Some(Event::Connected { .. }) => connects += 1,
+            Some(other) => panic!("unexpected {other:?}\n{}", hub.log()),
+            None => {}
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while acked < sent && Instant::now() < deadline {
+        if let Some(Event::TelemetryAcked { .. }) = c.poll(Duration::from_millis(100)).unwrap() {
+            acked += 1;
+        }
+    }
+    assert!(renewals >= 3, "renewals {renewals}\n{}", hub.log());
+    assert_eq!(connects, renewals, "every renewal reconnected");
+    assert_eq!(acked, sent, "every QoS 1 message was acknowledged");
+    // The stand-in never had to kick an expired token.
+    assert!(!hub.log().contains("expired"), "{}", hub.log());
+}
+
+#[test]
+fn client_of_a_disabled_device_gets_a_clear_error_and_no_reconnect_storm() {
+    use tether::Code;
+    let hub = Hub::start(&registry(&[], &[sas_device("off-1", "disabled", K1, K2)]));
+    let mut c = device_client(&hub, "off-1", K1, 3600);
+    let err = c.connect(Duration::from_secs(10)).unwrap_err();
+    assert_eq!(err.code(), Code::NotAuthorized);
+    assert!(err.message().contains("CONNACK 5"), "{err:?}");
+    assert!(err.message().contains("disabled device"), "{err:?}");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        assert_eq!(c.poll(Duration::from_millis(200)).unwrap(), None);
+    }
+    let attempts = hub.log().matches("New connection from").count();
+    assert_eq!(attempts, 1, "{}", hub.log());
+}

@@ -30,7 +30,7 @@ pub struct tether_client_options {
     pub port: u16,
     /// MQTT keep-alive, seconds (default 60, at most 1177).
     pub keep_alive_secs: u16,
-    /// Lifetime of the SAS tokens the client makes, seconds (default 3600; at least 60).
+    /// Lifetime of the SAS tokens the client makes, seconds (default 3600; at least 10).
     /// Tokens are renewed by reconnecting before they expire.
     pub token_ttl_secs: u32,
     /// Most unacknowledged QoS 1 messages (default 128).

@@ -18,6 +18,7 @@ pub mod error;
 pub mod event;
 pub mod handles;
 pub mod library;
+pub mod log;
 pub mod panic;
 pub mod sas;
 pub mod session;
