@@ -11,11 +11,15 @@
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)] // every exported function documents its contract in prose
 
+pub mod codec;
+pub mod dps;
 pub mod error;
 pub mod handles;
 pub mod library;
 pub mod panic;
+pub mod property_bag;
 pub mod tls_config;
+pub mod topics;
 
 use std::ffi::{c_char, CStr};
 

@@ -47,7 +47,7 @@ pub fn validate_id_scope(scope: &str) -> Result<()> {
 }
 
 /// DPS client id: the registration id.
-pub fn client_id_to(sink: &mut impl Sink, registration_id: &str) -> Result<()> {
+pub fn client_id_to(sink: &mut (impl Sink + ?Sized), registration_id: &str) -> Result<()> {
     validate_registration_id(registration_id)?;
     sink.put(registration_id);
     Ok(())
@@ -59,7 +59,7 @@ pub fn client_id_to(sink: &mut impl Sink, registration_id: &str) -> Result<()> {
 /// The client version is percent-encoded except for `/`, which is kept as DPS and the
 /// embedded C SDK send it (`ClientVersion=c/1.2.3`).
 pub fn username_to(
-    sink: &mut impl Sink,
+    sink: &mut (impl Sink + ?Sized),
     id_scope: &str,
     registration_id: &str,
     api_version: Option<&str>,
@@ -95,7 +95,7 @@ pub fn username_to(
 }
 
 /// Register topic: `$dps/registrations/PUT/iotdps-register/?$rid={rid}`.
-pub fn register_topic_to(sink: &mut impl Sink, rid: &str) -> Result<()> {
+pub fn register_topic_to(sink: &mut (impl Sink + ?Sized), rid: &str) -> Result<()> {
     validate_request_id(rid)?;
     sink.put("$dps/registrations/PUT/iotdps-register/?$rid=");
     sink.put(rid);
@@ -105,7 +105,7 @@ pub fn register_topic_to(sink: &mut impl Sink, rid: &str) -> Result<()> {
 /// Operation-status topic:
 /// `$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={id}`
 /// (the operation id percent-encoded; the ids DPS issues need no escaping).
-pub fn poll_topic_to(sink: &mut impl Sink, rid: &str, operation_id: &str) -> Result<()> {
+pub fn poll_topic_to(sink: &mut (impl Sink + ?Sized), rid: &str, operation_id: &str) -> Result<()> {
     validate_request_id(rid)?;
     if operation_id.is_empty() || operation_id.len() > 1024 {
         return Err(Error::new(
@@ -122,7 +122,7 @@ pub fn poll_topic_to(sink: &mut impl Sink, rid: &str, operation_id: &str) -> Res
 
 /// Register request body: `{"registrationId":"{regId}"}` (registration ids need no JSON
 /// escaping).
-pub fn register_payload_to(sink: &mut impl Sink, registration_id: &str) -> Result<()> {
+pub fn register_payload_to(sink: &mut (impl Sink + ?Sized), registration_id: &str) -> Result<()> {
     validate_registration_id(registration_id)?;
     sink.put("{\"registrationId\":\"");
     sink.put(registration_id);

@@ -148,7 +148,7 @@ pub fn build_string(build: impl FnOnce(&mut String) -> Result<()>) -> Result<Str
 }
 
 /// Writes `v` in decimal without allocating.
-pub fn put_u64(sink: &mut impl Sink, mut v: u64) {
+pub fn put_u64(sink: &mut (impl Sink + ?Sized), mut v: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -163,7 +163,11 @@ pub fn put_u64(sink: &mut impl Sink, mut v: u64) {
 }
 
 /// MQTT client id: `{deviceId}` or `{deviceId}/{moduleId}`.
-pub fn client_id_to(sink: &mut impl Sink, device: &str, module: Option<&str>) -> Result<()> {
+pub fn client_id_to(
+    sink: &mut (impl Sink + ?Sized),
+    device: &str,
+    module: Option<&str>,
+) -> Result<()> {
     validate_device_id(device, "device id")?;
     validate_module(module)?;
     sink.put(device);
@@ -220,7 +224,7 @@ fn validate_text_option(v: &str, what: &str) -> Result<()> {
 /// CONNECT username:
 /// `{host}/{deviceId}[/{moduleId}]/?api-version={v}[&DeviceClientType={enc}][&model-id={enc}]`.
 pub fn username_to(
-    sink: &mut impl Sink,
+    sink: &mut (impl Sink + ?Sized),
     host: &str,
     device: &str,
     module: Option<&str>,
@@ -270,7 +274,7 @@ pub fn username(
 /// Telemetry topic: `devices/{d}[/modules/{m}]/messages/events/{bag}` where `bag` is an
 /// already encoded property bag (see [`properties::PropertyBag`]); it is validated.
 pub fn telemetry_topic_to(
-    sink: &mut impl Sink,
+    sink: &mut (impl Sink + ?Sized),
     device: &str,
     module: Option<&str>,
     bag: &str,
@@ -324,7 +328,7 @@ pub fn check_message_size(bag_len: usize, payload_len: usize) -> Result<()> {
 }
 
 /// Cloud-to-device subscription filter: `devices/{d}/messages/devicebound/#`.
-pub fn c2d_subscribe_topic_to(sink: &mut impl Sink, device: &str) -> Result<()> {
+pub fn c2d_subscribe_topic_to(sink: &mut (impl Sink + ?Sized), device: &str) -> Result<()> {
     validate_device_id(device, "device id")?;
     sink.put("devices/");
     sink.put(device);
@@ -388,7 +392,7 @@ pub fn parse_c2d_topic(topic: &str) -> Result<C2dTopic<'_>> {
 }
 
 /// Twin GET request topic: `$iothub/twin/GET/?$rid={rid}`.
-pub fn twin_get_topic_to(sink: &mut impl Sink, rid: &str) -> Result<()> {
+pub fn twin_get_topic_to(sink: &mut (impl Sink + ?Sized), rid: &str) -> Result<()> {
     validate_request_id(rid)?;
     sink.put("$iothub/twin/GET/?$rid=");
     sink.put(rid);
@@ -396,7 +400,7 @@ pub fn twin_get_topic_to(sink: &mut impl Sink, rid: &str) -> Result<()> {
 }
 
 /// Twin reported-properties PATCH topic: `$iothub/twin/PATCH/properties/reported/?$rid={rid}`.
-pub fn twin_patch_reported_topic_to(sink: &mut impl Sink, rid: &str) -> Result<()> {
+pub fn twin_patch_reported_topic_to(sink: &mut (impl Sink + ?Sized), rid: &str) -> Result<()> {
     validate_request_id(rid)?;
     sink.put("$iothub/twin/PATCH/properties/reported/?$rid=");
     sink.put(rid);
@@ -510,7 +514,11 @@ pub fn parse_method_request_topic(topic: &str) -> Result<MethodRequest<'_>> {
 /// Direct-method response topic: `$iothub/methods/res/{status}/?$rid={rid}`. The request
 /// id is the one received with the request; it is written as received after checking that
 /// it is non-empty and holds no `&`, `#`, `+`, `/` or NUL.
-pub fn method_response_topic_to(sink: &mut impl Sink, status: u16, rid: &str) -> Result<()> {
+pub fn method_response_topic_to(
+    sink: &mut (impl Sink + ?Sized),
+    status: u16,
+    rid: &str,
+) -> Result<()> {
     validate_echoed_request_id(rid)?;
     sink.put("$iothub/methods/res/");
     put_u64(sink, u64::from(status));
