@@ -1122,7 +1122,7 @@ enum tether_result tether_mqtt_client_id(const char *device_id,
  No allocation. Thread-safe.
 
  Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
- `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_INVALID_ARGUMENT` (host, api-version, empty
+ `TETHER_RESULT_ID_INVALID` (ids, host), `TETHER_RESULT_INVALID_ARGUMENT` (api-version, empty
  option), `TETHER_RESULT_BUFFER_TOO_SMALL`.
  */
 enum tether_result tether_mqtt_username(const char *host,

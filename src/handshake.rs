@@ -241,6 +241,10 @@ pub fn describe(err: &rustls::Error, ctx: &Context) -> Error {
         E::NoCertificatesPresented => {
             Error::new(Code::CertInvalid, "server presented no certificate")
         }
+        E::General(msg) if msg.starts_with(crate::auth::x509::SIGNER_ERROR_PREFIX) => Error::new(
+            Code::SignerFailed,
+            format!("TLS handshake with {} failed: {msg}", ctx.host),
+        ),
         other => Error::new(
             Code::TlsHandshakeFailed,
             format!("TLS handshake with {} failed: {other}", ctx.host),
@@ -385,30 +389,40 @@ fn certificate(err: &CertificateError, ctx: &Context) -> Error {
                 format!("certificate is for {presented}, not {}", ctx.host),
             )
         }
-        CertificateError::UnknownIssuer => {
-            let anchors = record.map(|r| r.anchors.join(", ")).unwrap_or_default();
-            let detail = match record.and_then(|r| r.chain.last()) {
-                Some(last) if last.is_self_issued() => format!(
-                    "server certificate {} is self-signed and is not a trusted root",
-                    display_name(last)
-                ),
-                Some(last) => format!(
-                    "chain not trusted: {} was issued by \"{}\", which is not a trusted root",
-                    display_name(last),
-                    last.issuer
-                ),
-                None => "chain not trusted: it does not end in a trusted root".into(),
-            };
-            Error::new(
-                Code::CertUntrusted,
-                format!("{detail} (trusted: {anchors}); add the CA that issued it"),
-            )
+        CertificateError::UnknownIssuer => untrusted(record),
+        // A lone self-signed certificate that says it is a CA (as `openssl req -x509` makes).
+        CertificateError::Other(other)
+            if format!("{other:?}").contains("CaUsedAsEndEntity")
+                && record.is_some_and(|r| r.chain.len() == 1 && r.chain[0].is_self_issued()) =>
+        {
+            untrusted(record)
         }
         other => Error::new(
             Code::CertInvalid,
             format!("server certificate refused: {other:?}"),
         ),
     }
+}
+
+/// The chain does not end in a trusted root: name what it ends in and what is trusted.
+fn untrusted(record: Option<&ChainRecord>) -> Error {
+    let anchors = record.map(|r| r.anchors.join(", ")).unwrap_or_default();
+    let detail = match record.and_then(|r| r.chain.last()) {
+        Some(last) if last.is_self_issued() => format!(
+            "server certificate {} is self-signed and is not a trusted root",
+            display_name(last)
+        ),
+        Some(last) => format!(
+            "chain not trusted: {} was issued by \"{}\", which is not a trusted root",
+            display_name(last),
+            last.issuer
+        ),
+        None => "chain not trusted: it does not end in a trusted root".into(),
+    };
+    Error::new(
+        Code::CertUntrusted,
+        format!("{detail} (trusted: {anchors}); add the CA that issued it"),
+    )
 }
 
 fn closed_early(ctx: &Context) -> Error {

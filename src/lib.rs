@@ -6,12 +6,16 @@
 //! - [`policy`]: the IoT Hub TLS policy as a rustls `ClientConfig` (ring provider);
 //! - [`verify`] and [`handshake`]: certificate verification diagnostics and a handshake
 //!   driver whose every refusal names its cause;
+//! - [`auth`]: device identity: SAS keys and tokens, connection strings, DPS derived keys,
+//!   X.509 identity checks and hardware-held keys;
 //! - [`cert`]: facts read from X.509 certificates;
 //! - [`error`]: the one error type and its stable result codes;
 //! - `ffi`: the C ABI, one file per exported concept.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod auth;
+pub mod backoff;
 pub mod cert;
 pub mod error;
 pub mod ffi;

@@ -2,6 +2,7 @@
 //! operation-status topics, the register payload, and parsing of replies (topic and JSON
 //! body).
 
+use crate::auth::{check_id, IdKind};
 use crate::error::{Code, Error, Result};
 use crate::mqtt::properties::{self, parse_bag, Sink};
 use crate::mqtt::topics::{validate_echoed_request_id, validate_request_id};
@@ -13,37 +14,15 @@ pub const GLOBAL_ENDPOINT: &str = "global.azure-devices-provisioning.net";
 /// Subscription filter for DPS replies.
 pub const DPS_SUBSCRIBE_TOPIC: &str = "$dps/registrations/res/#";
 
-/// Checks a registration id: 1 to 128 characters, ASCII letters, digits, `-`, `.`, `_`, `:`.
+/// Checks a registration id: 1 to 128 characters, ASCII letters, digits, `-`, `.`, `_`, `:`
+/// (the rules of [`crate::auth::check_id`]).
 pub fn validate_registration_id(id: &str) -> Result<()> {
-    if id.is_empty() || id.len() > 128 {
-        return Err(Error::new(
-            Code::IdInvalid,
-            "registration id must be 1 to 128 characters",
-        ));
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':')))
-    {
-        return Err(Error::new(
-            Code::IdInvalid,
-            format!("registration id has {c:?}; DPS allows ASCII letters, digits and - . _ :"),
-        ));
-    }
-    Ok(())
+    check_id(IdKind::Registration, id)
 }
 
 /// Checks an ID scope such as `0neFEEDC0DE`: 1 to 64 ASCII letters and digits.
 pub fn validate_id_scope(scope: &str) -> Result<()> {
-    if scope.is_empty() || scope.len() > 64 || !scope.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(Error::new(
-            Code::InvalidArgument,
-            format!(
-                "ID scope {scope:?} must be 1 to 64 ASCII letters and digits (e.g. 0ne00000000)"
-            ),
-        ));
-    }
-    Ok(())
+    check_id(IdKind::Scope, scope)
 }
 
 /// DPS client id: the registration id.
@@ -544,7 +523,7 @@ mod tests {
         );
         assert_eq!(
             validate_id_scope("0ne/x").unwrap_err().code(),
-            Code::InvalidArgument
+            Code::IdInvalid
         );
         assert!(build_string(|s| poll_topic_to(s, "1", "")).is_err());
     }

@@ -9,13 +9,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::auth::{check_host, check_id, IdKind};
 use crate::error::{Code, Error, Result};
 use crate::mqtt::properties::{self, parse_bag, Count, Properties, Sink};
 
 /// The api-version sent in usernames unless the caller chooses another one.
 pub const DEFAULT_API_VERSION: &str = "2021-04-12";
-/// The longest device, module or registration id IoT Hub accepts.
-pub const MAX_ID_LEN: usize = 128;
 /// The longest topic an MQTT 3.1.1 packet can carry (a 16-bit length prefix).
 pub const MAX_TOPIC_LEN: usize = 65_535;
 /// The largest device-to-cloud message IoT Hub accepts (256 KiB).
@@ -30,55 +29,16 @@ pub const TWIN_DESIRED_SUBSCRIBE_TOPIC: &str = "$iothub/twin/PATCH/properties/de
 /// Subscription filter for direct-method requests.
 pub const METHODS_SUBSCRIBE_TOPIC: &str = "$iothub/methods/POST/#";
 
-fn id_char_allowed(b: u8) -> bool {
-    // IoT Hub: ASCII alphanumerics and - . % _ * ? ! ( ) , : = @ $ '
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'%'
-                | b'_'
-                | b'*'
-                | b'?'
-                | b'!'
-                | b'('
-                | b')'
-                | b','
-                | b':'
-                | b'='
-                | b'@'
-                | b'$'
-                | b'\''
-        )
-}
-
 /// Checks a device or module id: 1 to 128 characters from IoT Hub's set (ASCII
-/// alphanumerics and `- . % _ * ? ! ( ) , : = @ $ '`).
+/// alphanumerics and `- . % _ * ? ! ( ) , : = @ $ '`), with the rules of [`crate::auth`].
+/// `what` is "device id" or "module id".
 pub fn validate_device_id(id: &str, what: &str) -> Result<()> {
-    if id.is_empty() {
-        return Err(Error::new(Code::IdInvalid, format!("{what} is empty")));
-    }
-    if id.len() > MAX_ID_LEN {
-        return Err(Error::new(
-            Code::IdInvalid,
-            format!(
-                "{what} is {} characters long; IoT Hub allows at most {MAX_ID_LEN}",
-                id.len()
-            ),
-        ));
-    }
-    if let Some((i, c)) = id
-        .char_indices()
-        .find(|(_, c)| !c.is_ascii() || !id_char_allowed(*c as u8))
-    {
-        return Err(Error::new(
-            Code::IdInvalid,
-            format!(
-                "{what} has {c:?} at offset {i}; IoT Hub allows ASCII letters, digits and - . % _ * ? ! ( ) , : = @ $ '"
-            ),
-        ));
-    }
-    Ok(())
+    let kind = if what == "module id" {
+        IdKind::Module
+    } else {
+        IdKind::Device
+    };
+    check_id(kind, id)
 }
 
 fn validate_module(module: Option<&str>) -> Result<()> {
@@ -88,25 +48,9 @@ fn validate_module(module: Option<&str>) -> Result<()> {
     }
 }
 
-/// Checks a host name: 1 to 255 characters of letters, digits, `-` and `.` (an optional
-/// `:port` is not part of a host name here).
+/// Checks a host name (the rules of [`crate::auth::check_host`]).
 pub fn validate_host(host: &str) -> Result<()> {
-    if host.is_empty() || host.len() > 255 {
-        return Err(Error::new(
-            Code::InvalidArgument,
-            "host name must be 1 to 255 characters",
-        ));
-    }
-    if let Some(c) = host
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '.'))
-    {
-        return Err(Error::new(
-            Code::InvalidArgument,
-            format!("host name {host:?} has {c:?}; only letters, digits, '-' and '.' are allowed"),
-        ));
-    }
-    Ok(())
+    check_host(host)
 }
 
 /// Checks a request id for a builder: 1 to 128 unreserved characters (`A-Z a-z 0-9 - _ . ~`),
@@ -654,7 +598,7 @@ mod tests {
             username("bad/host", "d", None, &UsernameOptions::default())
                 .unwrap_err()
                 .code(),
-            Code::InvalidArgument
+            Code::IdInvalid
         );
     }
 
