@@ -200,31 +200,58 @@ pub unsafe extern "C" fn tether_property_iter_next(
         // SAFETY: per the contract.
         let iter = unsafe { out_arg(iter, "iter") }?;
         let out = unsafe { out_arg(out, "out") }?;
-        if iter.done || iter.offset >= iter.len {
-            iter.done = true;
+        if iter.done {
             return Err(Error::new(Code::NotFound, "no more properties in the bag"));
         }
-        let bag = unsafe { topic_arg(iter.bag, iter.len, "bag") }?;
-        let rest = bag.get(iter.offset..).ok_or_else(|| {
-            Error::new(
+        if iter.bag.is_null() || iter.offset > iter.len {
+            iter.done = true;
+            return Err(Error::new(
                 Code::InvalidArgument,
-                "the iterator was changed by the caller",
+                "the iterator was not initialised or was changed by the caller",
+            ));
+        }
+        // Only the next property is read and checked, so iterating is linear in the bag.
+        // SAFETY: the bag is valid for `len` bytes per tether_property_iter_init's contract.
+        let rest = unsafe {
+            std::slice::from_raw_parts(
+                iter.bag.cast::<u8>().add(iter.offset),
+                iter.len - iter.offset,
             )
-        })?;
-        let mut props = parse_bag(rest);
-        match props.next() {
-            Some(Ok(p)) => {
-                iter.offset += props.offset();
+        };
+        let (segment, last) = match rest.iter().position(|b| *b == b'&') {
+            Some(i) => (&rest[..i], false),
+            None => (rest, true),
+        };
+        let at = iter.offset;
+        let checked = std::str::from_utf8(segment)
+            .map_err(|_| {
+                Error::new(
+                    Code::InvalidUtf8,
+                    format!("the bag is not valid UTF-8 in the property at offset {at}"),
+                )
+            })
+            .and_then(|segment| {
+                if segment.is_empty() {
+                    return Err(Error::new(
+                        Code::PropertyBagInvalid,
+                        format!("empty property at offset {at} (stray `&`)"),
+                    ));
+                }
+                parse_bag(segment)
+                    .next()
+                    .unwrap_or_else(|| Err(Error::new(Code::PropertyBagInvalid, "empty property")))
+                    .map_err(|e| e.context(format!("property at offset {at}")))
+            });
+        match checked {
+            Ok(p) => {
+                iter.offset += segment.len() + usize::from(!last);
+                iter.done = last;
                 *out = property_out(p);
                 Ok(())
             }
-            Some(Err(e)) => {
+            Err(e) => {
                 iter.done = true;
                 Err(e)
-            }
-            None => {
-                iter.done = true;
-                Err(Error::new(Code::NotFound, "no more properties in the bag"))
             }
         }
     })
