@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
             let p = p.expect("validated");
             let key = p.decoded_key().expect("validated");
             let value = p.decoded_value().expect("validated");
-            rebuilt.try_append(&key, value.as_deref()).expect("non-empty key");
+            rebuilt
+                .try_append(&key, value.as_deref())
+                .expect("non-empty key");
         }
         // Re-encoding normalises escapes; parsing again gives the same properties.
         let again: Vec<_> = parse_bag(rebuilt.as_str())

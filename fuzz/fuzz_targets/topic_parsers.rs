@@ -31,7 +31,8 @@ fuzz_target!(|data: &[u8]| {
                 let _ = p.decoded_key().expect("validated");
             }
         }
-        if let Ok(topics::TwinTopic::Response { request_id, .. }) = topics::parse_twin_topic(&topic) {
+        if let Ok(topics::TwinTopic::Response { request_id, .. }) = topics::parse_twin_topic(&topic)
+        {
             assert!(inside(&topic, request_id));
         }
         if let Ok(m) = topics::parse_method_request_topic(&topic) {
