@@ -150,6 +150,10 @@ proptest! {
         let mut frame = vec![0u8; p.encoded_len().unwrap()];
         let n = p.encode(&mut frame).unwrap();
         prop_assert_eq!(n, frame.len());
+        // The direct PUBLISH writer produces exactly mqttbytes' bytes.
+        let mut reference = vec![0u8; n];
+        prop_assert_eq!(p.encode_with_mqttbytes(&mut reference).unwrap(), n);
+        prop_assert_eq!(&frame, &reference);
         // Feed the frame as it would arrive: in pieces, decoding what has arrived so far.
         let mut points: Vec<usize> = cuts.iter().map(|i| i.index(n)).collect();
         points.push(n);
