@@ -19,14 +19,26 @@ pub const TETHER_LOG_DEBUG: u32 = 4;
 /// Receives one log line: `level` is a `TETHER_LOG_*` value, `message` a NUL-terminated
 /// UTF-8 line of `message_len` bytes, valid only during the call. Lines never contain keys,
 /// tokens or private keys.
-pub type tether_log_callback =
-    Option<unsafe extern "C" fn(user_data: *mut c_void, level: u32, message: *const c_char, message_len: usize)>;
+pub type tether_log_callback = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        level: u32,
+        message: *const c_char,
+        message_len: usize,
+    ),
+>;
 
 struct UserData(*mut c_void);
 // SAFETY: the pointer is only handed back to the caller's callback, which the caller
 // declared safe to call from the threads that use the library.
 unsafe impl Send for UserData {}
 unsafe impl Sync for UserData {}
+
+impl UserData {
+    fn get(&self) -> *mut c_void {
+        self.0
+    }
+}
 
 /// Installs `callback` for lines up to `max_level` (`TETHER_LOG_ERROR` ..
 /// `TETHER_LOG_DEBUG`), process-wide, replacing any previous one; NULL removes it.
@@ -64,12 +76,12 @@ pub unsafe extern "C" fn tether_set_log_callback(
         set_sink(
             level,
             Some(Arc::new(move |level: Level, message: &str| {
-                let line = std::ffi::CString::new(message.replace('\0', " "))
-                    .expect("NULs replaced");
+                let line =
+                    std::ffi::CString::new(message.replace('\0', " ")).expect("NULs replaced");
                 // SAFETY: the caller's callback with its own user data, per the contract.
                 unsafe {
                     callback(
-                        user.0,
+                        user.get(),
                         level as u32,
                         line.as_ptr(),
                         line.as_bytes().len(),
@@ -114,7 +126,9 @@ mod tests {
         }
         crate::log!(Level::Warn, "retry 1 in {} ms", 1000);
         crate::log!(Level::Info, "connected");
-        unsafe { tether_set_log_callback(TETHER_LOG_DEBUG, None, std::ptr::null_mut()) };
+        let removed =
+            unsafe { tether_set_log_callback(TETHER_LOG_DEBUG, None, std::ptr::null_mut()) };
+        assert_eq!(removed, Code::Ok);
         crate::log!(Level::Error, "after removal");
         assert_eq!(
             *LINES.lock().unwrap(),
