@@ -54,6 +54,11 @@ cp "$out/libtether.a" "$prefix/lib/"
 cp "$out/libtether.so" "$prefix/lib/$soname"
 ln -sf "$soname" "$prefix/lib/libtether.so"
 cp include/tether.h "$prefix/include/"
+if [ -f "$out/libtether_hub.so" ]; then
+    # The local IoT Hub stand-in's plugin, where `tether hub` looks for it (PREFIX/lib/tether).
+    mkdir -p "$prefix/lib/tether"
+    cp "$out/libtether_hub.so" "$prefix/lib/tether/"
+fi
 if [ -n "$rustls_include" ] && [ -f "$rustls_include/rustls.h" ]; then
     cp "$rustls_include/rustls.h" "$prefix/include/"
 fi

@@ -16,6 +16,21 @@
 #define TETHER_VERSION_STRING "0.1.0"
 
 /*
+ Subscribe to cloud-to-device messages (`tether_client_subscribe`).
+ */
+#define TETHER_SUBSCRIBE_C2D 1
+
+/*
+ Subscribe to direct-method requests.
+ */
+#define TETHER_SUBSCRIBE_METHODS 2
+
+/*
+ Subscribe to twin responses and desired-property patches.
+ */
+#define TETHER_SUBSCRIBE_TWIN 4
+
+/*
  The default bound on a received packet (327680 bytes: a 256 KiB message, a topic of up
  to 64 KiB and headers). Pass 0 to `tether_mqtt_decode` to use it.
  */
@@ -57,6 +72,72 @@
 #define TETHER_MQTT_SUBACK_FAILURE 128
 
 /*
+ `tether_connection_string_auth`: symmetric key (`SharedAccessKey`).
+ */
+#define TETHER_AUTH_SAS_KEY 1
+
+/*
+ `tether_connection_string_auth`: a ready token (`SharedAccessSignature`).
+ */
+#define TETHER_AUTH_SAS_TOKEN 2
+
+/*
+ `tether_connection_string_auth`: X.509 client certificate (`x509=true`).
+ */
+#define TETHER_AUTH_X509 3
+
+/*
+ The primary key.
+ */
+#define TETHER_KEY_PRIMARY 0
+
+/*
+ The secondary key.
+ */
+#define TETHER_KEY_SECONDARY 1
+
+/*
+ Length of a derived key in base64 (without the NUL): 44.
+ */
+#define TETHER_DPS_DERIVED_KEY_LEN 44
+
+/*
+ The longest token `tether_sas_token` produces from valid inputs: a buffer of
+ `TETHER_SAS_TOKEN_MAX_LEN + 1` bytes always fits (the `+ 1` is the NUL).
+ */
+#define TETHER_SAS_TOKEN_MAX_LEN 2048
+
+/*
+ Signature scheme (TLS code point): RSA PKCS#1 v1.5 over a SHA-256 digest.
+ */
+#define TETHER_SIGN_RSA_PKCS1_SHA256 1025
+
+/*
+ RSA PKCS#1 v1.5 over a SHA-384 digest.
+ */
+#define TETHER_SIGN_RSA_PKCS1_SHA384 1281
+
+/*
+ RSA-PSS (MGF1 with SHA-256, salt length 32) over a SHA-256 digest.
+ */
+#define TETHER_SIGN_RSA_PSS_SHA256 2052
+
+/*
+ RSA-PSS (MGF1 with SHA-384, salt length 48) over a SHA-384 digest.
+ */
+#define TETHER_SIGN_RSA_PSS_SHA384 2053
+
+/*
+ ECDSA on P-256 over a SHA-256 digest.
+ */
+#define TETHER_SIGN_ECDSA_P256_SHA256 1027
+
+/*
+ ECDSA on P-384 over a SHA-384 digest.
+ */
+#define TETHER_SIGN_ECDSA_P384_SHA384 1283
+
+/*
  No embedded roots: only CAs added with `tether_tls_config_builder_add_ca*` are trusted.
  */
 #define TETHER_ROOTS_NONE 0
@@ -80,6 +161,16 @@
  A received twin topic is a desired-properties update.
  */
 #define TETHER_TWIN_TOPIC_DESIRED 2
+
+/*
+ `tether_x509_thumbprint`: SHA-1, 40 hex digits.
+ */
+#define TETHER_THUMBPRINT_SHA1 1
+
+/*
+ `tether_x509_thumbprint`: SHA-256, 64 hex digits.
+ */
+#define TETHER_THUMBPRINT_SHA256 2
 
 /*
  Stable result codes, grouped by area. Values are never renumbered; retired values stay
@@ -280,6 +371,75 @@ typedef enum tether_result {
 } tether_result;
 
 /*
+ What a polled event is.
+
+ */
+typedef enum tether_event_kind {
+  /*
+   Nothing happened within the timeout.
+   */
+  TETHER_EVENT_NONE = 0,
+  /*
+   The hub accepted the connection. `name`: TLS version and cipher suite.
+   */
+  TETHER_EVENT_CONNECTED = 1,
+  /*
+   A QoS 1 message was acknowledged. `message_id`.
+   */
+  TETHER_EVENT_TELEMETRY_ACKED = 2,
+  /*
+   A cloud-to-device message. `payload`, `property_count` (see
+   `tether_client_event_property`).
+   */
+  TETHER_EVENT_C2D = 3,
+  /*
+   A direct-method request. `name`, `request_id`, `payload`; answer with
+   `tether_client_respond_method`.
+   */
+  TETHER_EVENT_METHOD_REQUEST = 4,
+  /*
+   A twin GET or PATCH answer. `request_id`, `status`, `version` (0 if none), `payload`.
+   */
+  TETHER_EVENT_TWIN_RESPONSE = 5,
+  /*
+   A desired-properties patch. `version`, `payload`.
+   */
+  TETHER_EVENT_DESIRED_PATCH = 6,
+  /*
+   The hub refused a subscription. `name`: the topic filter.
+   */
+  TETHER_EVENT_SUBSCRIPTION_REFUSED = 7,
+  /*
+   The connection ended. `error`: why (`TETHER_RESULT_OK` when requested or for a
+   token renewal); `will_retry`: whether the client reconnects by itself.
+   `tether_last_error` gives the message.
+   */
+  TETHER_EVENT_DISCONNECTED = 8,
+} tether_event_kind;
+
+/*
+ A device client over a TCP socket: connects, sends, receives, renews its SAS token and
+ reconnects with back-off, all on the calling thread inside `tether_client_poll`.
+ Not thread-safe: use one client from one thread at a time (it may move between threads).
+ */
+typedef struct tether_client tether_client;
+
+/*
+ A parsed, validated IoT Hub device or module connection string. Create with
+ `tether_connection_string_parse`, free with `tether_connection_string_free` (which wipes
+ the key). Not thread-safe for writing (`_set_secondary_key`, `_use_key`); concurrent
+ reads are fine.
+ */
+typedef struct tether_connection_string tether_connection_string;
+
+/*
+ A device session without I/O: TLS (IoT Hub policy) and IoT Hub MQTT in one state
+ machine, driven by the caller's socket and clock. Times are Unix milliseconds from the
+ caller. Not thread-safe: use from one thread at a time.
+ */
+typedef struct tether_session tether_session;
+
+/*
  A finished, immutable TLS configuration following the IoT Hub policy. Under the hood this
  holds an `Arc<rustls::ClientConfig>`. Safe to share between threads for reading. Free with
  `tether_tls_config_free`.
@@ -291,6 +451,91 @@ typedef struct tether_tls_config tether_tls_config;
  `tether_tls_config_builder_free`. Not thread-safe: use from one thread at a time.
  */
 typedef struct tether_tls_config_builder tether_tls_config_builder;
+
+/*
+ Connection settings for `tether_client_new`. Start from
+ `tether_client_options_default()` and change what you need.
+ */
+typedef struct tether_client_options {
+  /*
+   TCP port (IoT Hub MQTT: 8883).
+   */
+  uint16_t port;
+  /*
+   MQTT keep-alive, seconds (default 60, at most 1177).
+   */
+  uint16_t keep_alive_secs;
+  /*
+   Lifetime of the SAS tokens the client makes, seconds (default 3600; at least 60).
+   Tokens are renewed by reconnecting before they expire.
+   */
+  uint32_t token_ttl_secs;
+  /*
+   Most unacknowledged QoS 1 messages (default 128).
+   */
+  uint32_t max_inflight;
+  /*
+   Timeout for TCP connect, and for TLS + CONNACK, milliseconds (default 10000).
+   */
+  uint32_t connect_timeout_ms;
+  /*
+   Largest delay between reconnection attempts, milliseconds (default 60000).
+   */
+  uint32_t retry_max_ms;
+} tether_client_options;
+
+/*
+ One event from `tether_client_poll`. Pointers are owned by the client and stay valid
+ until the next `tether_client_poll` or `tether_client_free`; fields an event kind does not
+ use are zero or NULL.
+ */
+typedef struct tether_event {
+  /*
+   The kind of event.
+   */
+  enum tether_event_kind kind;
+  /*
+   TELEMETRY_ACKED: the id `tether_client_send_telemetry` returned.
+   */
+  uint64_t message_id;
+  /*
+   METHOD_REQUEST: the method; CONNECTED: `TLSv1.2 <suite>`; SUBSCRIPTION_REFUSED: the
+   filter. NUL-terminated.
+   */
+  const char *name;
+  /*
+   METHOD_REQUEST, TWIN_RESPONSE: the request id. NUL-terminated.
+   */
+  const char *request_id;
+  /*
+   TWIN_RESPONSE: the status (200, 204, 429...).
+   */
+  uint16_t status;
+  /*
+   TWIN_RESPONSE, DESIRED_PATCH: the twin version.
+   */
+  uint64_t version;
+  /*
+   The message body.
+   */
+  const uint8_t *payload;
+  /*
+   Its length.
+   */
+  size_t payload_len;
+  /*
+   C2D: how many properties `tether_client_event_property` can read.
+   */
+  size_t property_count;
+  /*
+   DISCONNECTED: why.
+   */
+  enum tether_result error;
+  /*
+   DISCONNECTED: whether the client reconnects by itself on later polls.
+   */
+  bool will_retry;
+} tether_event;
 
 /*
  CONNECT options. Zero-initialise it, then set what you need.
@@ -535,6 +780,36 @@ typedef struct tether_property {
 } tether_property;
 
 /*
+ A signing callback for a private key the library never sees (TPM, HSM, secure element).
+
+ - `user`: the pointer given at registration.
+ - `scheme`: one of `TETHER_SIGN_*`; only schemes the certificate's key allows are asked
+   for (RSA: PSS or PKCS#1 with SHA-256/384; EC P-256: ECDSA SHA-256; EC P-384: ECDSA
+   SHA-384).
+ - `digest`, `digest_len`: the **digest** to sign (32 bytes for SHA-256, 48 for SHA-384),
+   already computed by tether over the TLS handshake message. Sign it as a digest: for RSA
+   PKCS#1 v1.5 the DigestInfo prefix of the hash must be added (OpenSSL's `EVP_PKEY_sign`
+   with `EVP_PKEY_CTX_set_signature_md` does this; so do PKCS#11 mechanisms such as
+   `CKM_RSA_PKCS` with a DigestInfo); for PSS use MGF1 with the same hash and a salt as
+   long as the hash.
+ - `sig`, `sig_cap`, `sig_len`: write the signature (at most `sig_cap` bytes, 1024) and
+   its length. ECDSA signatures must be DER (`SEQUENCE { INTEGER r, INTEGER s }`): convert a
+   raw r||s with `tether_ecdsa_raw_to_der`.
+
+ Return 0 on success, anything else on failure (the handshake then fails with
+ `TETHER_RESULT_SIGNER_FAILED`). Called on the thread that runs the TLS handshake, once
+ per handshake with a client certificate, and once at registration to check the key. It
+ must not call back into tether.
+ */
+typedef int (*tether_sign_callback)(void *user,
+                                    uint16_t scheme,
+                                    const uint8_t *digest,
+                                    size_t digest_len,
+                                    uint8_t *sig,
+                                    size_t sig_cap,
+                                    size_t *sig_len);
+
+/*
  A parsed cloud-to-device topic (`devices/{d}/messages/devicebound/{bag}`).
  */
 typedef struct tether_c2d_topic {
@@ -588,6 +863,173 @@ typedef struct tether_method_request {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/*
+ Returns the default client options: port 8883, keep-alive 60 s, token lifetime
+ 3600 s, 128 messages in flight, 10 s connect timeout, back-off up to 60 s.
+ */
+struct tether_client_options tether_client_options_default(void);
+
+/*
+ Creates a client for the device in `connection_string`
+ (`HostName=...;DeviceId=...;SharedAccessKey=...`, or with `SharedAccessSignature=`, or
+ `x509=true`). Nothing is opened yet.
+
+ - `tls`: the TLS policy to use (it must carry the client certificate for X.509), or
+   NULL for the IoT Hub defaults. The client keeps its own reference; `tls` may be freed
+   afterwards.
+ - `options`: NULL for `tether_client_options_default()`.
+ - `client_out`: receives the new client, owned by the caller (free it with
+   `tether_client_free`); not written on failure.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_CONNECTION_STRING_INVALID`, `TETHER_RESULT_SAS_KEY_INVALID`,
+ `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_INVALID_ARGUMENT` (options out of range, or
+ X.509 without a client certificate).
+ */
+enum tether_result tether_client_new(const char *connection_string,
+                                     const struct tether_tls_config *tls,
+                                     const struct tether_client_options *options,
+                                     struct tether_client **client_out);
+
+/*
+ Creates a client from the environment: `TETHER_CONNECTION_STRING` (required),
+ `TETHER_CA_FILE` (an extra trusted CA), `TETHER_PORT` (default 8883),
+ `TETHER_CERT_FILE` and `TETHER_KEY_FILE` (X.509). The same variables the examples, the
+ CLI and the bindings use. Ownership and results as `tether_client_new`, plus
+ `TETHER_RESULT_FILE_NOT_READABLE` and certificate results for the files.
+ */
+enum tether_result tether_client_new_from_env(struct tether_client **client_out);
+
+/*
+ Frees a client, disconnecting it gracefully first. NULL is a no-op.
+ */
+void tether_client_free(struct tether_client *client);
+
+/*
+ Connects and waits up to `timeout_ms` until the hub accepts the connection, retrying
+ network failures with back-off. Blocks the calling thread. Refusals a retry cannot fix
+ return at once: TLS policy results (100-199), `TETHER_RESULT_NOT_AUTHORIZED`
+ (credentials refused, after trying the secondary key if there is one),
+ `TETHER_RESULT_TOKEN_EXPIRED`, `TETHER_RESULT_CLOCK_NOT_SET`. Otherwise the last network
+ result (400-499) when time runs out. Events other than the connection are kept for
+ `tether_client_poll`.
+ */
+enum tether_result tether_client_connect(struct tether_client *client, uint32_t timeout_ms);
+
+/*
+ Sends a telemetry message: `payload` (`payload_len` bytes, may be NULL when 0), with
+ `property_count` properties given as parallel arrays of NUL-terminated UTF-8 `keys`
+ and `values` (a NULL value sends the bare key; system properties use their names,
+ e.g. `$.ct` = `application/json`, `$.ce` = `utf-8`), at QoS 0 or 1.
+
+ QoS 1 messages are queued while disconnected and re-sent until acknowledged;
+ `*message_id_out` (may be NULL) receives the id the TELEMETRY_ACKED event will carry.
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_MQTT_QOS_UNSUPPORTED`, `TETHER_RESULT_MQTT_PACKET_TOO_LARGE` (over 256 KiB),
+ `TETHER_RESULT_QUEUE_FULL`, `TETHER_RESULT_INVALID_STATE` (QoS 0 while disconnected),
+ `TETHER_RESULT_PROPERTY_BAG_INVALID` (empty key).
+ */
+enum tether_result tether_client_send_telemetry(struct tether_client *client,
+                                                const uint8_t *payload,
+                                                size_t payload_len,
+                                                const char *const *keys,
+                                                const char *const *values,
+                                                size_t property_count,
+                                                uint8_t qos,
+                                                uint64_t *message_id_out);
+
+/*
+ Subscribes to a set of `TETHER_SUBSCRIBE_*` bits, now if connected and again on every
+ reconnection. Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_ARGUMENT` (no or unknown bits).
+ */
+enum tether_result tether_client_subscribe(struct tether_client *client, uint32_t subscriptions);
+
+/*
+ Runs the connection for up to `timeout_ms` and writes the next event to `*event_out`
+ (`TETHER_EVENT_NONE` when nothing happened in time). This is where the client sends,
+ receives, pings, renews its token and reconnects: call it regularly. Blocks the
+ calling thread. The event's pointers stay valid until the next call or
+ `tether_client_free`.
+
+ Results: `TETHER_RESULT_OK` (also when a DISCONNECTED event is returned: see its
+ `error`), `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_client_poll(struct tether_client *client,
+                                      uint32_t timeout_ms,
+                                      struct tether_event *event_out);
+
+/*
+ Reads property `index` of the last C2D event: `*key` and `*value` receive
+ NUL-terminated strings owned by the client (valid until the next poll); `*value` is
+ NULL for a property sent without a value. Results: `TETHER_RESULT_OK`,
+ `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_NOT_FOUND` (index out of range).
+ */
+enum tether_result tether_client_event_property(const struct tether_client *client,
+                                                size_t index,
+                                                const char **key,
+                                                const char **value);
+
+/*
+ Requests the twin document; the TWIN_RESPONSE event with the request id written to
+ `request_id` (NUL-terminated, capacity `cap`, length in `*request_id_len`) carries it.
+ Subscribes to twin topics if needed. Results: `TETHER_RESULT_OK`,
+ `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_STATE` (not connected),
+ `TETHER_RESULT_BUFFER_TOO_SMALL` (the request was sent; `*request_id_len` = length).
+ */
+enum tether_result tether_client_twin_get(struct tether_client *client,
+                                          char *request_id,
+                                          size_t cap,
+                                          size_t *request_id_len);
+
+/*
+ Sends a reported-properties patch (`json`, `json_len` bytes); answered by a
+ TWIN_RESPONSE event (status 204, new version) with the request id written to
+ `request_id`. Results as `tether_client_twin_get`.
+ */
+enum tether_result tether_client_twin_patch_reported(struct tether_client *client,
+                                                     const uint8_t *json,
+                                                     size_t json_len,
+                                                     char *request_id,
+                                                     size_t cap,
+                                                     size_t *request_id_len);
+
+/*
+ Answers a direct-method request with `status` (e.g. 200) and a JSON body (`json`,
+ `json_len` bytes; may be NULL when 0). Results: `TETHER_RESULT_OK`,
+ `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_INVALID_STATE` (not connected), `TETHER_RESULT_TOPIC_INVALID` (bad
+ request id).
+ */
+enum tether_result tether_client_respond_method(struct tether_client *client,
+                                                const char *request_id,
+                                                uint16_t status,
+                                                const uint8_t *json,
+                                                size_t json_len);
+
+/*
+ Replaces the device's SAS keys (base64, NUL-terminated; `secondary_key` may be NULL),
+ for key rotation without a restart: the next connection (renewal or reconnect) uses
+ the primary, and falls back to the secondary if the hub refuses it. The keys are
+ copied into memory the library zeroes. Results: `TETHER_RESULT_OK`,
+ `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_SAS_KEY_INVALID`.
+ */
+enum tether_result tether_client_set_keys(struct tether_client *client,
+                                          const char *primary_key,
+                                          const char *secondary_key);
+
+/*
+ Disconnects gracefully (MQTT DISCONNECT, TLS close_notify). The client does not
+ reconnect until `tether_client_connect`. NULL is a no-op.
+ */
+void tether_client_disconnect(struct tether_client *client);
+
+/*
+ How many QoS 1 messages wait for acknowledgement (0 for NULL).
+ */
+size_t tether_client_inflight(const struct tether_client *client);
 
 /*
  Encodes a CONNECT (MQTT 3.1.1) into `out`.
@@ -723,6 +1165,151 @@ enum tether_result tether_mqtt_decode(const uint8_t *input,
  (not a 3.1.1 return code).
  */
 enum tether_result tether_mqtt_connack_check(uint8_t return_code);
+
+/*
+ Parses and validates a connection string:
+ `HostName=...;DeviceId=...;SharedAccessKey=...` with optional `ModuleId`,
+ `SharedAccessKeyName`, `SharedAccessSignature` (a ready token instead of a key),
+ `x509=true` and `GatewayHostName`. Keys are case-sensitive; unknown keys are ignored;
+ values may contain `=`.
+
+ On success `*cs_out` receives a new handle owned by the caller (free it with
+ `tether_connection_string_free`); on failure it is not written and
+ `tether_last_error` says what is missing or inconsistent (never the key).
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_CONNECTION_STRING_INVALID`, `TETHER_RESULT_SAS_KEY_INVALID`,
+ `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_TOKEN_MALFORMED`.
+ */
+enum tether_result tether_connection_string_parse(const char *text,
+                                                  struct tether_connection_string **cs_out);
+
+/*
+ Frees a connection string and wipes its key. NULL is a no-op.
+ */
+void tether_connection_string_free(struct tether_connection_string *cs);
+
+/*
+ Copies `HostName` into `out` (NUL-terminated). Buffer rules as everywhere: when too
+ small nothing is written and `*out_len` is the length needed.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_connection_string_host_name(const struct tether_connection_string *cs,
+                                                      char *out,
+                                                      size_t out_cap,
+                                                      size_t *out_len);
+
+/*
+ Copies `DeviceId` into `out`. Results as `tether_connection_string_host_name`.
+ */
+enum tether_result tether_connection_string_device_id(const struct tether_connection_string *cs,
+                                                      char *out,
+                                                      size_t out_cap,
+                                                      size_t *out_len);
+
+/*
+ Copies `ModuleId` into `out`. Results as `tether_connection_string_host_name`, plus
+ `TETHER_RESULT_NOT_FOUND` (and `*out_len` = 0) when there is none.
+ */
+enum tether_result tether_connection_string_module_id(const struct tether_connection_string *cs,
+                                                      char *out,
+                                                      size_t out_cap,
+                                                      size_t *out_len);
+
+/*
+ Copies `GatewayHostName` into `out`. Results as
+ `tether_connection_string_module_id`.
+ */
+enum tether_result tether_connection_string_gateway_host_name(const struct tether_connection_string *cs,
+                                                              char *out,
+                                                              size_t out_cap,
+                                                              size_t *out_len);
+
+/*
+ Copies `SharedAccessKeyName` into `out`. Results as
+ `tether_connection_string_module_id`.
+ */
+enum tether_result tether_connection_string_key_name(const struct tether_connection_string *cs,
+                                                     char *out,
+                                                     size_t out_cap,
+                                                     size_t *out_len);
+
+/*
+ How the connection string authenticates: `TETHER_AUTH_SAS_KEY`,
+ `TETHER_AUTH_SAS_TOKEN` or `TETHER_AUTH_X509`; 0 when `cs` is NULL.
+ */
+uint32_t tether_connection_string_auth(const struct tether_connection_string *cs);
+
+/*
+ Makes the SAS token for this identity, as of `now_unix` (seconds since 1970, from the
+ device's clock): with the key in use, expiring at `now_unix + ttl_secs` (and `skn`
+ when the string has `SharedAccessKeyName`); or the ready `SharedAccessSignature`
+ when the string has one. Buffer rules as `tether_sas_token`.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_BUFFER_TOO_SMALL`; `TETHER_RESULT_CLOCK_NOT_SET` (`now_unix` before
+ 2025); `TETHER_RESULT_INVALID_ARGUMENT` (`ttl_secs` 0); `TETHER_RESULT_TOKEN_EXPIRED`
+ (the ready token has expired); `TETHER_RESULT_INVALID_STATE` (X.509 identity).
+ */
+enum tether_result tether_connection_string_sas_token(const struct tether_connection_string *cs,
+                                                      uint64_t now_unix,
+                                                      uint64_t ttl_secs,
+                                                      char *out,
+                                                      size_t out_cap,
+                                                      size_t *out_len);
+
+/*
+ Gives the identity its secondary key (base64), for rotation. The key in use does not
+ change (see `tether_connection_string_use_key`). The key is copied and decoded; the
+ caller may wipe its copy.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_SAS_KEY_INVALID`, `TETHER_RESULT_INVALID_STATE` (not a key identity).
+ */
+enum tether_result tether_connection_string_set_secondary_key(struct tether_connection_string *cs,
+                                                              const char *key_base64);
+
+/*
+ Selects the key used for tokens: `TETHER_KEY_PRIMARY` or `TETHER_KEY_SECONDARY`.
+ After an authentication refusal with one key, select the other and retry.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_ARGUMENT` (another value), `TETHER_RESULT_NOT_FOUND` (no
+ secondary key set), `TETHER_RESULT_INVALID_STATE` (not a key identity).
+ */
+enum tether_result tether_connection_string_use_key(struct tether_connection_string *cs,
+                                                    uint32_t slot);
+
+/*
+ Which key is in use: `TETHER_KEY_PRIMARY` or `TETHER_KEY_SECONDARY` (also
+ `TETHER_KEY_PRIMARY` for a NULL handle or a non-key identity).
+ */
+uint32_t tether_connection_string_key_in_use(const struct tether_connection_string *cs);
+
+/*
+ Derives a device's key for a DPS symmetric-key group enrollment:
+ `base64(HMAC-SHA256(base64decode(group_key), registration_id))`. Do this on the
+ production line, not on the device: the group key can make every device's key.
+
+ - `group_key_base64`: the enrollment group's key, standard base64. Never echoed.
+ - `registration_id`: 1 to 128 of `A-Za-z0-9-._:`.
+ - `out`, `out_cap`, `out_len`: receives the NUL-terminated base64 key (44 characters,
+   so 45 bytes are enough) and its length; when too small nothing is written and
+   `*out_len` is the length needed.
+
+ Does not allocate on success. Thread-safe.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_SAS_KEY_INVALID`, `TETHER_RESULT_ID_INVALID`,
+ `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_dps_derive_key(const char *group_key_base64,
+                                         const char *registration_id,
+                                         char *out,
+                                         size_t out_cap,
+                                         size_t *out_len);
 
 /*
  Writes the DPS client id (the registration id, validated).
@@ -932,6 +1519,184 @@ enum tether_result tether_property_decode(const char *encoded,
                                           char *out,
                                           size_t cap,
                                           size_t *out_len);
+
+/*
+ Makes a SAS token: `SharedAccessSignature sr=...&sig=...&se=...[&skn=...]`, the MQTT
+ password for IoT Hub (or DPS).
+
+ - `resource_uri`: the **unencoded** resource, `{host}/devices/{deviceId}`,
+   `{host}/devices/{deviceId}/modules/{moduleId}`, `{idScope}/registrations/{registrationId}`
+   (DPS), or `{host}` (hub-wide policy). tether URL-encodes it (keeps `A-Za-z0-9-_.~`,
+   everything else `%XX` with uppercase hex) and signs it exactly as written in the token.
+ - `key_base64`: the key, standard base64 (padding optional), e.g. the device's primary
+   key. It is decoded on the stack and wiped before returning; it never appears in an
+   error message.
+ - `key_name`: the shared access policy (`skn`), e.g. `"registration"` for a DPS group
+   enrollment; NULL for a device or module key.
+ - `expiry_unix`: when the token expires, seconds since 1970 (typically now + 3600).
+ - `out`, `out_cap`, `out_len`: receives the NUL-terminated token and its length. When
+   `out_cap` is too small nothing is written, `*out_len` is set to the length needed and
+   the result is `TETHER_RESULT_BUFFER_TOO_SMALL`. `out` may be NULL when `out_cap` is 0.
+
+ Does not allocate on success. Thread-safe; no state.
+
+ Results: `TETHER_RESULT_OK`; `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`;
+ `TETHER_RESULT_ID_INVALID` (resource not of the forms above, empty id, id with `/`, a
+ space or another character IoT Hub refuses, id over 128 characters);
+ `TETHER_RESULT_SAS_KEY_INVALID` (empty, not base64, longer than 344 characters);
+ `TETHER_RESULT_INVALID_ARGUMENT` (key name not 1 to 64 of `A-Za-z0-9-_.`);
+ `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_sas_token(const char *resource_uri,
+                                    const char *key_base64,
+                                    const char *key_name,
+                                    uint64_t expiry_unix,
+                                    char *out,
+                                    size_t out_cap,
+                                    size_t *out_len);
+
+/*
+ Creates a session for the device in `connection_string` (see `tether_client_new`;
+ `options->port` is not used: the caller opens the connection). `tls` NULL means the
+ IoT Hub defaults. `*session_out` receives a session owned by the caller (free it with
+ `tether_session_free`); not written on failure. Results as `tether_client_new`.
+ */
+enum tether_result tether_session_new(const char *connection_string,
+                                      const struct tether_tls_config *tls,
+                                      const struct tether_client_options *options,
+                                      struct tether_session **session_out);
+
+/*
+ Frees a session. NULL is a no-op. Close the socket yourself.
+ */
+void tether_session_free(struct tether_session *session);
+
+/*
+ Starts a connection over a TCP connection the caller has just opened to the hub:
+ queues the TLS handshake and MQTT CONNECT (with a fresh SAS token valid from `now_ms`).
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_STATE` (already connected), `TETHER_RESULT_CLOCK_NOT_SET`,
+ `TETHER_RESULT_TOKEN_EXPIRED`.
+ */
+enum tether_result tether_session_connect(struct tether_session *session, uint64_t now_ms);
+
+/*
+ Feeds `len` bytes received from the socket. A protocol or TLS failure returns its
+ result and also produces a DISCONNECTED event; then close the socket.
+ */
+enum tether_result tether_session_handle_input(struct tether_session *session,
+                                               const uint8_t *data,
+                                               size_t len,
+                                               uint64_t now_ms);
+
+/*
+ Copies up to `cap` bytes that must be sent on the socket into `buf`, and their count
+ into `*out_len` (0 when there is nothing to send). Bytes not copied stay queued, in
+ order: call again until `*out_len` is 0. Results: `TETHER_RESULT_OK`,
+ `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_session_poll_output(struct tether_session *session,
+                                              uint8_t *buf,
+                                              size_t cap,
+                                              size_t *out_len);
+
+/*
+ Fires due timers (keep-alive ping, ping and CONNACK timeouts, SAS renewal).
+ */
+enum tether_result tether_session_handle_timeout(struct tether_session *session, uint64_t now_ms);
+
+/*
+ Writes when `tether_session_handle_timeout` should next be called (Unix ms) to
+ `*deadline_ms`. Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NOT_FOUND` (no timer: not
+ connected), `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_session_next_deadline(const struct tether_session *session,
+                                                uint64_t *deadline_ms);
+
+/*
+ Tells the session the socket failed or was closed by the peer. Unacknowledged QoS 1
+ messages stay queued for the next connection.
+ */
+enum tether_result tether_session_connection_lost(struct tether_session *session);
+
+/*
+ Writes the next event to `*event_out` (`TETHER_EVENT_NONE` when there is none). The
+ event's pointers stay valid until the next call or `tether_session_free`.
+ */
+enum tether_result tether_session_poll_event(struct tether_session *session,
+                                             struct tether_event *event_out);
+
+/*
+ Reads property `index` of the last C2D event; see `tether_client_event_property`.
+ */
+enum tether_result tether_session_event_property(const struct tether_session *session,
+                                                 size_t index,
+                                                 const char **key,
+                                                 const char **value);
+
+/*
+ Sends telemetry; arguments and results as `tether_client_send_telemetry`. QoS 1
+ messages are queued while disconnected.
+ */
+enum tether_result tether_session_send_telemetry(struct tether_session *session,
+                                                 const uint8_t *payload,
+                                                 size_t payload_len,
+                                                 const char *const *keys,
+                                                 const char *const *values,
+                                                 size_t property_count,
+                                                 uint8_t qos,
+                                                 uint64_t now_ms,
+                                                 uint64_t *message_id_out);
+
+/*
+ Subscribes to `TETHER_SUBSCRIBE_*` bits, now if connected and on every connection.
+ */
+enum tether_result tether_session_subscribe(struct tether_session *session,
+                                            uint32_t subscriptions,
+                                            uint64_t now_ms);
+
+/*
+ Answers a direct-method request; see `tether_client_respond_method`.
+ */
+enum tether_result tether_session_respond_method(struct tether_session *session,
+                                                 const char *request_id,
+                                                 uint16_t status,
+                                                 const uint8_t *json,
+                                                 size_t json_len,
+                                                 uint64_t now_ms);
+
+/*
+ Starts a graceful disconnection (MQTT DISCONNECT, TLS close_notify): send the output,
+ then close the socket.
+ */
+enum tether_result tether_session_disconnect(struct tether_session *session, uint64_t now_ms);
+
+/*
+ Authenticates the device with a client certificate whose private key stays outside the
+ library: every signature is made by `callback` (see `tether_sign_callback`).
+
+ - `chain`, `chain_len`: the certificate chain, leaf first (PEM, or DER certificates
+   back to back); copied. The leaf's public key decides the schemes used (RSA, EC
+   P-256 or EC P-384).
+ - `callback`: must not be NULL.
+ - `user`: passed to every call; may be NULL. It, and the callback, must stay valid
+   until the builder and every configuration built from it are freed, and be usable
+   from whichever thread runs a handshake.
+
+ The callback is called once during this function to sign a probe, which is verified
+ with the certificate's public key: a signer that holds another key is refused now.
+ Replaces any client certificate set before.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_CERT_MALFORMED`, `TETHER_RESULT_CERT_INVALID` (a key type other than
+ RSA, P-256, P-384), `TETHER_RESULT_SIGNER_FAILED` (the callback failed or returned
+ something that is not a signature), `TETHER_RESULT_KEY_CERT_MISMATCH`.
+ */
+enum tether_result tether_tls_config_builder_set_client_signer(struct tether_tls_config_builder *builder,
+                                                               const uint8_t *chain,
+                                                               size_t chain_len,
+                                                               tether_sign_callback callback,
+                                                               void *user);
 
 /*
  Creates a builder with the IoT Hub defaults: TLS 1.2 only; suites
@@ -1261,6 +2026,81 @@ enum tether_result tether_method_response_topic(uint16_t status,
  Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_BUFFER_TOO_SMALL`.
  */
 enum tether_result tether_request_id_next(char *out, size_t cap, size_t *out_len);
+
+/*
+ Writes the thumbprint of the first certificate in `cert` (`cert_len` bytes of PEM or
+ DER: the leaf of a chain) as uppercase hex without separators, as the IoT Hub portal and
+ CLI show it. `algorithm` is `TETHER_THUMBPRINT_SHA1` or `TETHER_THUMBPRINT_SHA256`.
+ `out` receives the NUL-terminated text (41 or 65 bytes are enough); when too small
+ nothing is written and `*out_len` is the length needed.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_ARGUMENT` (unknown algorithm), `TETHER_RESULT_CERT_MALFORMED`,
+ `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_x509_thumbprint(const uint8_t *cert,
+                                          size_t cert_len,
+                                          uint32_t algorithm,
+                                          char *out,
+                                          size_t out_cap,
+                                          size_t *out_len);
+
+/*
+ Checks that the leaf certificate in `cert` (PEM or DER chain) is for `device_id` (its CN
+ equals the device id), or for `device_id/module_id` when `module_id` is not NULL. Call it
+ before connecting: IoT Hub refuses a certificate whose CN is not the device.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_CERT_MALFORMED`,
+ `TETHER_RESULT_CERT_DEVICE_MISMATCH` (the message names the CN found).
+ */
+enum tether_result tether_x509_check_identity(const uint8_t *cert,
+                                              size_t cert_len,
+                                              const char *device_id,
+                                              const char *module_id);
+
+/*
+ Checks the leaf certificate's validity at `now_unix` (seconds since 1970, from the
+ device's clock).
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_CERT_MALFORMED`, `TETHER_RESULT_CERT_EXPIRED`,
+ `TETHER_RESULT_CERT_NOT_YET_VALID`, `TETHER_RESULT_CLOCK_NOT_SET` (`now_unix` before
+ 2025: set the clock first). The message gives the dates.
+ */
+enum tether_result tether_x509_check_validity(const uint8_t *cert,
+                                              size_t cert_len,
+                                              int64_t now_unix);
+
+/*
+ Sets `*expiring` to true when the leaf certificate expires within `days` days of
+ `now_unix` (or has expired): ask at start-up and daily, and renew in time.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_CERT_MALFORMED`.
+ */
+enum tether_result tether_x509_expires_within(const uint8_t *cert,
+                                              size_t cert_len,
+                                              int64_t now_unix,
+                                              uint32_t days,
+                                              bool *expiring);
+
+/*
+ Converts a raw ECDSA signature `r || s` (two big-endian integers of equal length, as
+ most secure elements return them: 64 bytes for P-256, 96 for P-384) into the DER form a
+ `tether_sign_callback` must return. Writes `*out_len` bytes into `out`; when `out_cap` is
+ too small nothing is written and `*out_len` is the size needed (at most `raw_len + 9`).
+ Does not allocate.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_ARGUMENT` (empty, odd length or over 132 bytes),
+ `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_ecdsa_raw_to_der(const uint8_t *raw,
+                                           size_t raw_len,
+                                           uint8_t *out,
+                                           size_t out_cap,
+                                           size_t *out_len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -17,11 +17,14 @@
 pub mod auth;
 pub mod backoff;
 pub mod cert;
+pub mod client;
 pub mod error;
 pub mod ffi;
 pub mod handshake;
+pub mod log;
 pub mod mqtt;
 pub mod policy;
+pub mod session;
 pub mod verify;
 
 pub use error::{Code, Error, Result};

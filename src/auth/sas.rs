@@ -56,8 +56,18 @@ const KEY_BASE64: GeneralPurpose = GeneralPurpose::new(
 /// A symmetric key: decoded once, zeroed on drop, never printed.
 #[derive(Clone)]
 pub struct SasKey {
-    bytes: Zeroizing<[u8; KEY_CAP]>,
+    bytes: [u8; KEY_CAP],
     len: usize,
+    /// How much of `bytes` may hold key material (the decoder may write a little past
+    /// `len`): wiped on drop, so a short key does not pay for wiping the whole array.
+    dirty: usize,
+}
+
+impl Drop for SasKey {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.bytes[..self.dirty].zeroize();
+    }
 }
 
 impl fmt::Debug for SasKey {
@@ -106,8 +116,9 @@ impl SasKey {
             ));
         }
         let mut key = SasKey {
-            bytes: Zeroizing::new([0u8; KEY_CAP]),
+            bytes: [0u8; KEY_CAP],
             len: 0,
+            dirty: (text.len() / 4 * 3 + 3).min(KEY_CAP),
         };
         key.len = KEY_BASE64
             .decode_slice(text.as_bytes(), &mut key.bytes[..])
@@ -135,8 +146,9 @@ impl SasKey {
             ));
         }
         let mut key = SasKey {
-            bytes: Zeroizing::new([0u8; KEY_CAP]),
+            bytes: [0u8; KEY_CAP],
             len: bytes.len(),
+            dirty: bytes.len(),
         };
         key.bytes[..bytes.len()].copy_from_slice(bytes);
         Ok(key)

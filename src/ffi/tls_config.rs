@@ -22,7 +22,7 @@ pub const TETHER_ROOTS_ECC: u32 = 2;
 /// A TLS policy under construction. Create with `tether_tls_config_builder_new`, free with
 /// `tether_tls_config_builder_free`. Not thread-safe: use from one thread at a time.
 pub struct tether_tls_config_builder {
-    policy: TlsPolicy,
+    pub(crate) policy: TlsPolicy,
 }
 
 /// A finished, immutable TLS configuration following the IoT Hub policy. Under the hood this
@@ -319,6 +319,21 @@ impl tether_tls_config {
             Ok(())
         })
     }
+}
+
+/// The configuration behind `tls`, or the IoT Hub defaults for NULL, with whether it
+/// carries a client certificate.
+///
+/// # Safety
+/// `tls` is NULL or a live `tether_tls_config`.
+pub(crate) unsafe fn tls_or_default(
+    tls: *const tether_tls_config,
+) -> crate::Result<(Arc<ClientConfig>, bool)> {
+    // SAFETY: per the contract.
+    Ok(match unsafe { tls.as_ref() } {
+        Some(tls) => (tls.config.clone(), tls.has_client_cert),
+        None => (TlsPolicy::new().build()?, false),
+    })
 }
 
 #[cfg(test)]

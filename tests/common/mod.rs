@@ -404,9 +404,15 @@ impl Mosquitto {
     /// settings; use `{port}` for the main port, which is picked here). Every listener binds
     /// 127.0.0.1. TLS listeners are capped at TLS 1.2 by an OpenSSL configuration.
     pub fn start(listeners: &str) -> Mosquitto {
+        Mosquitto::start_on(listeners, None)
+    }
+
+    /// As [`Mosquitto::start`], on `port` when given (to restart a broker where its
+    /// clients expect it).
+    pub fn start_on(listeners: &str, port: Option<u16>) -> Mosquitto {
         require("mosquitto", "mosquitto");
         let dir = temp_dir("mosquitto");
-        let port = free_port();
+        let port = port.unwrap_or_else(free_port);
         let conf = dir.join("mosquitto.conf");
         let log = dir.join("mosquitto.log");
         std::fs::write(
@@ -453,6 +459,12 @@ impl Mosquitto {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the broker (as a crash would).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -506,4 +518,56 @@ pub fn tether_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The repository root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// target/<profile>, where cargo left libtether.{a,so} for this test run.
+pub fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    assert!(
+        dir.join("libtether.a").exists() && dir.join("libtether.so").exists(),
+        "libtether.a/.so not found in {}: `cargo test` builds only the rlib; run \
+         `cargo build --lib` first (.ci/test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Installs the libraries of this test run into a new prefix with cmake/install.sh.
+pub fn install_prefix() -> PathBuf {
+    let prefix = temp_dir("prefix");
+    let profile = lib_dir()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    run(Command::new("sh")
+        .arg(root().join("cmake/install.sh"))
+        .args(["--no-build", "--profile", &profile])
+        .arg(&prefix)
+        .current_dir(root()));
+    prefix
+}
+
+/// Configures and builds c-examples/ with CMake against `prefix`; returns the build folder.
+pub fn build_examples(prefix: &Path, link_static: bool) -> PathBuf {
+    require("cmake", "cmake");
+    let build = temp_dir("cmake-build");
+    run(Command::new("cmake")
+        .arg("-S")
+        .arg(root().join("c-examples"))
+        .arg("-B")
+        .arg(&build)
+        .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display()))
+        .arg(format!(
+            "-DTETHER_LINK_STATIC={}",
+            if link_static { "ON" } else { "OFF" }
+        )));
+    run(Command::new("cmake").arg("--build").arg(&build));
+    build
 }

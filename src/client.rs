@@ -1,0 +1,490 @@
+//! The blocking client: drives a [`Session`] over an OS socket on the caller's thread.
+//!
+//! [`Client::poll`] does all the work: it opens the TCP connection when one is due, moves
+//! bytes between the socket and the session, fires the session's timers, reconnects with
+//! exponential back-off and jitter after network failures, reconnects at once for SAS
+//! renewal and key switches, and hands the application one event at a time. No thread is
+//! started; nothing happens between calls.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::backoff::Backoff;
+use crate::error::{Code, Error, Result};
+use crate::handshake::{connect_tcp, io_error};
+use crate::log::Level;
+use crate::mqtt::properties::PropertyBag;
+use crate::session::{Disconnect, Event, Session, SessionConfig, Subscription};
+
+/// How the client reaches the hub and retries.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// TCP port (IoT Hub MQTT: 8883).
+    pub port: u16,
+    /// Timeout for resolving and the TCP connection.
+    pub connect_timeout: Duration,
+    /// Back-off: first delay is twice this (default 500 ms).
+    pub retry_min_ms: u32,
+    /// Back-off cap (default 60 s).
+    pub retry_max_ms: u32,
+    /// Random jitter added to each delay, at most (default 2 s).
+    pub retry_jitter_ms: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            port: 8883,
+            connect_timeout: Duration::from_secs(10),
+            retry_min_ms: 500,
+            retry_max_ms: 60_000,
+            retry_jitter_ms: 2_000,
+        }
+    }
+}
+
+/// The OS wall clock, Unix milliseconds.
+pub fn system_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A device client over a TCP socket. Not thread-safe: use it from one thread at a time.
+pub struct Client {
+    session: Session,
+    options: ClientOptions,
+    stream: Option<TcpStream>,
+    backoff: Backoff,
+    /// When the next connection attempt is due (`None`: no automatic attempt).
+    retry_at_ms: Option<u64>,
+    attempt_started_ms: u64,
+    events: VecDeque<Event>,
+    clock: fn() -> u64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("session", &self.session)
+            .field("port", &self.options.port)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client for `config`; nothing is opened until [`Client::connect`] or [`Client::poll`].
+    pub fn new(config: SessionConfig, options: ClientOptions) -> Result<Client> {
+        if options.port == 0 {
+            return Err(Error::new(Code::InvalidArgument, "port must not be 0"));
+        }
+        let seed = system_now_ms() ^ (u64::from(std::process::id()) << 32);
+        Ok(Client {
+            backoff: Backoff::new(
+                options.retry_min_ms,
+                options.retry_max_ms,
+                options.retry_jitter_ms,
+                seed,
+            ),
+            session: Session::new(config)?,
+            options,
+            stream: None,
+            retry_at_ms: None,
+            attempt_started_ms: 0,
+            events: VecDeque::new(),
+            clock: system_now_ms,
+        })
+    }
+
+    /// The session (state, in-flight count, configuration).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The session, for credential rotation ([`Session::set_credential`]).
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// Connects and waits until the hub accepts the connection, retrying network failures
+    /// with back-off within `timeout`. Refusals that a retry will not fix (TLS policy,
+    /// credentials) are returned at once. Events other than the connection are kept for
+    /// [`Client::poll`].
+    pub fn connect(&mut self, timeout: Duration) -> Result<()> {
+        if self.session.is_connected() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        if self.stream.is_none() {
+            self.retry_at_ms = Some((self.clock)());
+        }
+        let mut kept = VecDeque::new();
+        let mut last_error = None;
+        let result = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(last_error.unwrap_or_else(|| {
+                    Error::new(Code::Timeout, format!("not connected within {timeout:?}"))
+                }));
+            }
+            match self.poll(left)? {
+                Some(Event::Connected { .. }) => break Ok(()),
+                Some(Event::Disconnected(Disconnect::Fatal(e))) => break Err(e),
+                Some(Event::Disconnected(why)) => {
+                    if let Some(e) = why.error() {
+                        last_error = Some(e.clone());
+                    }
+                }
+                Some(other) => kept.push_back(other),
+                None => {}
+            }
+        };
+        kept.append(&mut self.events);
+        self.events = kept;
+        result
+    }
+
+    /// Runs the connection for up to `timeout` and returns the next event, or `None` when
+    /// nothing happened in time. Reconnects by itself after network failures (with
+    /// back-off) and for SAS renewal; after a fatal refusal it waits for
+    /// [`Client::connect`].
+    pub fn poll(&mut self, timeout: Duration) -> Result<Option<Event>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Ok(Some(event));
+            }
+            self.step(deadline)?;
+            if self.events.is_empty() && Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn step(&mut self, deadline: Instant) -> Result<()> {
+        let now = (self.clock)();
+        if self.stream.is_none() {
+            match self.retry_at_ms {
+                Some(at) if now >= at => self.open(now),
+                _ => {}
+            }
+        }
+        self.flush()?;
+        self.collect_events();
+        if !self.events.is_empty() {
+            return Ok(());
+        }
+        // Wait for input, the session's next timer, the next retry, or the caller's deadline.
+        let now = (self.clock)();
+        let mut wait = deadline.saturating_duration_since(Instant::now());
+        let next = match self.stream {
+            Some(_) => self.session.next_deadline(),
+            None => self.retry_at_ms,
+        };
+        if let Some(at) = next {
+            wait = wait.min(Duration::from_millis(at.saturating_sub(now)));
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            std::thread::sleep(wait);
+            return Ok(());
+        };
+        stream
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .map_err(|e| io_error(e, "socket"))?;
+        let mut buf = [0u8; 16 * 1024];
+        match stream.read(&mut buf) {
+            Ok(0) => self.session.connection_lost(Error::new(
+                Code::ConnectionClosed,
+                format!(
+                    "{} closed the connection",
+                    self.session.config().server_name
+                ),
+            )),
+            Ok(n) => {
+                let now = (self.clock)();
+                let _ = self.session.handle_input(&buf[..n], now);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => self.session.connection_lost(io_error(e, "receiving")),
+        }
+        self.session.handle_timeout((self.clock)());
+        self.flush()?;
+        self.collect_events();
+        Ok(())
+    }
+
+    fn open(&mut self, now: u64) {
+        self.retry_at_ms = None;
+        self.attempt_started_ms = now;
+        let host = self.session.config().server_name.clone();
+        let port = self.options.port;
+        crate::log!(Level::Info, "connecting to {host}:{port}");
+        let opened = connect_tcp(&host, port, self.options.connect_timeout).and_then(|stream| {
+            self.session.connect(now)?;
+            Ok(stream)
+        });
+        match opened {
+            Ok(stream) => {
+                crate::log!(Level::Debug, "TCP connected to {host}:{port}");
+                self.stream = Some(stream);
+            }
+            Err(e) => {
+                let retriable = matches!(
+                    e.code(),
+                    Code::Io
+                        | Code::Timeout
+                        | Code::ConnectFailed
+                        | Code::DnsFailed
+                        | Code::ConnectionClosed
+                );
+                let why = if retriable {
+                    Disconnect::Retriable(e)
+                } else {
+                    Disconnect::Fatal(e)
+                };
+                self.after_disconnect(&why, now);
+                self.events.push_back(Event::Disconnected(why));
+            }
+        }
+    }
+
+    /// Sends what the session has to send; a write failure is a lost connection.
+    fn flush(&mut self) -> Result<()> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        let mut out = Vec::new();
+        self.session.poll_output(&mut out);
+        if !out.is_empty() {
+            if let Err(e) = stream.write_all(&out) {
+                self.session.connection_lost(io_error(e, "sending"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the session's events to the client's queue, handling disconnections.
+    fn collect_events(&mut self) {
+        while let Some(event) = self.session.poll_event() {
+            let now = (self.clock)();
+            match &event {
+                Event::Connected {
+                    tls_version,
+                    cipher_suite,
+                    key,
+                    resent,
+                } => {
+                    crate::log!(
+                        Level::Info,
+                        "connected to {} ({tls_version} {cipher_suite}){}{}",
+                        self.session.config().server_name,
+                        key.map(|k| format!(", {} key", k.name()))
+                            .unwrap_or_default(),
+                        if *resent > 0 {
+                            format!(", {resent} unacknowledged messages re-sent")
+                        } else {
+                            String::new()
+                        }
+                    );
+                    self.backoff.reset();
+                }
+                Event::Disconnected(why) => {
+                    // Send what is left (DISCONNECT, close_notify, an alert), then close.
+                    let _ = self.flush();
+                    if let Some(stream) = self.stream.take() {
+                        let _ = stream.shutdown(std::net::Shutdown::Both);
+                    }
+                    self.after_disconnect(why, now);
+                }
+                _ => {}
+            }
+            self.events.push_back(event);
+        }
+    }
+
+    fn after_disconnect(&mut self, why: &Disconnect, now: u64) {
+        match why {
+            Disconnect::Renewal => {
+                crate::log!(Level::Info, "renewing the SAS token: reconnecting");
+                self.retry_at_ms = Some(now);
+            }
+            Disconnect::KeySwitched { error, now_using } => {
+                crate::log!(
+                    Level::Warn,
+                    "{error}; retrying with the {} key",
+                    now_using.name()
+                );
+                self.retry_at_ms = Some(now);
+            }
+            Disconnect::Retriable(error) => {
+                let took = now.saturating_sub(self.attempt_started_ms);
+                let delay = self.backoff.next_delay_ms(took);
+                crate::log!(
+                    Level::Warn,
+                    "{error}; retry {} in {delay} ms",
+                    self.backoff.attempts()
+                );
+                self.retry_at_ms = Some(now + delay);
+            }
+            Disconnect::Fatal(error) => {
+                crate::log!(Level::Error, "{error}; not retrying");
+                self.retry_at_ms = None;
+            }
+            Disconnect::Requested => self.retry_at_ms = None,
+        }
+    }
+
+    /// Sends telemetry (see [`Session::send_telemetry`]) and pushes it to the socket.
+    pub fn send_telemetry(
+        &mut self,
+        payload: &[u8],
+        properties: &PropertyBag,
+        qos: u8,
+    ) -> Result<u64> {
+        let id = self
+            .session
+            .send_telemetry(payload, properties, qos, (self.clock)())?;
+        self.flush()?;
+        Ok(id)
+    }
+
+    /// Subscribes (see [`Session::subscribe`]).
+    pub fn subscribe(&mut self, sub: Subscription) -> Result<()> {
+        self.session.subscribe(sub, (self.clock)())?;
+        self.flush()
+    }
+
+    /// Requests the twin (see [`Session::twin_get`]).
+    pub fn twin_get(&mut self) -> Result<String> {
+        let rid = self.session.twin_get((self.clock)())?;
+        self.flush()?;
+        Ok(rid)
+    }
+
+    /// Patches reported properties (see [`Session::twin_patch_reported`]).
+    pub fn twin_patch_reported(&mut self, json: &[u8]) -> Result<String> {
+        let rid = self.session.twin_patch_reported(json, (self.clock)())?;
+        self.flush()?;
+        Ok(rid)
+    }
+
+    /// Answers a method request (see [`Session::respond_method`]).
+    pub fn respond_method(&mut self, request_id: &str, status: u16, json: &[u8]) -> Result<()> {
+        self.session
+            .respond_method(request_id, status, json, (self.clock)())?;
+        self.flush()
+    }
+
+    /// Disconnects gracefully; no automatic reconnection follows.
+    pub fn disconnect(&mut self) {
+        self.session.disconnect((self.clock)());
+        let _ = self.flush();
+        self.collect_events();
+        if let Some(stream) = self.stream.take() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        self.retry_at_ms = None;
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if self.session.is_active() {
+            self.disconnect();
+        }
+    }
+}
+
+/// The environment variables every example, the CLI and the bindings honour.
+pub mod env {
+    /// The device connection string (`HostName=...;DeviceId=...;SharedAccessKey=...`).
+    pub const CONNECTION_STRING: &str = "TETHER_CONNECTION_STRING";
+    /// An extra trusted CA certificate (PEM or DER file), e.g. a local hub's test CA.
+    pub const CA_FILE: &str = "TETHER_CA_FILE";
+    /// The port (default 8883).
+    pub const PORT: &str = "TETHER_PORT";
+    /// The device certificate chain (PEM or DER file) for X.509 authentication.
+    pub const CERT_FILE: &str = "TETHER_CERT_FILE";
+    /// The device private key (PEM or DER file) for X.509 authentication.
+    pub const KEY_FILE: &str = "TETHER_KEY_FILE";
+}
+
+fn env_var(name: &str) -> Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::new(
+            Code::InvalidUtf8,
+            format!("{name} is not valid UTF-8"),
+        )),
+    }
+}
+
+/// The TLS policy named by the environment: the IoT Hub defaults, plus `TETHER_CA_FILE`,
+/// plus the client certificate of `TETHER_CERT_FILE`/`TETHER_KEY_FILE`.
+pub fn policy_from_env() -> Result<crate::policy::TlsPolicy> {
+    let mut policy = crate::policy::TlsPolicy::new();
+    if let Some(ca) = env_var(env::CA_FILE)? {
+        policy.add_ca_file(&ca)?;
+    }
+    match (env_var(env::CERT_FILE)?, env_var(env::KEY_FILE)?) {
+        (Some(cert), Some(key)) => {
+            policy.set_client_cert_files(&cert, &key)?;
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::new(
+                Code::InvalidArgument,
+                format!("{} and {} go together", env::CERT_FILE, env::KEY_FILE),
+            ))
+        }
+    }
+    Ok(policy)
+}
+
+/// The port named by `TETHER_PORT` (default 8883).
+pub fn port_from_env() -> Result<u16> {
+    match env_var(env::PORT)? {
+        None => Ok(8883),
+        Some(p) => match p.parse::<u16>() {
+            Ok(port) if port != 0 => Ok(port),
+            _ => Err(Error::new(
+                Code::InvalidArgument,
+                format!("{} is \"{p}\", not a port number", env::PORT),
+            )),
+        },
+    }
+}
+
+/// A client configured entirely from the environment (see [`env`]).
+pub fn client_from_env() -> Result<Client> {
+    let cs = env_var(env::CONNECTION_STRING)?.ok_or_else(|| {
+        Error::new(
+            Code::ConnectionStringInvalid,
+            format!(
+                "{} is not set: export the device connection string \
+                 (HostName=...;DeviceId=...;SharedAccessKey=...)",
+                env::CONNECTION_STRING
+            ),
+        )
+    })?;
+    let cs = crate::auth::connection_string::ConnectionString::parse(&cs)?;
+    let policy = policy_from_env()?;
+    let config =
+        SessionConfig::from_connection_string(&cs, policy.build()?, policy.has_client_cert())?;
+    Client::new(
+        config,
+        ClientOptions {
+            port: port_from_env()?,
+            ..ClientOptions::default()
+        },
+    )
+}

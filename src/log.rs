@@ -1,0 +1,103 @@
+//! The one diagnostics hook: what a person needs to troubleshoot a connection (resolve, TCP,
+//! TLS version and suite, CONNACK, retries with their delay, token renewals). Never a
+//! secret: callers format only names, numbers and error messages, which never hold keys or
+//! tokens.
+//!
+//! The hook is process-wide. Without one, nothing is formatted or printed.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// Severity, most severe first (the C values of `tether_log_level`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Level {
+    /// Failures.
+    Error = 1,
+    /// Refusals, retries, things that need attention.
+    Warn = 2,
+    /// Connection milestones.
+    Info = 3,
+    /// Packet-level detail.
+    Debug = 4,
+}
+
+impl Level {
+    /// `ERROR`, `WARN`, `INFO` or `DEBUG`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Error => "ERROR",
+            Level::Warn => "WARN",
+            Level::Info => "INFO",
+            Level::Debug => "DEBUG",
+        }
+    }
+}
+
+/// A receiver of log lines.
+pub type Sink = Arc<dyn Fn(Level, &str) + Send + Sync>;
+
+static MAX_LEVEL: AtomicU8 = AtomicU8::new(0);
+static SINK: RwLock<Option<Sink>> = RwLock::new(None);
+
+/// Installs `sink` for lines up to `max` (or removes the hook with `None`).
+pub fn set_sink(max: Level, sink: Option<Sink>) {
+    let mut slot = SINK.write().unwrap_or_else(|e| e.into_inner());
+    MAX_LEVEL.store(
+        if sink.is_some() { max as u8 } else { 0 },
+        Ordering::Release,
+    );
+    *slot = sink;
+}
+
+/// Whether a line at `level` would be delivered.
+pub fn enabled(level: Level) -> bool {
+    level as u8 <= MAX_LEVEL.load(Ordering::Acquire)
+}
+
+/// Delivers one line (formatting only when enabled; see [`crate::log!`]).
+pub fn emit(level: Level, message: &str) {
+    if !enabled(level) {
+        return;
+    }
+    let sink = SINK.read().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(sink) = sink {
+        sink(level, message);
+    }
+}
+
+/// `tether::log!(Level::Info, "connected to {host}")`: formats only when the level is on.
+#[macro_export]
+macro_rules! log {
+    ($level:expr, $($arg:tt)*) => {
+        if $crate::log::enabled($level) {
+            $crate::log::emit($level, &format!($($arg)*));
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn lines_above_the_level_are_not_formatted_or_delivered() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink_seen = seen.clone();
+        set_sink(
+            Level::Info,
+            Some(Arc::new(move |level, msg: &str| {
+                sink_seen
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} {msg}", level.name()))
+            })),
+        );
+        crate::log!(Level::Info, "connected to {}", "hub");
+        crate::log!(Level::Debug, "packet {}", 1);
+        set_sink(Level::Debug, None);
+        crate::log!(Level::Error, "after removal");
+        assert_eq!(*seen.lock().unwrap(), ["INFO connected to hub"]);
+    }
+}
