@@ -1,5 +1,5 @@
 //! Device Provisioning Service for C: group-enrollment keys (`tether_dps_derive_key`), and
-//! names, topics and replies.
+//! the MQTT names, topics and replies of provisioning.
 //!
 //! Connect to DPS with client id = registration id (`tether_dps_client_id`), the username
 //! from `tether_dps_username`, subscribe to `$dps/registrations/res/#`, publish the body
