@@ -2,8 +2,9 @@
  * telemetry_x509: send telemetry as a device that authenticates with an X.509 certificate
  * (mutual TLS; the certificate's CN is the device id).
  *
- *   telemetry_x509 HOST DEVICE_ID CERT_FILE KEY_FILE [CA_FILE [PORT]]
+ *   telemetry_x509 HOST DEVICE_ID CERT_FILE KEY_FILE [CA_FILE [PORT [GATEWAY_HOST]]]
  *
+ * GATEWAY_HOST: connect through a gateway (or a local stand-in) instead of HOST itself.
  * The TLS policy is built explicitly here: IoT Hub defaults, the device certificate and
  * key, and an extra CA for a local hub.
  */
@@ -22,7 +23,8 @@ int main(int argc, char **argv) {
     uint64_t id = 0;
 
     if (argc < 5) {
-        fprintf(stderr, "usage: %s HOST DEVICE_ID CERT_FILE KEY_FILE [CA_FILE [PORT]]\n", argv[0]);
+        fprintf(stderr, "usage: %s HOST DEVICE_ID CERT_FILE KEY_FILE [CA_FILE [PORT [GATEWAY_HOST]]]\n",
+                argv[0]);
         return 2;
     }
 
@@ -33,8 +35,8 @@ int main(int argc, char **argv) {
     check(tether_tls_config_builder_build(builder, &tls), "TLS policy");
     tether_tls_config_builder_free(builder);
     if (argc > 6) options.port = (uint16_t)atoi(argv[6]);
-    snprintf(connection_string, sizeof connection_string, "HostName=%s;DeviceId=%s;x509=true",
-             argv[1], argv[2]);
+    snprintf(connection_string, sizeof connection_string, "HostName=%s;DeviceId=%s;x509=true%s%s",
+             argv[1], argv[2], argc > 7 ? ";GatewayHostName=" : "", argc > 7 ? argv[7] : "");
     check(tether_client_new(connection_string, tls, &options, &client), "client");
     tether_tls_config_free(tls); /* the client keeps its own reference */
 
