@@ -942,7 +942,7 @@ void tether_client_free(struct tether_client *client);
  return at once: TLS policy results (100-199), `TETHER_RESULT_NOT_AUTHORIZED`
  (credentials refused, after trying the secondary key if there is one),
  `TETHER_RESULT_TOKEN_EXPIRED`, `TETHER_RESULT_CLOCK_NOT_SET`. Otherwise the last network
- result (400-499) when time runs out. Events other than the connection are kept for
+ result (400-499) when time runs out. Events, the CONNECTED one included, are kept for
  `tether_client_poll`.
  */
 enum tether_result tether_client_connect(struct tether_client *client, uint32_t timeout_ms);
@@ -1429,6 +1429,44 @@ enum tether_result tether_dps_parse_response_topic(const char *topic,
 enum tether_result tether_dps_parse_body(const uint8_t *body,
                                          size_t body_len,
                                          struct tether_dps_body *out);
+
+/*
+ Registers the device with the Device Provisioning Service and writes the IoT Hub it was
+ assigned to (`hub_out`) and its device id there (`device_id_out`). Blocks the calling
+ thread for the whole flow: TLS under the IoT Hub policy, MQTT CONNECT, register, poll while
+ DPS answers 202 (waiting its retry-after), within `timeout_ms`. Uses the OS clock for the
+ SAS token.
+
+ - `endpoint`: the DPS host, NULL for `global.azure-devices-provisioning.net`; `port` 8883.
+ - `id_scope`, `registration_id`: the enrollment's scope and registration id.
+ - `device_key_base64`: the individual enrollment's key, or for a group enrollment the
+   device key derived with `tether_dps_derive_key` (and `group_enrollment` true); NULL to
+   authenticate with the client certificate in `tls` (X.509).
+ - `tls`: NULL for the IoT Hub defaults.
+ - outputs: NUL-terminated; 254 bytes always fit a host name and 129 a device id. When a
+   buffer is too small the device is registered nonetheless: the result is
+   `TETHER_RESULT_BUFFER_TOO_SMALL` with both lengths set, and calling again returns the
+   same assignment.
+
+ Results: `TETHER_RESULT_OK`; argument results; `TETHER_RESULT_SAS_KEY_INVALID`,
+ `TETHER_RESULT_ID_INVALID`; `TETHER_RESULT_NOT_AUTHORIZED` (DPS refused the credentials or
+ the registration: the message gives DPS's status and text); `TETHER_RESULT_TIMEOUT`; TLS
+ (100-199) and network (400-499) results.
+ */
+enum tether_result tether_dps_provision(const char *endpoint,
+                                        uint16_t port,
+                                        const char *id_scope,
+                                        const char *registration_id,
+                                        const char *device_key_base64,
+                                        bool group_enrollment,
+                                        const struct tether_tls_config *tls,
+                                        uint32_t timeout_ms,
+                                        char *hub_out,
+                                        size_t hub_cap,
+                                        size_t *hub_len,
+                                        char *device_id_out,
+                                        size_t device_id_cap,
+                                        size_t *device_id_len);
 
 /*
  Returns the name of a result code as a static NUL-terminated string, e.g.

@@ -182,7 +182,7 @@ impl tether_client {
     /// return at once: TLS policy results (100-199), `TETHER_RESULT_NOT_AUTHORIZED`
     /// (credentials refused, after trying the secondary key if there is one),
     /// `TETHER_RESULT_TOKEN_EXPIRED`, `TETHER_RESULT_CLOCK_NOT_SET`. Otherwise the last network
-    /// result (400-499) when time runs out. Events other than the connection are kept for
+    /// result (400-499) when time runs out. Events, the CONNECTED one included, are kept for
     /// `tether_client_poll`.
     #[no_mangle]
     pub unsafe extern "C" fn tether_client_connect(

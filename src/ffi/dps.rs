@@ -254,6 +254,100 @@ pub unsafe extern "C" fn tether_dps_parse_body(
     })
 }
 
+/// Registers the device with the Device Provisioning Service and writes the IoT Hub it was
+/// assigned to (`hub_out`) and its device id there (`device_id_out`). Blocks the calling
+/// thread for the whole flow: TLS under the IoT Hub policy, MQTT CONNECT, register, poll while
+/// DPS answers 202 (waiting its retry-after), within `timeout_ms`. Uses the OS clock for the
+/// SAS token.
+///
+/// - `endpoint`: the DPS host, NULL for `global.azure-devices-provisioning.net`; `port` 8883.
+/// - `id_scope`, `registration_id`: the enrollment's scope and registration id.
+/// - `device_key_base64`: the individual enrollment's key, or for a group enrollment the
+///   device key derived with `tether_dps_derive_key` (and `group_enrollment` true); NULL to
+///   authenticate with the client certificate in `tls` (X.509).
+/// - `tls`: NULL for the IoT Hub defaults.
+/// - outputs: NUL-terminated; 254 bytes always fit a host name and 129 a device id. When a
+///   buffer is too small the device is registered nonetheless: the result is
+///   `TETHER_RESULT_BUFFER_TOO_SMALL` with both lengths set, and calling again returns the
+///   same assignment.
+///
+/// Results: `TETHER_RESULT_OK`; argument results; `TETHER_RESULT_SAS_KEY_INVALID`,
+/// `TETHER_RESULT_ID_INVALID`; `TETHER_RESULT_NOT_AUTHORIZED` (DPS refused the credentials or
+/// the registration: the message gives DPS's status and text); `TETHER_RESULT_TIMEOUT`; TLS
+/// (100-199) and network (400-499) results.
+#[no_mangle]
+pub unsafe extern "C" fn tether_dps_provision(
+    endpoint: *const c_char,
+    port: u16,
+    id_scope: *const c_char,
+    registration_id: *const c_char,
+    device_key_base64: *const c_char,
+    group_enrollment: bool,
+    tls: *const crate::ffi::tls_config::tether_tls_config,
+    timeout_ms: u32,
+    hub_out: *mut c_char,
+    hub_cap: usize,
+    hub_len: *mut usize,
+    device_id_out: *mut c_char,
+    device_id_cap: usize,
+    device_id_len: *mut usize,
+) -> Code {
+    guard(|| {
+        use crate::provisioning::{provision, DpsCredential, DpsRequest};
+        // SAFETY: arguments per the contract above.
+        let endpoint =
+            unsafe { opt_text_arg(endpoint, "endpoint") }?.unwrap_or(dps::GLOBAL_ENDPOINT);
+        let id_scope = unsafe { text_arg(id_scope, "id_scope") }?;
+        let registration_id = unsafe { text_arg(registration_id, "registration_id") }?;
+        let key = unsafe { opt_text_arg(device_key_base64, "device_key_base64") }?;
+        unsafe { out_arg(hub_len, "hub_len") }?;
+        unsafe { out_arg(device_id_len, "device_id_len") }?;
+        if port == 0 || timeout_ms == 0 {
+            return Err(crate::Error::new(
+                Code::InvalidArgument,
+                "port and timeout_ms must not be 0",
+            ));
+        }
+        let (config, has_client_cert) = unsafe { crate::ffi::tls_config::tls_or_default(tls) }?;
+        let credential = match key {
+            Some(key) => DpsCredential::SymmetricKey {
+                key: Box::new(SasKey::from_base64(key)?),
+                group: group_enrollment,
+            },
+            None => DpsCredential::X509,
+        };
+        let request = DpsRequest {
+            endpoint: endpoint.to_owned(),
+            port,
+            id_scope: id_scope.to_owned(),
+            registration_id: registration_id.to_owned(),
+            credential,
+            tls: config,
+            has_client_cert,
+            timeout: std::time::Duration::from_millis(timeout_ms.into()),
+        };
+        let assignment = provision(&request, crate::client::system_now_ms() / 1000)?;
+        let (hub, device) = (&assignment.assigned_hub, &assignment.device_id);
+        if hub.len() >= hub_cap || device.len() >= device_id_cap {
+            // Nothing is written; both lengths are reported.
+            unsafe {
+                *hub_len = hub.len();
+                *device_id_len = device.len();
+            }
+            return Err(crate::Error::new(
+                Code::BufferTooSmall,
+                format!(
+                    "the assignment needs {} and {} bytes with their NUL terminators",
+                    hub.len() + 1,
+                    device.len() + 1
+                ),
+            ));
+        }
+        unsafe { write_text(hub, hub_out, hub_cap, hub_len) }?;
+        unsafe { write_text(device, device_id_out, device_id_cap, device_id_len) }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
