@@ -121,7 +121,11 @@ namespace Tether
             this.handle = handle;
         }
 
-        /// <summary>Raised (inside Poll) when the hub accepts the connection; the argument names the TLS version and suite.</summary>
+        /// <summary>
+        /// Raised inside Poll when the client has reconnected by itself (after a network loss
+        /// or a token renewal); the argument names the TLS version and suite. The first
+        /// connection is <see cref="Open(int)"/> returning.
+        /// </summary>
         public event Action<string> Connected;
         /// <summary>Raised when the connection ends.</summary>
         public event Action<ConnectionStatus> Disconnected;
