@@ -79,7 +79,7 @@ password_file $work/passwords
 acl_file $work/acl
 log_dest file $work/mosquitto.log
 CONF
-mosquitto -c "$work/mosquitto.conf" &
+mosquitto -c "$work/mosquitto.conf" 2>"$work/mosquitto.stderr" &
 broker_pid=$!
 for _ in $(seq 100); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break
