@@ -18,13 +18,15 @@ PLATFORMS = {"x86_64": "linux-x86_64", "aarch64": "linux-aarch64", "armv7l": "li
 
 
 def _copy_library() -> None:
-    """Copies $TETHER_LIBRARY into the package when it is set and nothing is there yet."""
+    """Copies $TETHER_LIBRARY into the package when it is set (so that
+    ``TETHER_LIBRARY=target/release/libtether.so pip install ./bindings/python`` installs a
+    package that carries the library)."""
     src = os.environ.get("TETHER_LIBRARY")
     machine = platform.machine()
     if not src or machine not in PLATFORMS:
         return
     dest = HERE / "tether" / PLATFORMS[machine] / "libtether.so"
-    if Path(src).is_file() and not dest.exists():
+    if Path(src).is_file():
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest)
 
