@@ -198,7 +198,7 @@ class Subscriber:
 
     def __init__(self, broker: Broker, topics):
         require("mosquitto_sub", "mosquitto-clients")
-        args = ["mosquitto_sub", *broker._service_args(), "-i", f"svc-sub-{time.monotonic_ns()}", "-d",
+        args = ["stdbuf", "-oL", "mosquitto_sub", *broker._service_args(), "-i", f"svc-sub-{time.monotonic_ns()}", "-d",
                 "-q", "1", "-F", "MSG\t%t\t%p"]
         for t in topics:
             args += ["-t", t]
@@ -251,7 +251,7 @@ def broker(tmp_path, pki):
 # ---------------------------------------------------------------------------------------
 # The local IoT Hub stand-in.
 
-HUB_HOST = "py-test-hub.azure-devices.net"
+HUB_HOST = "localhost"  # the hub host name the device connects to (its certificate is for localhost)
 
 
 def tether_cli() -> Path:
