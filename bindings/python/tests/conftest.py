@@ -307,7 +307,11 @@ def sas_device(device_id: str, primary: str, secondary: str, status: str = "enab
     }
 
 
-def run_example(name: str, env: Dict[str, str], *args: str, timeout: float = 60) -> subprocess.Popen:
+def run_example(name: str, env: Dict[str, str], *args: str) -> subprocess.Popen:
+    """Runs an example with the same `tether` package the tests import (installed or not)."""
+    env = dict(env)
+    package_root = str(Path(tether.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     return subprocess.Popen(
         [sys.executable, str(EXAMPLES / name), *args], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
