@@ -482,8 +482,9 @@ pub fn client_from_env() -> Result<Client> {
     })?;
     let cs = crate::auth::connection_string::ConnectionString::parse(&cs)?;
     let policy = policy_from_env()?;
-    let config =
+    let mut config =
         SessionConfig::from_connection_string(&cs, policy.build()?, policy.has_client_cert())?;
+    config.options.client_cert_not_after = policy.client_cert_not_after();
     Client::new(
         config,
         ClientOptions {

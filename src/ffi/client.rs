@@ -126,9 +126,10 @@ impl tether_client {
                 None => Self::tether_client_options_default(),
             };
             let cs = ConnectionString::parse(text)?;
-            let (config, has_cert) = unsafe { tls_or_default(tls) }?;
+            let (config, has_cert, not_after) = unsafe { tls_or_default(tls) }?;
             let mut session = SessionConfig::from_connection_string(&cs, config, has_cert)?;
             session.options = session_options(&options);
+            session.options.client_cert_not_after = not_after;
             let client = Client::new(
                 session,
                 ClientOptions {

@@ -308,7 +308,7 @@ pub unsafe extern "C" fn tether_dps_provision(
                 "port and timeout_ms must not be 0",
             ));
         }
-        let (config, has_client_cert) = unsafe { crate::ffi::tls_config::tls_or_default(tls) }?;
+        let (config, has_client_cert, _) = unsafe { crate::ffi::tls_config::tls_or_default(tls) }?;
         let credential = match key {
             Some(key) => DpsCredential::SymmetricKey {
                 key: Box::new(SasKey::from_base64(key)?),

@@ -45,11 +45,12 @@ impl tether_session {
             let text = unsafe { text_arg(connection_string, "connection_string") }?;
             let out = unsafe { out_arg(session_out, "session_out") }?;
             let cs = ConnectionString::parse(text)?;
-            let (config, has_cert) = unsafe { tls_or_default(tls) }?;
+            let (config, has_cert, not_after) = unsafe { tls_or_default(tls) }?;
             let mut session = SessionConfig::from_connection_string(&cs, config, has_cert)?;
             if let Some(o) = unsafe { options.as_ref() } {
                 session.options = session_options(o);
             }
+            session.options.client_cert_not_after = not_after;
             *out = into_handle(tether_session {
                 session: Session::new(session)?,
                 output: Vec::new(),
