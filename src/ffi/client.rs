@@ -41,15 +41,29 @@ pub struct tether_client_options {
     pub retry_max_ms: u32,
 }
 
-/// The session tunables in `options`.
-pub(crate) fn session_options(options: &tether_client_options) -> SessionOptions {
-    SessionOptions {
+/// The session configuration for a connection string, a TLS configuration (NULL: the IoT
+/// Hub defaults) and client options.
+///
+/// # Safety
+/// `tls` is NULL or a live `tether_tls_config`.
+pub(crate) unsafe fn session_config(
+    connection_string: &str,
+    tls: *const tether_tls_config,
+    options: &tether_client_options,
+) -> Result<SessionConfig, Error> {
+    let cs = ConnectionString::parse(connection_string)?;
+    // SAFETY: per the contract.
+    let (config, has_cert, not_after) = unsafe { tls_or_default(tls) }?;
+    let mut session = SessionConfig::from_connection_string(&cs, config, has_cert)?;
+    session.options = SessionOptions {
         keep_alive_secs: options.keep_alive_secs,
         token_ttl_secs: u64::from(options.token_ttl_secs),
         max_inflight: options.max_inflight as usize,
         connect_timeout_ms: u64::from(options.connect_timeout_ms),
+        client_cert_not_after: not_after,
         ..SessionOptions::default()
-    }
+    };
+    Ok(session)
 }
 
 /// The subscriptions in a set of `TETHER_SUBSCRIBE_*` bits.
@@ -125,11 +139,7 @@ impl tether_client {
                 Some(o) => *o,
                 None => Self::tether_client_options_default(),
             };
-            let cs = ConnectionString::parse(text)?;
-            let (config, has_cert, not_after) = unsafe { tls_or_default(tls) }?;
-            let mut session = SessionConfig::from_connection_string(&cs, config, has_cert)?;
-            session.options = session_options(&options);
-            session.options.client_cert_not_after = not_after;
+            let session = unsafe { session_config(text, tls, &options) }?;
             let client = Client::new(
                 session,
                 ClientOptions {

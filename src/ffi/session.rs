@@ -9,15 +9,14 @@
 
 use std::ffi::c_char;
 
-use crate::auth::connection_string::ConnectionString;
 use crate::error::{Code, Error};
-use crate::ffi::client::{session_options, subscriptions_arg, tether_client_options};
+use crate::ffi::client::{session_config, subscriptions_arg, tether_client, tether_client_options};
 use crate::ffi::event::{properties_arg, tether_event, EventSlot};
 use crate::ffi::handles::{free_handle, handle_mut, handle_ref, into_handle};
 use crate::ffi::panic::{guard, guard_value};
-use crate::ffi::tls_config::{tether_tls_config, tls_or_default};
+use crate::ffi::tls_config::tether_tls_config;
 use crate::ffi::{bytes_arg, out_arg, text_arg};
-use crate::session::{Session, SessionConfig};
+use crate::session::Session;
 
 /// A device session without I/O: TLS (IoT Hub policy) and IoT Hub MQTT in one state
 /// machine, driven by the caller's socket and clock. Times are Unix milliseconds from the
@@ -44,13 +43,11 @@ impl tether_session {
             // SAFETY: arguments per the contract above.
             let text = unsafe { text_arg(connection_string, "connection_string") }?;
             let out = unsafe { out_arg(session_out, "session_out") }?;
-            let cs = ConnectionString::parse(text)?;
-            let (config, has_cert, not_after) = unsafe { tls_or_default(tls) }?;
-            let mut session = SessionConfig::from_connection_string(&cs, config, has_cert)?;
-            if let Some(o) = unsafe { options.as_ref() } {
-                session.options = session_options(o);
-            }
-            session.options.client_cert_not_after = not_after;
+            let options = match unsafe { options.as_ref() } {
+                Some(o) => *o,
+                None => tether_client::tether_client_options_default(),
+            };
+            let session = unsafe { session_config(text, tls, &options) }?;
             *out = into_handle(tether_session {
                 session: Session::new(session)?,
                 output: Vec::new(),
