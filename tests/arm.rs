@@ -2,7 +2,9 @@
 //! cross-built and installed into a prefix with `cmake/install.sh --target`, the installed CLI
 //! answers known inputs under qemu-user, and the C example, cross-built with CMake and our
 //! toolchain file against that prefix (static and shared), completes a TLS 1.2 handshake with
-//! a TLS-1.2-only mosquitto listener on 127.0.0.1.
+//! a TLS-1.2-only mosquitto listener on 127.0.0.1. The C ABI contract program of
+//! tests/c_abi.rs (tests/c/abi_checks.c) is cross-compiled through the installed pkg-config
+//! file and runs under qemu as well.
 //!
 //! These tests cross-compile the library (minutes), so a plain `cargo test` lists them as
 //! ignored; `.ci/arm` (called by `.ci/test`) runs them with `cargo test --test arm -- --ignored`.
@@ -357,4 +359,78 @@ fn aarch64_cmake_cross_built_example_talks_tls12_to_the_local_broker() {
 #[ignore = "cross-compiles for ARM: run by .ci/arm (cargo test --test arm -- --ignored)"]
 fn armv7_cmake_cross_built_example_talks_tls12_to_the_local_broker() {
     cmake_cross_built_example_talks_tls12_to_the_local_broker(&ARMV7);
+}
+
+// ---- the C ABI contract, checked from C on the emulated CPU ----
+
+/// tests/c/abi_checks.c (the program tests/c_abi.rs runs on the host), cross-compiled against
+/// the installed prefix: statically with libtether.a, and dynamically with the flags of the
+/// installed pkg-config file; each run under qemu against an s_server.
+fn c_abi_contract_holds_under_qemu(t: &Target) {
+    require("pkg-config", "pkg-config");
+    let prefix = t.prefix();
+    let pki = Pki::shared();
+    let sources = [
+        root().join("tests/c/abi_checks.c"),
+        root().join("tests/c/two_units.c"),
+    ];
+    let pc = run(Command::new("pkg-config")
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+        .env("PKG_CONFIG_LIBDIR", "")
+        .args(["--cflags", "--libs", "--static", "tether"]));
+    let pc = String::from_utf8_lossy(&pc.stdout).into_owned();
+    let static_libs: Vec<&str> = pc
+        .split_whitespace()
+        .filter(|f| f.starts_with("-l") && *f != "-ltether")
+        .collect();
+    for link_static in [true, false] {
+        let program = temp_dir(&format!("abi-{}", t.rust)).join("abi_checks");
+        let mut cc = Command::new(format!("{}-gcc", t.gnu));
+        cc.args(["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror"])
+            .args(&sources)
+            .arg("-o")
+            .arg(&program);
+        if link_static {
+            cc.arg(format!("-I{}", prefix.join("include").display()))
+                .arg(prefix.join("lib/libtether.a"))
+                .args(&static_libs)
+                .arg("-Wl,--gc-sections");
+        } else {
+            cc.args(pc.split_whitespace().filter(|f| !static_libs.contains(f)))
+                .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()));
+        }
+        run(&mut cc);
+        t.assert_machine(&program);
+        let server = SServer::start(
+            &pki.dir,
+            &["-cert", "server.pem", "-key", "server.key", "-tls1_2"],
+        );
+        let out = t
+            .emulated(&program)
+            .arg(server.port.to_string())
+            .arg(pki.path("ca.pem"))
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(
+            out.status.success(),
+            "static={link_static}\n{stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains(" passed, 0 failed"),
+            "static={link_static}: {stdout}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "cross-compiles for ARM: run by .ci/arm (cargo test --test arm -- --ignored)"]
+fn aarch64_c_abi_contract_holds_under_qemu() {
+    c_abi_contract_holds_under_qemu(&AARCH64);
+}
+
+#[test]
+#[ignore = "cross-compiles for ARM: run by .ci/arm (cargo test --test arm -- --ignored)"]
+fn armv7_c_abi_contract_holds_under_qemu() {
+    c_abi_contract_holds_under_qemu(&ARMV7);
 }
