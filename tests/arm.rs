@@ -434,3 +434,76 @@ fn aarch64_c_abi_contract_holds_under_qemu() {
 fn armv7_c_abi_contract_holds_under_qemu() {
     c_abi_contract_holds_under_qemu(&ARMV7);
 }
+
+// ---- identity through the C ABI on the emulated CPU ----
+
+/// HMAC-SHA256 of `message` under the base64 `key`, base64-encoded, computed by openssl alone.
+fn openssl_hmac_base64(key: &str, message: &str) -> String {
+    require("openssl", "openssl");
+    let script = "key=$(printf %s \"$1\" | openssl base64 -d -A | od -An -v -tx1 | tr -d ' \\n'); \
+                  printf %s \"$2\" | openssl dgst -sha256 -mac HMAC -macopt \"hexkey:$key\" -binary \
+                  | openssl base64 -A";
+    let out = run(Command::new("sh").args(["-c", script, "sh", key, message]));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// tests/c/identity_checks.c (the program tests/identity.rs runs on the host), cross-compiled
+/// statically against the installed prefix: its own checks pass under qemu, and the SAS token
+/// the ARM library made matches one computed by openssl on the host.
+fn c_identity_checks_pass_under_qemu(t: &Target) {
+    let prefix = t.prefix();
+    let program = temp_dir(&format!("identity-{}", t.rust)).join("identity_checks");
+    run(Command::new(format!("{}-gcc", t.gnu))
+        .args(["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror"])
+        .arg("-D_POSIX_C_SOURCE=200809L")
+        .arg(format!("-I{}", prefix.join("include").display()))
+        .arg(root().join("tests/c/identity_checks.c"))
+        .arg("-o")
+        .arg(&program)
+        .arg(prefix.join("lib/libtether.a"))
+        .args([
+            "-lgcc_s",
+            "-lutil",
+            "-lrt",
+            "-lpthread",
+            "-lm",
+            "-ldl",
+            "-lc",
+        ]));
+    t.assert_machine(&program);
+    let out = t
+        .emulated(&program)
+        .arg(Pki::shared().path("device.der"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    let sig = openssl_hmac_base64(
+        "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg=",
+        "myiothub.azure-devices.net%2Fdevices%2Fmy_device\n1578941692",
+    );
+    let token = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("TOKEN "))
+        .unwrap_or_else(|| panic!("no TOKEN line: {stdout}"));
+    assert_eq!(
+        token,
+        format!(
+            "SharedAccessSignature sr=myiothub.azure-devices.net%2Fdevices%2Fmy_device&sig={}&se=1578941692",
+            tether::auth::sas::url_encode_string(&sig)
+        )
+    );
+}
+
+#[test]
+#[ignore = "cross-compiles for ARM: run by .ci/arm (cargo test --test arm -- --ignored)"]
+fn aarch64_c_identity_checks_pass_under_qemu() {
+    c_identity_checks_pass_under_qemu(&AARCH64);
+}
+
+#[test]
+#[ignore = "cross-compiles for ARM: run by .ci/arm (cargo test --test arm -- --ignored)"]
+fn armv7_c_identity_checks_pass_under_qemu() {
+    c_identity_checks_pass_under_qemu(&ARMV7);
+}
