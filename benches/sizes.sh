@@ -12,6 +12,10 @@
 #                    strategy alone)
 #   no-rustls-ffi    release without the rustls-ffi feature (--no-default-features)
 #   firmware-no-ffi  firmware without the rustls-ffi feature
+#   nightly-abort, nightly-abort-no-ffi
+#                    firmware rebuilt on nightly with the standard library compiled in
+#                    (-Zbuild-std) and panic=immediate-abort (no panic messages or unwinding
+#                    machinery at all); needs `rustup component add rust-src --toolchain nightly`
 # Prints a Markdown table (bytes, and KiB) to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,26 +39,40 @@ build() { # build TRIPLE VARIANT -> sets dir (artifacts) and features flag
     local triple=$1 variant=$2 profile=release
     local -a flags=()
     local -a envs=()
+    local -a toolchain=()
     case $variant in
         release) ;;
         release-z) envs=(CARGO_PROFILE_RELEASE_OPT_LEVEL=z) ;;
         no-rustls-ffi) flags=(--no-default-features) ;;
         firmware) profile=firmware ;;
         firmware-no-ffi) profile=firmware; flags=(--no-default-features) ;;
+        nightly-abort*)
+            profile=firmware
+            toolchain=(+nightly)
+            flags=(-Z build-std=std,panic_abort)
+            envs=("RUSTFLAGS=-Zunstable-options -Cpanic=immediate-abort")
+            [ "$variant" = nightly-abort-no-ffi ] && flags+=(--no-default-features)
+            ;;
     esac
     export CARGO_TARGET_DIR="$root/target/sizes/${variant%-no-*}"
     [ "$variant" = no-rustls-ffi ] && CARGO_TARGET_DIR="$root/target/sizes/release"
-    env "${envs[@]}" cargo build -q --lib --bin tether --profile "$profile" --target "$triple" "${flags[@]}" >&2
+    env "${envs[@]}" cargo "${toolchain[@]}" build -q --lib --bin tether --profile "$profile" --target "$triple" "${flags[@]}" >&2
     dir="$CARGO_TARGET_DIR/$triple/$profile"
 }
 
+variants=(release release-z firmware no-rustls-ffi firmware-no-ffi)
+if rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+    variants+=(nightly-abort nightly-abort-no-ffi)
+else
+    echo "sizes: no nightly toolchain with rust-src: the nightly-abort variants are left out" >&2
+fi
 echo "| target | variant | libtether.so | tls_check (static) | tether CLI |"
 echo "|---|---|---|---|---|"
 for triple in "$@"; do
     gnu=$(gnu_of "$triple")
     cc=$(tool "$gnu" gcc)
     strip=$(tool "$gnu" strip)
-    for variant in release release-z firmware no-rustls-ffi firmware-no-ffi; do
+    for variant in "${variants[@]}"; do
         echo "sizes: $triple $variant" >&2
         build "$triple" "$variant"
         work=$(mktemp -d)
