@@ -2,7 +2,7 @@
 # Install tether into PREFIX: lib/libtether.{a,so}, include/{tether,rustls}.h,
 # lib/cmake/tether (find_package), lib/pkgconfig/tether.pc and bin/tether (the CLI).
 #
-#   cmake/install.sh [--target TRIPLE] [--profile release|debug] [--no-build] PREFIX
+#   cmake/install.sh [--target TRIPLE] [--profile release|debug|firmware] [--no-build] PREFIX
 #
 # --target cross-builds (aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf; see
 # README.md); --no-build installs what the last cargo build left in target/ (or
@@ -29,11 +29,13 @@ done
 cd "$root"
 if [ "$build" = 1 ]; then
     set -- --lib --bin tether
-    [ "$profile" = release ] && set -- "$@" --release
+    # cargo calls the debug profile "dev"; its output folder is named debug.
+    set -- "$@" --profile "$([ "$profile" = debug ] && echo dev || echo "$profile")"
     [ -n "$target" ] && set -- "$@" --target "$target"
     cargo build "$@"
 fi
-out="${CARGO_TARGET_DIR:-target}/${target:+$target/}$([ "$profile" = release ] && echo release || echo debug)"
+[ "$profile" = dev ] && profile=debug
+out="${CARGO_TARGET_DIR:-target}/${target:+$target/}$profile"
 [ -f "$out/libtether.a" ] || { echo "install.sh: $out/libtether.a is missing; build first" >&2; exit 1; }
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
