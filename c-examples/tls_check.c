@@ -8,24 +8,8 @@
  * the IoT Hub roots plus CA_FILE), rustls-ffi runs the connection over our own socket.
  */
 #include <rustls.h> /* first: tether.h then declares tether_tls_config_rustls */
-#include <tether.h>
 
-#include <netdb.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-static void tether_fail(const char *what, tether_result r) {
-    char msg[512];
-    size_t len = 0;
-    if (tether_last_error(msg, sizeof msg, &len) != TETHER_RESULT_OK) {
-        strcpy(msg, "(no detail)");
-    }
-    fprintf(stderr, "%s: %s: %s\n", what, tether_result_name((uint32_t)r), msg);
-    exit(1);
-}
+#include "example_common.h"
 
 static void rustls_fail(const char *what, rustls_result r) {
     char msg[512];
@@ -51,29 +35,11 @@ static rustls_io_result write_cb(void *user, const uint8_t *buf, size_t n, size_
     return 0;
 }
 
-static int tcp_connect(const char *host, const char *port) {
-    struct addrinfo hints, *res, *ai;
-    int fd = -1;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host, port, &hints, &res) != 0) return -1;
-    for (ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-        if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(res);
-    return fd;
-}
-
 int main(int argc, char **argv) {
     tether_tls_config_builder *builder;
     tether_tls_config *config = NULL;
     const rustls_client_config *rconfig = NULL;
     struct rustls_connection *conn = NULL;
-    tether_result tr;
     rustls_result rr;
     rustls_str suite;
     size_t n;
@@ -86,16 +52,13 @@ int main(int argc, char **argv) {
 
     /* 1. The policy: IoT Hub defaults, plus a test CA when given. */
     builder = tether_tls_config_builder_new();
-    if (builder == NULL) tether_fail("builder", TETHER_RESULT_PANIC);
-    if (argc > 3 && (tr = tether_tls_config_builder_add_ca_file(builder, argv[3])) != TETHER_RESULT_OK)
-        tether_fail("CA file", tr);
-    if ((tr = tether_tls_config_builder_build(builder, &config)) != TETHER_RESULT_OK)
-        tether_fail("build", tr);
+    if (builder == NULL) check(TETHER_RESULT_PANIC, "builder");
+    if (argc > 3) check(tether_tls_config_builder_add_ca_file(builder, argv[3]), "CA file");
+    check(tether_tls_config_builder_build(builder, &config), "build");
     tether_tls_config_builder_free(builder);
 
     /* 2. Hand it to rustls-ffi. */
-    if ((tr = tether_tls_config_rustls(config, &rconfig)) != TETHER_RESULT_OK)
-        tether_fail("rustls bridge", tr);
+    check(tether_tls_config_rustls(config, &rconfig), "rustls bridge");
     tether_tls_config_free(config); /* rconfig keeps its own reference */
     if ((rr = rustls_client_connection_new(rconfig, argv[1], &conn)) != RUSTLS_RESULT_OK)
         rustls_fail("connection", rr);

@@ -62,6 +62,11 @@ if [ -f "$out/tether" ]; then
 else
     echo "install.sh: $out/tether was not built; the CLI is not installed" >&2
 fi
+if [ -f "$out/libtether_hub.so" ]; then
+    # The local IoT Hub stand-in's plugin, where `tether hub` looks for it (PREFIX/lib/tether).
+    mkdir -p "$prefix/lib/tether"
+    cp "$out/libtether_hub.so" "$prefix/lib/tether/"
+fi
 if [ -n "$rustls_include" ] && [ -f "$rustls_include/rustls.h" ]; then
     cp "$rustls_include/rustls.h" "$prefix/include/"
 fi

@@ -31,6 +31,47 @@
 #define TETHER_SUBSCRIBE_TWIN 4
 
 /*
+ The default bound on a received packet (327680 bytes: a 256 KiB message, a topic of up
+ to 64 KiB and headers). Pass 0 to `tether_mqtt_decode` to use it.
+ */
+#define TETHER_MQTT_DEFAULT_MAX_PACKET_SIZE 327680
+
+/*
+ Packet types reported by `tether_mqtt_decode` (the MQTT packet type numbers).
+ */
+#define TETHER_MQTT_PACKET_CONNACK 2
+
+/*
+ PUBLISH.
+ */
+#define TETHER_MQTT_PACKET_PUBLISH 3
+
+/*
+ PUBACK.
+ */
+#define TETHER_MQTT_PACKET_PUBACK 4
+
+/*
+ SUBACK.
+ */
+#define TETHER_MQTT_PACKET_SUBACK 9
+
+/*
+ UNSUBACK.
+ */
+#define TETHER_MQTT_PACKET_UNSUBACK 11
+
+/*
+ PINGRESP.
+ */
+#define TETHER_MQTT_PACKET_PINGRESP 13
+
+/*
+ A SUBACK return code meaning the subscription was refused.
+ */
+#define TETHER_MQTT_SUBACK_FAILURE 128
+
+/*
  `tether_connection_string_auth`: symmetric key (`SharedAccessKey`).
  */
 #define TETHER_AUTH_SAS_KEY 1
@@ -59,6 +100,26 @@
  Length of a derived key in base64 (without the NUL): 44.
  */
 #define TETHER_DPS_DERIVED_KEY_LEN 44
+
+/*
+ Failures.
+ */
+#define TETHER_LOG_ERROR 1
+
+/*
+ Refusals, retries with their delay, things that need attention.
+ */
+#define TETHER_LOG_WARN 2
+
+/*
+ Connection milestones: connecting, TLS version and suite, token renewals.
+ */
+#define TETHER_LOG_INFO 3
+
+/*
+ More detail.
+ */
+#define TETHER_LOG_DEBUG 4
 
 /*
  The longest token `tether_sas_token` produces from valid inputs: a buffer of
@@ -110,6 +171,16 @@
  DigiCert Global Root G3 and Microsoft ECC Root CA 2017; also offers the ECDHE-ECDSA suites.
  */
 #define TETHER_ROOTS_ECC 2
+
+/*
+ A received twin topic is a response to a GET or reported-properties PATCH.
+ */
+#define TETHER_TWIN_TOPIC_RESPONSE 1
+
+/*
+ A received twin topic is a desired-properties update.
+ */
+#define TETHER_TWIN_TOPIC_DESIRED 2
 
 /*
  `tether_x509_thumbprint`: SHA-1, 40 hex digits.
@@ -321,48 +392,49 @@ typedef enum tether_result {
 
 /*
  What a polled event is.
+
  */
 typedef enum tether_event_kind {
   /*
    Nothing happened within the timeout.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_NONE = 0,
+  TETHER_EVENT_NONE = 0,
   /*
    The hub accepted the connection. `name`: TLS version and cipher suite.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_CONNECTED = 1,
+  TETHER_EVENT_CONNECTED = 1,
   /*
    A QoS 1 message was acknowledged. `message_id`.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_TELEMETRY_ACKED = 2,
+  TETHER_EVENT_TELEMETRY_ACKED = 2,
   /*
    A cloud-to-device message. `payload`, `property_count` (see
    `tether_client_event_property`).
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_C2D = 3,
+  TETHER_EVENT_C2D = 3,
   /*
    A direct-method request. `name`, `request_id`, `payload`; answer with
    `tether_client_respond_method`.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_METHOD_REQUEST = 4,
+  TETHER_EVENT_METHOD_REQUEST = 4,
   /*
    A twin GET or PATCH answer. `request_id`, `status`, `version` (0 if none), `payload`.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_TWIN_RESPONSE = 5,
+  TETHER_EVENT_TWIN_RESPONSE = 5,
   /*
    A desired-properties patch. `version`, `payload`.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_DESIRED_PATCH = 6,
+  TETHER_EVENT_DESIRED_PATCH = 6,
   /*
    The hub refused a subscription. `name`: the topic filter.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_SUBSCRIPTION_REFUSED = 7,
+  TETHER_EVENT_SUBSCRIPTION_REFUSED = 7,
   /*
    The connection ended. `error`: why (`TETHER_RESULT_OK` when requested or for a
    token renewal); `will_retry`: whether the client reconnects by itself.
    `tether_last_error` gives the message.
    */
-  TETHER_EVENT_KIND_TETHER_EVENT_DISCONNECTED = 8,
+  TETHER_EVENT_DISCONNECTED = 8,
 } tether_event_kind;
 
 /*
@@ -379,6 +451,13 @@ typedef struct tether_client tether_client;
  reads are fine.
  */
 typedef struct tether_connection_string tether_connection_string;
+
+/*
+ A device session without I/O: TLS (IoT Hub policy) and IoT Hub MQTT in one state
+ machine, driven by the caller's socket and clock. Times are Unix milliseconds from the
+ caller. Not thread-safe: use from one thread at a time.
+ */
+typedef struct tether_session tether_session;
 
 /*
  A finished, immutable TLS configuration following the IoT Hub policy. Under the hood this
@@ -407,7 +486,7 @@ typedef struct tether_client_options {
    */
   uint16_t keep_alive_secs;
   /*
-   Lifetime of the SAS tokens the client makes, seconds (default 3600; at least 60).
+   Lifetime of the SAS tokens the client makes, seconds (default 3600; at least 10).
    Tokens are renewed by reconnecting before they expire.
    */
   uint32_t token_ttl_secs;
@@ -479,6 +558,258 @@ typedef struct tether_event {
 } tether_event;
 
 /*
+ CONNECT options. Zero-initialise it, then set what you need.
+ */
+typedef struct tether_mqtt_connect_options {
+  /*
+   The client id (NUL-terminated; `tether_mqtt_client_id` builds IoT Hub's). Not NULL.
+   */
+  const char *client_id;
+  /*
+   The user name (`tether_mqtt_username`), or NULL.
+   */
+  const char *username;
+  /*
+   The password (a SAS token), or NULL (X.509). Requires a user name.
+   */
+  const char *password;
+  /*
+   Keep-alive in seconds, sent as given (0 disables it; IoT Hub allows up to 1177).
+   */
+  uint16_t keep_alive_s;
+  /*
+   The clean-session flag.
+   */
+  bool clean_session;
+  /*
+   The will topic, or NULL for no will.
+   */
+  const char *will_topic;
+  /*
+   The will message (may be NULL when `will_payload_len` is 0).
+   */
+  const uint8_t *will_payload;
+  /*
+   The will message length (at most 65535).
+   */
+  size_t will_payload_len;
+  /*
+   The will QoS (0 or 1).
+   */
+  uint8_t will_qos;
+  /*
+   The will retain flag.
+   */
+  bool will_retain;
+} tether_mqtt_connect_options;
+
+/*
+ A borrowed piece of text: `len` bytes at `ptr`, not NUL-terminated. `ptr` is NULL (and
+ `len` 0) when the piece is absent. Spans returned by parsers point into the caller's
+ input and are valid while it is.
+ */
+typedef struct tether_span {
+  /*
+   The first byte, or NULL when absent.
+   */
+  const char *ptr;
+  /*
+   The length in bytes.
+   */
+  size_t len;
+} tether_span;
+
+/*
+ A borrowed piece of binary data: `len` bytes at `ptr` (NULL when `len` is 0 or absent).
+ */
+typedef struct tether_bytes {
+  /*
+   The first byte, or NULL.
+   */
+  const uint8_t *ptr;
+  /*
+   The length in bytes.
+   */
+  size_t len;
+} tether_bytes;
+
+/*
+ A decoded packet. Which fields are set depends on `packet_type`; the others are zero.
+ `topic`, `payload` and `suback_return_codes` point into the caller's input buffer.
+ */
+typedef struct tether_mqtt_packet {
+  /*
+   One of `TETHER_MQTT_PACKET_*`.
+   */
+  uint8_t packet_type;
+  /*
+   CONNACK: the session-present flag.
+   */
+  bool session_present;
+  /*
+   CONNACK: the return code (0 accepted, 1..5 refused; see `tether_mqtt_connack_check`).
+   */
+  uint8_t connack_return_code;
+  /*
+   PUBLISH: QoS 0 or 1.
+   */
+  uint8_t qos;
+  /*
+   PUBLISH: the DUP flag.
+   */
+  bool dup;
+  /*
+   PUBLISH: the retain flag.
+   */
+  bool retain;
+  /*
+   PUBLISH (QoS 1), PUBACK, SUBACK, UNSUBACK: the packet id.
+   */
+  uint16_t packet_id;
+  /*
+   PUBLISH: the topic.
+   */
+  struct tether_span topic;
+  /*
+   PUBLISH: the payload.
+   */
+  struct tether_bytes payload;
+  /*
+   SUBACK: one byte per filter: the granted QoS or `TETHER_MQTT_SUBACK_FAILURE`.
+   */
+  struct tether_bytes suback_return_codes;
+} tether_mqtt_packet;
+
+/*
+ A parsed DPS reply topic `$dps/registrations/res/{status}/?$rid={rid}[&retry-after={s}]`.
+ */
+typedef struct tether_dps_response {
+  /*
+   The status: 200 done (see the body), 202 in progress (poll), 429/5xx retry later.
+   */
+  uint16_t status;
+  /*
+   The request id (span into the topic).
+   */
+  struct tether_span request_id;
+  /*
+   Whether `retry-after` was present.
+   */
+  bool has_retry_after;
+  /*
+   `retry-after` in seconds (0 when absent).
+   */
+  uint32_t retry_after_s;
+} tether_dps_response;
+
+/*
+ The fields of a DPS reply body (JSON) a device acts on, as spans into the body (the text
+ between the JSON quotes; absent fields have a NULL `ptr`).
+ */
+typedef struct tether_dps_body {
+  /*
+   `operationId`: pass it to `tether_dps_poll_topic`.
+   */
+  struct tether_span operation_id;
+  /*
+   `status`: `assigning`, `assigned`, `failed`, `disabled` or `unassigned`.
+   */
+  struct tether_span status;
+  /*
+   `registrationState.assignedHub`: the IoT Hub host to connect to.
+   */
+  struct tether_span assigned_hub;
+  /*
+   `registrationState.deviceId`: the device id to use there.
+   */
+  struct tether_span device_id;
+  /*
+   `registrationState.errorMessage` or `message`.
+   */
+  struct tether_span error_message;
+  /*
+   Whether an error code was present.
+   */
+  bool has_error_code;
+  /*
+   `registrationState.errorCode` or `errorCode`.
+   */
+  uint64_t error_code;
+} tether_dps_body;
+
+/*
+ Receives one log line: `level` is a `TETHER_LOG_*` value, `message` a NUL-terminated
+ UTF-8 line of `message_len` bytes, valid only during the call. Lines never contain keys,
+ tokens or private keys.
+ */
+typedef void (*tether_log_callback)(void *user_data,
+                                    uint32_t level,
+                                    const char *message,
+                                    size_t message_len);
+
+/*
+ A property bag being built in a caller-owned buffer. Initialise it with
+ `tether_property_bag_init`; then `buf` always holds the NUL-terminated encoded bag and
+ `len` its length. Do not change the fields yourself. The struct owns nothing.
+ */
+typedef struct tether_property_bag {
+  /*
+   The caller's buffer.
+   */
+  char *buf;
+  /*
+   Its capacity in bytes.
+   */
+  size_t cap;
+  /*
+   The encoded length (without the NUL).
+   */
+  size_t len;
+} tether_property_bag;
+
+/*
+ An iterator over a bag. Initialise it with `tether_property_iter_init`; do not change the
+ fields yourself. It borrows the bag: keep the bag's memory alive while iterating.
+ */
+typedef struct tether_property_iter {
+  /*
+   The bag.
+   */
+  const char *bag;
+  /*
+   The bag's length.
+   */
+  size_t len;
+  /*
+   The offset of the next property.
+   */
+  size_t offset;
+  /*
+   Set once the end (or an error) was reached.
+   */
+  bool done;
+} tether_property_iter;
+
+/*
+ One property of a bag, as encoded spans into the bag (decode them with
+ `tether_property_decode`).
+ */
+typedef struct tether_property {
+  /*
+   The encoded name (never empty).
+   */
+  struct tether_span key;
+  /*
+   The encoded value; `ptr` is NULL for a null value (a bare `key`).
+   */
+  struct tether_span value;
+  /*
+   false for a null value (a bare `key`), true otherwise (including `key=`).
+   */
+  bool has_value;
+} tether_property;
+
+/*
  A signing callback for a private key the library never sees (TPM, HSM, secure element).
 
  - `user`: the pointer given at registration.
@@ -507,6 +838,57 @@ typedef int (*tether_sign_callback)(void *user,
                                     uint8_t *sig,
                                     size_t sig_cap,
                                     size_t *sig_len);
+
+/*
+ A parsed cloud-to-device topic (`devices/{d}/messages/devicebound/{bag}`).
+ */
+typedef struct tether_c2d_topic {
+  /*
+   The device id.
+   */
+  struct tether_span device_id;
+  /*
+   The encoded property bag (validated; may be empty): iterate it with
+   `tether_property_iter_init`.
+   */
+  struct tether_span properties;
+} tether_c2d_topic;
+
+/*
+ A parsed twin topic.
+ */
+typedef struct tether_twin_topic {
+  /*
+   `TETHER_TWIN_TOPIC_RESPONSE` or `TETHER_TWIN_TOPIC_DESIRED`.
+   */
+  uint32_t kind;
+  /*
+   Responses: the status (200 GET, 204 PATCH accepted, 4xx/5xx errors); 0 for desired.
+   */
+  uint16_t status;
+  /*
+   Responses: `$rid`; absent (NULL) for desired updates.
+   */
+  struct tether_span request_id;
+  /*
+   `$version`; always present for desired updates, optional for responses.
+   */
+  struct tether_span version;
+} tether_twin_topic;
+
+/*
+ A parsed direct-method request topic (`$iothub/methods/POST/{name}/?$rid={rid}`).
+ */
+typedef struct tether_method_request {
+  /*
+   The method name.
+   */
+  struct tether_span name;
+  /*
+   The request id to pass to `tether_method_response_topic`.
+   */
+  struct tether_span request_id;
+} tether_method_request;
 
 #ifdef __cplusplus
 extern "C" {
@@ -560,7 +942,7 @@ void tether_client_free(struct tether_client *client);
  return at once: TLS policy results (100-199), `TETHER_RESULT_NOT_AUTHORIZED`
  (credentials refused, after trying the secondary key if there is one),
  `TETHER_RESULT_TOKEN_EXPIRED`, `TETHER_RESULT_CLOCK_NOT_SET`. Otherwise the last network
- result (400-499) when time runs out. Events other than the connection are kept for
+ result (400-499) when time runs out. Events, the CONNECTED one included, are kept for
  `tether_client_poll`.
  */
 enum tether_result tether_client_connect(struct tether_client *client, uint32_t timeout_ms);
@@ -678,6 +1060,141 @@ void tether_client_disconnect(struct tether_client *client);
  How many QoS 1 messages wait for acknowledgement (0 for NULL).
  */
 size_t tether_client_inflight(const struct tether_client *client);
+
+/*
+ Encodes a CONNECT (MQTT 3.1.1) into `out`.
+
+ - `options`: see `tether_mqtt_connect_options`. Not NULL. Nothing is taken over.
+ - `out`, `cap`: the output buffer (may be NULL when `cap` is 0, to ask for the size).
+ - `out_len`: receives the bytes written, or the size needed. Not NULL.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_INVALID_ARGUMENT` (string over 65535 bytes, password without user name,
+ empty user name or password), `TETHER_RESULT_MQTT_QOS_UNSUPPORTED` (will QoS 2),
+ `TETHER_RESULT_TOPIC_INVALID` (will topic with a wildcard),
+ `TETHER_RESULT_BUFFER_TOO_SMALL` (nothing written).
+ */
+enum tether_result tether_mqtt_encode_connect(const struct tether_mqtt_connect_options *options,
+                                              uint8_t *out,
+                                              size_t cap,
+                                              size_t *out_len);
+
+/*
+ Encodes a PUBLISH into `out`.
+
+ - `topic`: NUL-terminated, no wildcards. Not NULL.
+ - `payload`, `payload_len`: the message (at most 256 KiB); NULL when the length is 0.
+ - `qos`: 0 or 1 (2 is refused). `packet_id`: non-zero for QoS 1, 0 for QoS 0.
+ - `dup`: set when re-sending a QoS 1 message.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_INVALID_ARGUMENT` (packet id), `TETHER_RESULT_MQTT_QOS_UNSUPPORTED`,
+ `TETHER_RESULT_TOPIC_INVALID`, `TETHER_RESULT_MQTT_PACKET_TOO_LARGE`,
+ `TETHER_RESULT_BUFFER_TOO_SMALL` (nothing written, `*out_len` = size needed).
+ */
+enum tether_result tether_mqtt_encode_publish(const char *topic,
+                                              const uint8_t *payload,
+                                              size_t payload_len,
+                                              uint8_t qos,
+                                              uint16_t packet_id,
+                                              bool dup,
+                                              uint8_t *out,
+                                              size_t cap,
+                                              size_t *out_len);
+
+/*
+ Encodes a PUBACK for `packet_id` (non-zero) into `out` (4 bytes).
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_ARGUMENT`, `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_mqtt_encode_puback(uint16_t packet_id,
+                                             uint8_t *out,
+                                             size_t cap,
+                                             size_t *out_len);
+
+/*
+ Encodes a SUBSCRIBE with `count` filters and their requested QoS (0 or 1).
+
+ - `filters`: `count` NUL-terminated topic filters (e.g. `$iothub/twin/res/#`). Not NULL.
+ - `qos`: `count` bytes. Not NULL.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_INVALID_ARGUMENT`, `TETHER_RESULT_MQTT_QOS_UNSUPPORTED`,
+ `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_mqtt_encode_subscribe(uint16_t packet_id,
+                                                const char *const *filters,
+                                                const uint8_t *qos,
+                                                size_t count,
+                                                uint8_t *out,
+                                                size_t cap,
+                                                size_t *out_len);
+
+/*
+ Encodes an UNSUBSCRIBE with `count` filters.
+
+ Results: as `tether_mqtt_encode_subscribe`.
+ */
+enum tether_result tether_mqtt_encode_unsubscribe(uint16_t packet_id,
+                                                  const char *const *filters,
+                                                  size_t count,
+                                                  uint8_t *out,
+                                                  size_t cap,
+                                                  size_t *out_len);
+
+/*
+ Encodes a PINGREQ (2 bytes).
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_mqtt_encode_pingreq(uint8_t *out, size_t cap, size_t *out_len);
+
+/*
+ Encodes a DISCONNECT (2 bytes).
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_mqtt_encode_disconnect(uint8_t *out, size_t cap, size_t *out_len);
+
+/*
+ Decodes the first packet in `input` (`input_len` bytes received so far, which may hold
+ part of a packet or several packets).
+
+ - `max_packet_size`: the largest whole packet accepted; 0 for
+   `TETHER_MQTT_DEFAULT_MAX_PACKET_SIZE`. A larger one is refused as soon as its header is
+   readable.
+ - `out`: receives the packet (spans into `input`). Written only on `TETHER_RESULT_OK`.
+ - `out_consumed`: receives the packet's length: drop that many bytes before the next
+   call. Set only on `TETHER_RESULT_OK`.
+ - `out_needed`: on `TETHER_RESULT_MQTT_NEED_MORE_DATA`, receives the minimum number of
+   extra bytes to read before calling again. Not NULL.
+
+ No allocation for the caller to free; the packet borrows `input`. Thread-safe.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_MQTT_NEED_MORE_DATA`,
+ `TETHER_RESULT_MQTT_MALFORMED`, `TETHER_RESULT_MQTT_PACKET_TOO_LARGE`,
+ `TETHER_RESULT_MQTT_QOS_UNSUPPORTED` (QoS 2 traffic), `TETHER_RESULT_NULL_ARGUMENT`.
+ After an error other than NEED_MORE_DATA the stream cannot be resynchronised: close the
+ connection.
+ */
+enum tether_result tether_mqtt_decode(const uint8_t *input,
+                                      size_t input_len,
+                                      size_t max_packet_size,
+                                      struct tether_mqtt_packet *out,
+                                      size_t *out_consumed,
+                                      size_t *out_needed);
+
+/*
+ Turns a CONNACK return code into a result whose `tether_last_error` message names it
+ ("CONNACK 5 (not authorized)").
+
+ Results: `TETHER_RESULT_OK` (0, accepted), `TETHER_RESULT_NOT_AUTHORIZED` (4 bad user
+ name or password, 5 not authorized), `TETHER_RESULT_MQTT_CONNECTION_REFUSED` (1 protocol
+ version, 2 client id rejected, 3 server unavailable), `TETHER_RESULT_MQTT_MALFORMED`
+ (not a 3.1.1 return code).
+ */
+enum tether_result tether_mqtt_connack_check(uint8_t return_code);
 
 /*
  Parses and validates a connection string:
@@ -825,6 +1342,133 @@ enum tether_result tether_dps_derive_key(const char *group_key_base64,
                                          size_t *out_len);
 
 /*
+ Writes the DPS client id (the registration id, validated).
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_dps_client_id(const char *registration_id,
+                                        char *out,
+                                        size_t cap,
+                                        size_t *out_len);
+
+/*
+ Writes the DPS username
+ `{id_scope}/registrations/{registration_id}/api-version={v}[&ClientVersion={client_version}]`.
+
+ - `api_version`: NULL for `2019-03-31`. `client_version`: a user agent, or NULL.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_INVALID_ARGUMENT`,
+ `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_dps_username(const char *id_scope,
+                                       const char *registration_id,
+                                       const char *api_version,
+                                       const char *client_version,
+                                       char *out,
+                                       size_t cap,
+                                       size_t *out_len);
+
+/*
+ Writes the register topic `$dps/registrations/PUT/iotdps-register/?$rid={request_id}`.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_INVALID_ARGUMENT`, `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_dps_register_topic(const char *request_id,
+                                             char *out,
+                                             size_t cap,
+                                             size_t *out_len);
+
+/*
+ Writes the operation-status topic
+ `$dps/registrations/GET/iotdps-get-operationstatus/?$rid={request_id}&operationId={id}`.
+
+ - `operation_id`, `operation_id_len`: from `tether_dps_parse_body` (a span is accepted
+   as is).
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_INVALID_ARGUMENT`, `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_dps_poll_topic(const char *request_id,
+                                         const char *operation_id,
+                                         size_t operation_id_len,
+                                         char *out,
+                                         size_t cap,
+                                         size_t *out_len);
+
+/*
+ Writes the register request body `{"registrationId":"{registration_id}"}`.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_dps_register_payload(const char *registration_id,
+                                               char *out,
+                                               size_t cap,
+                                               size_t *out_len);
+
+/*
+ Parses a DPS reply topic (parameters in any order).
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_TOPIC_INVALID`.
+ */
+enum tether_result tether_dps_parse_response_topic(const char *topic,
+                                                   size_t topic_len,
+                                                   struct tether_dps_response *out);
+
+/*
+ Parses a DPS reply body (JSON, `body_len` bytes) into spans pointing into it. The whole
+ document is validated.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_MQTT_MALFORMED` (not JSON, not UTF-8, nested deeper than 32).
+ */
+enum tether_result tether_dps_parse_body(const uint8_t *body,
+                                         size_t body_len,
+                                         struct tether_dps_body *out);
+
+/*
+ Registers the device with the Device Provisioning Service and writes the IoT Hub it was
+ assigned to (`hub_out`) and its device id there (`device_id_out`). Blocks the calling
+ thread for the whole flow: TLS under the IoT Hub policy, MQTT CONNECT, register, poll while
+ DPS answers 202 (waiting its retry-after), within `timeout_ms`. Uses the OS clock for the
+ SAS token.
+
+ - `endpoint`: the DPS host, NULL for `global.azure-devices-provisioning.net`; `port` 8883.
+ - `id_scope`, `registration_id`: the enrollment's scope and registration id.
+ - `device_key_base64`: the individual enrollment's key, or for a group enrollment the
+   device key derived with `tether_dps_derive_key` (and `group_enrollment` true); NULL to
+   authenticate with the client certificate in `tls` (X.509).
+ - `tls`: NULL for the IoT Hub defaults.
+ - outputs: NUL-terminated; 254 bytes always fit a host name and 129 a device id. When a
+   buffer is too small the device is registered nonetheless: the result is
+   `TETHER_RESULT_BUFFER_TOO_SMALL` with both lengths set, and calling again returns the
+   same assignment.
+
+ Results: `TETHER_RESULT_OK`; argument results; `TETHER_RESULT_SAS_KEY_INVALID`,
+ `TETHER_RESULT_ID_INVALID`; `TETHER_RESULT_NOT_AUTHORIZED` (DPS refused the credentials or
+ the registration: the message gives DPS's status and text); `TETHER_RESULT_TIMEOUT`; TLS
+ (100-199) and network (400-499) results.
+ */
+enum tether_result tether_dps_provision(const char *endpoint,
+                                        uint16_t port,
+                                        const char *id_scope,
+                                        const char *registration_id,
+                                        const char *device_key_base64,
+                                        bool group_enrollment,
+                                        const struct tether_tls_config *tls,
+                                        uint32_t timeout_ms,
+                                        char *hub_out,
+                                        size_t hub_cap,
+                                        size_t *hub_len,
+                                        char *device_id_out,
+                                        size_t device_id_cap,
+                                        size_t *device_id_len);
+
+/*
  Returns the name of a result code as a static NUL-terminated string, e.g.
  `"TETHER_RESULT_CERT_EXPIRED"`; `"TETHER_RESULT_UNKNOWN"` for a value that is not a code.
 
@@ -867,6 +1511,99 @@ const char *tether_version(void);
 size_t tether_live_handles(void);
 
 /*
+ Installs `callback` for lines up to `max_level` (`TETHER_LOG_ERROR` ..
+ `TETHER_LOG_DEBUG`), process-wide, replacing any previous one; NULL removes it.
+
+ The callback runs on the thread that called into the library (for example inside
+ `tether_client_poll`), possibly on several threads if several use the library; it must
+ not call back into tether. `user_data` is passed back unchanged and must stay valid until
+ the callback is replaced or removed.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_INVALID_ARGUMENT` (level out of range).
+ */
+enum tether_result tether_set_log_callback(uint32_t max_level,
+                                           tether_log_callback callback,
+                                           void *user_data);
+
+/*
+ Starts an empty bag in `buf` (capacity `cap`, at least 1 for the NUL).
+
+ - `bag`: the struct to initialise. Not NULL.
+ - `buf`: the caller's buffer; it must outlive the bag's use. Not NULL.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_ARGUMENT`
+ (`cap` is 0).
+ */
+enum tether_result tether_property_bag_init(struct tether_property_bag *bag, char *buf, size_t cap);
+
+/*
+ Appends `key=value` to the bag, percent-encoding both (`$.ct` becomes `%24.ct`). Use the
+ system property names `$.mid $.cid $.uid $.ct $.ce $.ctime $.exp $.sub` or your own.
+
+ - `key`: NUL-terminated UTF-8, not empty. Not NULL.
+ - `value`: NUL-terminated UTF-8, or NULL to append a bare `key` (a null value).
+
+ When the buffer is too small the bag is left unchanged and
+ `TETHER_RESULT_BUFFER_TOO_SMALL` is returned (`tether_last_error` says how many bytes
+ are needed). No allocation.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_PROPERTY_BAG_INVALID` (empty key), `TETHER_RESULT_INVALID_ARGUMENT` (the
+ bag was not initialised), `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_property_bag_append(struct tether_property_bag *bag,
+                                              const char *key,
+                                              const char *value);
+
+/*
+ Starts iterating over an encoded bag (`bag_len` bytes, not necessarily NUL-terminated;
+ NULL with length 0 for an empty bag).
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_property_iter_init(struct tether_property_iter *iter,
+                                             const char *bag,
+                                             size_t bag_len);
+
+/*
+ Gives the next property of the bag in `*out` (spans into the bag).
+
+ Results: `TETHER_RESULT_OK` (`*out` written); `TETHER_RESULT_NOT_FOUND` at the end (also
+ for an empty bag); `TETHER_RESULT_PROPERTY_BAG_INVALID` (malformed property: bad escape,
+ empty name, not UTF-8 once decoded; iteration stops); `TETHER_RESULT_INVALID_UTF8`;
+ `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_property_iter_next(struct tether_property_iter *iter,
+                                             struct tether_property *out);
+
+/*
+ Finds the first property whose decoded name is `key` (NUL-terminated, compared after
+ decoding the bag's names, so `$.to` finds `%24.to`).
+
+ Results: `TETHER_RESULT_OK` (`*out` written), `TETHER_RESULT_NOT_FOUND`,
+ `TETHER_RESULT_PROPERTY_BAG_INVALID` (the bag is malformed before the key is found),
+ `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`.
+ */
+enum tether_result tether_property_bag_find(const char *bag,
+                                            size_t bag_len,
+                                            const char *key,
+                                            struct tether_property *out);
+
+/*
+ Percent-decodes an encoded name or value (for example a `tether_property` span) into
+ `out` as NUL-terminated UTF-8. No allocation.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_BUFFER_TOO_SMALL` (nothing written,
+ `*out_len` = decoded length needed), `TETHER_RESULT_PROPERTY_BAG_INVALID` (bad escape or
+ not UTF-8 once decoded), `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`.
+ */
+enum tether_result tether_property_decode(const char *encoded,
+                                          size_t encoded_len,
+                                          char *out,
+                                          size_t cap,
+                                          size_t *out_len);
+
+/*
  Makes a SAS token: `SharedAccessSignature sr=...&sig=...&se=...[&skn=...]`, the MQTT
  password for IoT Hub (or DPS).
 
@@ -900,6 +1637,122 @@ enum tether_result tether_sas_token(const char *resource_uri,
                                     char *out,
                                     size_t out_cap,
                                     size_t *out_len);
+
+/*
+ Creates a session for the device in `connection_string` (see `tether_client_new`;
+ `options->port` is not used: the caller opens the connection). `tls` NULL means the
+ IoT Hub defaults. `*session_out` receives a session owned by the caller (free it with
+ `tether_session_free`); not written on failure. Results as `tether_client_new`.
+ */
+enum tether_result tether_session_new(const char *connection_string,
+                                      const struct tether_tls_config *tls,
+                                      const struct tether_client_options *options,
+                                      struct tether_session **session_out);
+
+/*
+ Frees a session. NULL is a no-op. Close the socket yourself.
+ */
+void tether_session_free(struct tether_session *session);
+
+/*
+ Starts a connection over a TCP connection the caller has just opened to the hub:
+ queues the TLS handshake and MQTT CONNECT (with a fresh SAS token valid from `now_ms`).
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_STATE` (already connected), `TETHER_RESULT_CLOCK_NOT_SET`,
+ `TETHER_RESULT_TOKEN_EXPIRED`.
+ */
+enum tether_result tether_session_connect(struct tether_session *session, uint64_t now_ms);
+
+/*
+ Feeds `len` bytes received from the socket. A protocol or TLS failure returns its
+ result and also produces a DISCONNECTED event; then close the socket.
+ */
+enum tether_result tether_session_handle_input(struct tether_session *session,
+                                               const uint8_t *data,
+                                               size_t len,
+                                               uint64_t now_ms);
+
+/*
+ Copies up to `cap` bytes that must be sent on the socket into `buf`, and their count
+ into `*out_len` (0 when there is nothing to send). Bytes not copied stay queued, in
+ order: call again until `*out_len` is 0. Results: `TETHER_RESULT_OK`,
+ `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_session_poll_output(struct tether_session *session,
+                                              uint8_t *buf,
+                                              size_t cap,
+                                              size_t *out_len);
+
+/*
+ Fires due timers (keep-alive ping, ping and CONNACK timeouts, SAS renewal).
+ */
+enum tether_result tether_session_handle_timeout(struct tether_session *session, uint64_t now_ms);
+
+/*
+ Writes when `tether_session_handle_timeout` should next be called (Unix ms) to
+ `*deadline_ms`. Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NOT_FOUND` (no timer: not
+ connected), `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_session_next_deadline(const struct tether_session *session,
+                                                uint64_t *deadline_ms);
+
+/*
+ Tells the session the socket failed or was closed by the peer. Unacknowledged QoS 1
+ messages stay queued for the next connection.
+ */
+enum tether_result tether_session_connection_lost(struct tether_session *session);
+
+/*
+ Writes the next event to `*event_out` (`TETHER_EVENT_NONE` when there is none). The
+ event's pointers stay valid until the next call or `tether_session_free`.
+ */
+enum tether_result tether_session_poll_event(struct tether_session *session,
+                                             struct tether_event *event_out);
+
+/*
+ Reads property `index` of the last C2D event; see `tether_client_event_property`.
+ */
+enum tether_result tether_session_event_property(const struct tether_session *session,
+                                                 size_t index,
+                                                 const char **key,
+                                                 const char **value);
+
+/*
+ Sends telemetry; arguments and results as `tether_client_send_telemetry`. QoS 1
+ messages are queued while disconnected.
+ */
+enum tether_result tether_session_send_telemetry(struct tether_session *session,
+                                                 const uint8_t *payload,
+                                                 size_t payload_len,
+                                                 const char *const *keys,
+                                                 const char *const *values,
+                                                 size_t property_count,
+                                                 uint8_t qos,
+                                                 uint64_t now_ms,
+                                                 uint64_t *message_id_out);
+
+/*
+ Subscribes to `TETHER_SUBSCRIBE_*` bits, now if connected and on every connection.
+ */
+enum tether_result tether_session_subscribe(struct tether_session *session,
+                                            uint32_t subscriptions,
+                                            uint64_t now_ms);
+
+/*
+ Answers a direct-method request; see `tether_client_respond_method`.
+ */
+enum tether_result tether_session_respond_method(struct tether_session *session,
+                                                 const char *request_id,
+                                                 uint16_t status,
+                                                 const uint8_t *json,
+                                                 size_t json_len,
+                                                 uint64_t now_ms);
+
+/*
+ Starts a graceful disconnection (MQTT DISCONNECT, TLS close_notify): send the output,
+ then close the socket.
+ */
+enum tether_result tether_session_disconnect(struct tether_session *session, uint64_t now_ms);
 
 /*
  Authenticates the device with a client certificate whose private key stays outside the
@@ -1083,6 +1936,179 @@ enum tether_result tether_tls_config_check(const struct tether_tls_config *confi
 enum tether_result tether_tls_config_rustls(const struct tether_tls_config *config,
                                             const rustls_client_config **rustls_config_out);
 #endif
+
+/*
+ Writes the MQTT client id `{device_id}` or `{device_id}/{module_id}`.
+
+ - `device_id`: NUL-terminated; 1 to 128 characters IoT Hub allows. Not NULL.
+ - `module_id`: NUL-terminated, or NULL for a device connection.
+ - `out`, `cap`, `out_len`: the output buffer, its capacity, and the length written
+   (without the NUL) or needed.
+
+ No allocation. Thread-safe.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_mqtt_client_id(const char *device_id,
+                                         const char *module_id,
+                                         char *out,
+                                         size_t cap,
+                                         size_t *out_len);
+
+/*
+ Writes the MQTT CONNECT username:
+ `{host}/{device_id}[/{module_id}]/?api-version={v}[&DeviceClientType={enc}][&model-id={enc}]`.
+
+ - `host`: the hub host name, e.g. `myhub.azure-devices.net`. Not NULL.
+ - `device_id`: not NULL. `module_id`: NULL for a device connection.
+ - `api_version`: NULL for the default `2021-04-12`.
+ - `client_type`: the `DeviceClientType` user agent (percent-encoded here), or NULL.
+ - `model_id`: the IoT Plug and Play model id (percent-encoded here), or NULL.
+ - `out`, `cap`, `out_len`: as for every text output.
+
+ No allocation. Thread-safe.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_ID_INVALID` (ids, host), `TETHER_RESULT_INVALID_ARGUMENT` (api-version, empty
+ option), `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_mqtt_username(const char *host,
+                                        const char *device_id,
+                                        const char *module_id,
+                                        const char *api_version,
+                                        const char *client_type,
+                                        const char *model_id,
+                                        char *out,
+                                        size_t cap,
+                                        size_t *out_len);
+
+/*
+ Writes a telemetry topic: `devices/{d}[/modules/{m}]/messages/events/{properties}`.
+
+ - `device_id`: not NULL. `module_id`: NULL for a device.
+ - `properties`, `properties_len`: an encoded property bag (build it with
+   `tether_property_bag_append`); NULL with length 0 for none. It is validated.
+ - `out`, `cap`, `out_len`: as for every text output.
+
+ No allocation. Thread-safe.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_PROPERTY_BAG_INVALID`,
+ `TETHER_RESULT_TOPIC_INVALID` (longer than 65535 bytes), `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_telemetry_topic(const char *device_id,
+                                          const char *module_id,
+                                          const char *properties,
+                                          size_t properties_len,
+                                          char *out,
+                                          size_t cap,
+                                          size_t *out_len);
+
+/*
+ Writes the cloud-to-device subscription filter `devices/{device_id}/messages/devicebound/#`.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_c2d_subscribe_topic(const char *device_id,
+                                              char *out,
+                                              size_t cap,
+                                              size_t *out_len);
+
+/*
+ Parses a received cloud-to-device topic `devices/{d}/messages/devicebound/{bag}`.
+
+ - `topic`, `topic_len`: the topic as received (not NUL-terminated). Not NULL.
+ - `out`: receives spans into `topic`; written only on success. Not NULL.
+
+ No allocation. Thread-safe.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_TOPIC_INVALID` (not a cloud-to-device topic),
+ `TETHER_RESULT_PROPERTY_BAG_INVALID`.
+ */
+enum tether_result tether_c2d_parse_topic(const char *topic,
+                                          size_t topic_len,
+                                          struct tether_c2d_topic *out);
+
+/*
+ Writes the twin GET topic `$iothub/twin/GET/?$rid={request_id}`.
+
+ - `request_id`: 1 to 128 characters from `A-Z a-z 0-9 - _ . ~` (see
+   `tether_request_id_next`). Not NULL.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_INVALID_ARGUMENT`, `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_twin_get_topic(const char *request_id,
+                                         char *out,
+                                         size_t cap,
+                                         size_t *out_len);
+
+/*
+ Writes the twin reported-properties topic
+ `$iothub/twin/PATCH/properties/reported/?$rid={request_id}`.
+
+ Results: as `tether_twin_get_topic`.
+ */
+enum tether_result tether_twin_patch_reported_topic(const char *request_id,
+                                                    char *out,
+                                                    size_t cap,
+                                                    size_t *out_len);
+
+/*
+ Parses a received twin topic: a response `$iothub/twin/res/{status}/?$rid={rid}[&$version={v}]`
+ or a desired-properties update `$iothub/twin/PATCH/properties/desired/?$version={v}`.
+
+ - `topic`, `topic_len`: the topic as received. Not NULL.
+ - `out`: receives the kind, status and spans into `topic`; written only on success.
+
+ No allocation. Thread-safe.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_TOPIC_INVALID` (not a twin topic, or no `$rid`/`$version`).
+ */
+enum tether_result tether_twin_parse_topic(const char *topic,
+                                           size_t topic_len,
+                                           struct tether_twin_topic *out);
+
+/*
+ Parses a received direct-method request topic `$iothub/methods/POST/{name}/?$rid={rid}`.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_TOPIC_INVALID`.
+ */
+enum tether_result tether_method_parse_request_topic(const char *topic,
+                                                     size_t topic_len,
+                                                     struct tether_method_request *out);
+
+/*
+ Writes a direct-method response topic `$iothub/methods/res/{status}/?$rid={request_id}`.
+
+ - `status`: the method's status code (0 to 65535).
+ - `request_id`, `request_id_len`: the request id from `tether_method_parse_request_topic`
+   (a span is accepted as is). Must not contain `&`, `#`, `+`, `/` or spaces.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
+ `TETHER_RESULT_INVALID_ARGUMENT`, `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_method_response_topic(uint16_t status,
+                                                const char *request_id,
+                                                size_t request_id_len,
+                                                char *out,
+                                                size_t cap,
+                                                size_t *out_len);
+
+/*
+ Writes a new request id (`$rid`): a decimal number from a process-wide 64-bit counter,
+ so ids never repeat within the process. Thread-safe. A call that fails with
+ `TETHER_RESULT_BUFFER_TOO_SMALL` still uses up one id (ids need not be contiguous); 21
+ bytes always suffice.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_request_id_next(char *out, size_t cap, size_t *out_len);
 
 /*
  Writes the thumbprint of the first certificate in `cert` (`cert_len` bytes of PEM or

@@ -111,7 +111,7 @@ impl Client {
 
     /// Connects and waits until the hub accepts the connection, retrying network failures
     /// with back-off within `timeout`. Refusals that a retry will not fix (TLS policy,
-    /// credentials) are returned at once. Events other than the connection are kept for
+    /// credentials) are returned at once. Events, the CONNECTED one included, are kept for
     /// [`Client::poll`].
     pub fn connect(&mut self, timeout: Duration) -> Result<()> {
         if self.session.is_connected() {
@@ -131,7 +131,11 @@ impl Client {
                 }));
             }
             match self.poll(left)? {
-                Some(Event::Connected { .. }) => break Ok(()),
+                Some(connected @ Event::Connected { .. }) => {
+                    // The application sees the connection too (TLS version, suite, key).
+                    kept.push_back(connected);
+                    break Ok(());
+                }
                 Some(Event::Disconnected(Disconnect::Fatal(e))) => break Err(e),
                 Some(Event::Disconnected(why)) => {
                     if let Some(e) = why.error() {
@@ -478,8 +482,9 @@ pub fn client_from_env() -> Result<Client> {
     })?;
     let cs = crate::auth::connection_string::ConnectionString::parse(&cs)?;
     let policy = policy_from_env()?;
-    let config =
+    let mut config =
         SessionConfig::from_connection_string(&cs, policy.build()?, policy.has_client_cert())?;
+    config.options.client_cert_not_after = policy.client_cert_not_after();
     Client::new(
         config,
         ClientOptions {

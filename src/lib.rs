@@ -24,6 +24,7 @@ pub mod handshake;
 pub mod log;
 pub mod mqtt;
 pub mod policy;
+pub mod provisioning;
 pub mod session;
 pub mod verify;
 

@@ -76,6 +76,10 @@ macro_rules! log {
     };
 }
 
+/// Serializes the tests that install a process-wide sink.
+#[cfg(test)]
+pub(crate) static TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +87,7 @@ mod tests {
 
     #[test]
     fn lines_above_the_level_are_not_formatted_or_delivered() {
+        let _serial = TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink_seen = seen.clone();
         set_sink(

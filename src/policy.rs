@@ -182,6 +182,13 @@ impl TlsPolicy {
         self
     }
 
+    /// When the client certificate (the leaf) expires, Unix seconds, if one is configured.
+    pub fn client_cert_not_after(&self) -> Option<i64> {
+        let key = self.client_key.as_ref()?;
+        let leaf = key.cert.first()?;
+        CertFacts::from_der(leaf).ok().map(|facts| facts.not_after)
+    }
+
     /// Whether a client certificate is configured.
     pub fn has_client_cert(&self) -> bool {
         self.client_key.is_some()

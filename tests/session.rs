@@ -552,3 +552,30 @@ fn connack_timeout_and_a_clock_left_at_1970() {
     let err = s.connect(5_000).unwrap_err();
     assert_eq!(err.code(), Code::ClockNotSet);
 }
+
+#[test]
+fn a_client_certificate_close_to_expiry_is_reported_at_connect() {
+    use std::sync::{Arc, Mutex};
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    tether::log::set_sink(
+        tether::log::Level::Warn,
+        Some(Arc::new(move |_, line: &str| {
+            sink.lock().unwrap().push(line.to_owned())
+        })),
+    );
+    let options = SessionOptions {
+        // 2026-01-06: five days after the simulated clock's start.
+        client_cert_not_after: Some((T0 / 1000 + 5 * 86_400) as i64),
+        ..SessionOptions::default()
+    };
+    let mut s = session(keys(false), options);
+    s.connect(T0).unwrap();
+    tether::log::set_sink(tether::log::Level::Warn, None);
+    let lines = lines.lock().unwrap();
+    assert!(
+        lines.iter().any(|l| l
+            == "the client certificate expires on 2026-01-06 00:00:00 UTC (in 5 days): renew it before then"),
+        "{lines:?}"
+    );
+}

@@ -1,19 +1,18 @@
 //! The blocking device client for C: `tether_client`.
 
-use std::ffi::{c_char, CString};
+use std::ffi::c_char;
 use std::time::Duration;
 
 use crate::auth::connection_string::{ConnectionString, Credential, KeyPair};
 use crate::auth::sas::SasKey;
 use crate::client::{client_from_env, Client, ClientOptions};
 use crate::error::{Code, Error};
+use crate::ffi::event::{properties_arg, tether_event, EventSlot};
 use crate::ffi::handles::{free_handle, handle_mut, handle_ref, into_handle};
 use crate::ffi::panic::{guard, guard_value};
-use crate::ffi::tls_config::tether_tls_config;
+use crate::ffi::tls_config::{tether_tls_config, tls_or_default};
 use crate::ffi::{bytes_arg, out_arg, text_arg, write_text};
-use crate::mqtt::properties::PropertyBag;
-use crate::policy::TlsPolicy;
-use crate::session::{Disconnect, Event, SessionConfig, SessionOptions, Subscription};
+use crate::session::{SessionConfig, SessionOptions, Subscription};
 
 /// Subscribe to cloud-to-device messages (`tether_client_subscribe`).
 pub const TETHER_SUBSCRIBE_C2D: u32 = 1;
@@ -31,7 +30,7 @@ pub struct tether_client_options {
     pub port: u16,
     /// MQTT keep-alive, seconds (default 60, at most 1177).
     pub keep_alive_secs: u16,
-    /// Lifetime of the SAS tokens the client makes, seconds (default 3600; at least 60).
+    /// Lifetime of the SAS tokens the client makes, seconds (default 3600; at least 10).
     /// Tokens are renewed by reconnecting before they expire.
     pub token_ttl_secs: u32,
     /// Most unacknowledged QoS 1 messages (default 128).
@@ -42,63 +41,49 @@ pub struct tether_client_options {
     pub retry_max_ms: u32,
 }
 
-/// What a polled event is.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum tether_event_kind {
-    /// Nothing happened within the timeout.
-    TETHER_EVENT_NONE = 0,
-    /// The hub accepted the connection. `name`: TLS version and cipher suite.
-    TETHER_EVENT_CONNECTED = 1,
-    /// A QoS 1 message was acknowledged. `message_id`.
-    TETHER_EVENT_TELEMETRY_ACKED = 2,
-    /// A cloud-to-device message. `payload`, `property_count` (see
-    /// `tether_client_event_property`).
-    TETHER_EVENT_C2D = 3,
-    /// A direct-method request. `name`, `request_id`, `payload`; answer with
-    /// `tether_client_respond_method`.
-    TETHER_EVENT_METHOD_REQUEST = 4,
-    /// A twin GET or PATCH answer. `request_id`, `status`, `version` (0 if none), `payload`.
-    TETHER_EVENT_TWIN_RESPONSE = 5,
-    /// A desired-properties patch. `version`, `payload`.
-    TETHER_EVENT_DESIRED_PATCH = 6,
-    /// The hub refused a subscription. `name`: the topic filter.
-    TETHER_EVENT_SUBSCRIPTION_REFUSED = 7,
-    /// The connection ended. `error`: why (`TETHER_RESULT_OK` when requested or for a
-    /// token renewal); `will_retry`: whether the client reconnects by itself.
-    /// `tether_last_error` gives the message.
-    TETHER_EVENT_DISCONNECTED = 8,
+/// The session configuration for a connection string, a TLS configuration (NULL: the IoT
+/// Hub defaults) and client options.
+///
+/// # Safety
+/// `tls` is NULL or a live `tether_tls_config`.
+pub(crate) unsafe fn session_config(
+    connection_string: &str,
+    tls: *const tether_tls_config,
+    options: &tether_client_options,
+) -> Result<SessionConfig, Error> {
+    let cs = ConnectionString::parse(connection_string)?;
+    // SAFETY: per the contract.
+    let (config, has_cert, not_after) = unsafe { tls_or_default(tls) }?;
+    let mut session = SessionConfig::from_connection_string(&cs, config, has_cert)?;
+    session.options = SessionOptions {
+        keep_alive_secs: options.keep_alive_secs,
+        token_ttl_secs: u64::from(options.token_ttl_secs),
+        max_inflight: options.max_inflight as usize,
+        connect_timeout_ms: u64::from(options.connect_timeout_ms),
+        client_cert_not_after: not_after,
+        ..SessionOptions::default()
+    };
+    Ok(session)
 }
 
-/// One event from `tether_client_poll`. Pointers are owned by the client and stay valid
-/// until the next `tether_client_poll` or `tether_client_free`; fields an event kind does not
-/// use are zero or NULL.
-#[repr(C)]
-#[derive(Debug)]
-pub struct tether_event {
-    /// The kind of event.
-    pub kind: tether_event_kind,
-    /// TELEMETRY_ACKED: the id `tether_client_send_telemetry` returned.
-    pub message_id: u64,
-    /// METHOD_REQUEST: the method; CONNECTED: `TLSv1.2 <suite>`; SUBSCRIPTION_REFUSED: the
-    /// filter. NUL-terminated.
-    pub name: *const c_char,
-    /// METHOD_REQUEST, TWIN_RESPONSE: the request id. NUL-terminated.
-    pub request_id: *const c_char,
-    /// TWIN_RESPONSE: the status (200, 204, 429...).
-    pub status: u16,
-    /// TWIN_RESPONSE, DESIRED_PATCH: the twin version.
-    pub version: u64,
-    /// The message body.
-    pub payload: *const u8,
-    /// Its length.
-    pub payload_len: usize,
-    /// C2D: how many properties `tether_client_event_property` can read.
-    pub property_count: usize,
-    /// DISCONNECTED: why.
-    pub error: Code,
-    /// DISCONNECTED: whether the client reconnects by itself on later polls.
-    pub will_retry: bool,
+/// The subscriptions in a set of `TETHER_SUBSCRIBE_*` bits.
+pub(crate) fn subscriptions_arg(bits: u32) -> Result<Vec<Subscription>, Error> {
+    let all = TETHER_SUBSCRIBE_C2D | TETHER_SUBSCRIBE_METHODS | TETHER_SUBSCRIBE_TWIN;
+    if bits == 0 || bits & !all != 0 {
+        return Err(Error::new(
+            Code::InvalidArgument,
+            format!("subscriptions 0x{bits:x}: use TETHER_SUBSCRIBE_* bits"),
+        ));
+    }
+    Ok([
+        (TETHER_SUBSCRIBE_C2D, Subscription::C2d),
+        (TETHER_SUBSCRIBE_METHODS, Subscription::Methods),
+        (TETHER_SUBSCRIBE_TWIN, Subscription::Twin),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| bits & bit != 0)
+    .map(|(_, sub)| sub)
+    .collect())
 }
 
 /// A device client over a TCP socket: connects, sends, receives, renews its SAS token and
@@ -106,128 +91,10 @@ pub struct tether_event {
 /// Not thread-safe: use one client from one thread at a time (it may move between threads).
 pub struct tether_client {
     client: Client,
-    current: Option<Event>,
-    strings: Vec<CString>,
-    properties: Vec<(CString, Option<CString>)>,
-}
-
-fn empty_event() -> tether_event {
-    tether_event {
-        kind: tether_event_kind::TETHER_EVENT_NONE,
-        message_id: 0,
-        name: std::ptr::null(),
-        request_id: std::ptr::null(),
-        status: 0,
-        version: 0,
-        payload: std::ptr::null(),
-        payload_len: 0,
-        property_count: 0,
-        error: Code::Ok,
-        will_retry: false,
-    }
-}
-
-fn c_string(text: &str) -> CString {
-    CString::new(text.replace('\0', "\u{FFFD}")).expect("NULs replaced")
+    event: EventSlot,
 }
 
 impl tether_client {
-    /// Fills `out` from the stored event; pointers refer to `self`.
-    fn describe(&mut self, out: &mut tether_event) {
-        *out = empty_event();
-        self.strings.clear();
-        self.properties.clear();
-        let Some(event) = self.current.as_ref() else {
-            return;
-        };
-        let mut payload: &[u8] = &[];
-        let mut name = None;
-        let mut request_id = None;
-        match event {
-            Event::Connected {
-                tls_version,
-                cipher_suite,
-                ..
-            } => {
-                out.kind = tether_event_kind::TETHER_EVENT_CONNECTED;
-                name = Some(format!("{tls_version} {cipher_suite}"));
-            }
-            Event::TelemetryAcked { id } => {
-                out.kind = tether_event_kind::TETHER_EVENT_TELEMETRY_ACKED;
-                out.message_id = *id;
-            }
-            Event::C2d {
-                properties,
-                payload: body,
-            } => {
-                out.kind = tether_event_kind::TETHER_EVENT_C2D;
-                payload = body;
-                self.properties = properties
-                    .iter()
-                    .map(|(k, v)| (c_string(k), v.as_deref().map(c_string)))
-                    .collect();
-                out.property_count = self.properties.len();
-            }
-            Event::MethodRequest {
-                name: method,
-                request_id: rid,
-                payload: body,
-            } => {
-                out.kind = tether_event_kind::TETHER_EVENT_METHOD_REQUEST;
-                name = Some(method.clone());
-                request_id = Some(rid.clone());
-                payload = body;
-            }
-            Event::TwinResponse {
-                request_id: rid,
-                status,
-                version,
-                payload: body,
-            } => {
-                out.kind = tether_event_kind::TETHER_EVENT_TWIN_RESPONSE;
-                request_id = Some(rid.clone());
-                out.status = *status;
-                out.version = version.unwrap_or(0);
-                payload = body;
-            }
-            Event::DesiredPatch {
-                version,
-                payload: body,
-            } => {
-                out.kind = tether_event_kind::TETHER_EVENT_DESIRED_PATCH;
-                out.version = *version;
-                payload = body;
-            }
-            Event::SubscriptionRefused { filter } => {
-                out.kind = tether_event_kind::TETHER_EVENT_SUBSCRIPTION_REFUSED;
-                name = Some(filter.clone());
-            }
-            Event::Disconnected(why) => {
-                out.kind = tether_event_kind::TETHER_EVENT_DISCONNECTED;
-                out.will_retry = matches!(
-                    why,
-                    Disconnect::Renewal | Disconnect::KeySwitched { .. } | Disconnect::Retriable(_)
-                );
-                if let Some(e) = why.error() {
-                    out.error = e.code();
-                    crate::ffi::error::set_last_error(e.clone());
-                }
-            }
-        }
-        if !payload.is_empty() {
-            out.payload = payload.as_ptr();
-            out.payload_len = payload.len();
-        }
-        if let Some(name) = name {
-            self.strings.push(c_string(&name));
-            out.name = self.strings.last().expect("just pushed").as_ptr();
-        }
-        if let Some(rid) = request_id {
-            self.strings.push(c_string(&rid));
-            out.request_id = self.strings.last().expect("just pushed").as_ptr();
-        }
-    }
-
     /// Returns the default client options: port 8883, keep-alive 60 s, token lifetime
     /// 3600 s, 128 messages in flight, 10 s connect timeout, back-off up to 60 s.
     #[no_mangle]
@@ -272,19 +139,7 @@ impl tether_client {
                 Some(o) => *o,
                 None => Self::tether_client_options_default(),
             };
-            let cs = ConnectionString::parse(text)?;
-            let (config, has_cert) = match unsafe { tls.as_ref() } {
-                Some(tls) => (tls.config.clone(), tls.has_client_cert),
-                None => (TlsPolicy::new().build()?, false),
-            };
-            let mut session = SessionConfig::from_connection_string(&cs, config, has_cert)?;
-            session.options = SessionOptions {
-                keep_alive_secs: options.keep_alive_secs,
-                token_ttl_secs: u64::from(options.token_ttl_secs),
-                max_inflight: options.max_inflight as usize,
-                connect_timeout_ms: u64::from(options.connect_timeout_ms),
-                ..SessionOptions::default()
-            };
+            let session = unsafe { session_config(text, tls, &options) }?;
             let client = Client::new(
                 session,
                 ClientOptions {
@@ -296,9 +151,7 @@ impl tether_client {
             )?;
             *out = into_handle(tether_client {
                 client,
-                current: None,
-                strings: Vec::new(),
-                properties: Vec::new(),
+                event: EventSlot::default(),
             });
             Ok(())
         })
@@ -319,9 +172,7 @@ impl tether_client {
             let client = client_from_env()?;
             *out = into_handle(tether_client {
                 client,
-                current: None,
-                strings: Vec::new(),
-                properties: Vec::new(),
+                event: EventSlot::default(),
             });
             Ok(())
         })
@@ -342,7 +193,7 @@ impl tether_client {
     /// return at once: TLS policy results (100-199), `TETHER_RESULT_NOT_AUTHORIZED`
     /// (credentials refused, after trying the secondary key if there is one),
     /// `TETHER_RESULT_TOKEN_EXPIRED`, `TETHER_RESULT_CLOCK_NOT_SET`. Otherwise the last network
-    /// result (400-499) when time runs out. Events other than the connection are kept for
+    /// result (400-499) when time runs out. Events, the CONNECTED one included, are kept for
     /// `tether_client_poll`.
     #[no_mangle]
     pub unsafe extern "C" fn tether_client_connect(
@@ -382,25 +233,7 @@ impl tether_client {
             // SAFETY: arguments per the contract above.
             let c = unsafe { handle_mut(client, "client") }?;
             let payload = unsafe { bytes_arg(payload, payload_len, "payload") }?;
-            let mut bag = PropertyBag::new();
-            if property_count > 0 {
-                if keys.is_null() || values.is_null() {
-                    return Err(Error::new(
-                        Code::NullArgument,
-                        "`keys` and `values` must not be NULL when property_count > 0",
-                    ));
-                }
-                for i in 0..property_count {
-                    let key = unsafe { text_arg(*keys.add(i), "keys[i]") }?;
-                    let value_ptr = unsafe { *values.add(i) };
-                    let value = if value_ptr.is_null() {
-                        None
-                    } else {
-                        Some(unsafe { text_arg(value_ptr, "values[i]") }?)
-                    };
-                    bag.try_append(key, value)?;
-                }
-            }
+            let bag = unsafe { properties_arg(keys, values, property_count) }?;
             let id = c.client.send_telemetry(payload, &bag, qos)?;
             if let Some(out) = unsafe { message_id_out.as_mut() } {
                 *out = id;
@@ -420,21 +253,8 @@ impl tether_client {
         guard(|| {
             // SAFETY: NULL or a live client.
             let c = unsafe { handle_mut(client, "client") }?;
-            let all = TETHER_SUBSCRIBE_C2D | TETHER_SUBSCRIBE_METHODS | TETHER_SUBSCRIBE_TWIN;
-            if subscriptions == 0 || subscriptions & !all != 0 {
-                return Err(Error::new(
-                    Code::InvalidArgument,
-                    format!("subscriptions 0x{subscriptions:x}: use TETHER_SUBSCRIBE_* bits"),
-                ));
-            }
-            for (bit, sub) in [
-                (TETHER_SUBSCRIBE_C2D, Subscription::C2d),
-                (TETHER_SUBSCRIBE_METHODS, Subscription::Methods),
-                (TETHER_SUBSCRIBE_TWIN, Subscription::Twin),
-            ] {
-                if subscriptions & bit != 0 {
-                    c.client.subscribe(sub)?;
-                }
+            for sub in subscriptions_arg(subscriptions)? {
+                c.client.subscribe(sub)?;
             }
             Ok(())
         })
@@ -458,8 +278,8 @@ impl tether_client {
             // SAFETY: NULL or a live client; `event_out` NULL or writable.
             let c = unsafe { handle_mut(client, "client") }?;
             let out = unsafe { out_arg(event_out, "event_out") }?;
-            c.current = c.client.poll(Duration::from_millis(timeout_ms.into()))?;
-            c.describe(out);
+            let event = c.client.poll(Duration::from_millis(timeout_ms.into()))?;
+            c.event.store(event, out);
             Ok(())
         })
     }
@@ -480,17 +300,9 @@ impl tether_client {
             let c = unsafe { handle_ref(client, "client") }?;
             let key = unsafe { out_arg(key, "key") }?;
             let value = unsafe { out_arg(value, "value") }?;
-            let (k, v) = c.properties.get(index).ok_or_else(|| {
-                Error::new(
-                    Code::NotFound,
-                    format!(
-                        "property {index} does not exist (the event has {})",
-                        c.properties.len()
-                    ),
-                )
-            })?;
-            *key = k.as_ptr();
-            *value = v.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
+            let (k, v) = c.event.property(index)?;
+            *key = k;
+            *value = v;
             Ok(())
         })
     }

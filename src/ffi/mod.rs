@@ -12,15 +12,21 @@
 #![allow(clippy::missing_safety_doc)] // every exported function documents its contract in prose
 
 pub mod client;
+pub mod codec;
 pub mod connection_string;
 pub mod dps;
 pub mod error;
+pub mod event;
 pub mod handles;
 pub mod library;
+pub mod log;
 pub mod panic;
+pub mod property_bag;
 pub mod sas;
+pub mod session;
 pub mod signer;
 pub mod tls_config;
+pub mod topics;
 pub mod x509;
 
 use std::ffi::{c_char, CStr};

@@ -31,6 +31,7 @@ pub struct tether_tls_config_builder {
 pub struct tether_tls_config {
     pub(crate) config: Arc<ClientConfig>,
     pub(crate) has_client_cert: bool,
+    pub(crate) client_cert_not_after: Option<i64>,
 }
 
 impl tether_tls_config_builder {
@@ -227,6 +228,7 @@ impl tether_tls_config_builder {
             *out = into_handle(tether_tls_config {
                 config,
                 has_client_cert: builder.policy.has_client_cert(),
+                client_cert_not_after: builder.policy.client_cert_not_after(),
             });
             Ok(())
         })
@@ -319,6 +321,25 @@ impl tether_tls_config {
             Ok(())
         })
     }
+}
+
+/// The configuration behind `tls`, or the IoT Hub defaults for NULL, with whether it
+/// carries a client certificate and when that certificate expires.
+///
+/// # Safety
+/// `tls` is NULL or a live `tether_tls_config`.
+pub(crate) unsafe fn tls_or_default(
+    tls: *const tether_tls_config,
+) -> crate::Result<(Arc<ClientConfig>, bool, Option<i64>)> {
+    // SAFETY: per the contract.
+    Ok(match unsafe { tls.as_ref() } {
+        Some(tls) => (
+            tls.config.clone(),
+            tls.has_client_cert,
+            tls.client_cert_not_after,
+        ),
+        None => (TlsPolicy::new().build()?, false, None),
+    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! operation-status topics, the register payload, and parsing of replies (topic and JSON
 //! body).
 
+use crate::auth::{check_id, IdKind};
 use crate::error::{Code, Error, Result};
 use crate::mqtt::properties::{self, parse_bag, Sink};
 use crate::mqtt::topics::{validate_echoed_request_id, validate_request_id};
@@ -13,41 +14,19 @@ pub const GLOBAL_ENDPOINT: &str = "global.azure-devices-provisioning.net";
 /// Subscription filter for DPS replies.
 pub const DPS_SUBSCRIBE_TOPIC: &str = "$dps/registrations/res/#";
 
-/// Checks a registration id: 1 to 128 characters, ASCII letters, digits, `-`, `.`, `_`, `:`.
+/// Checks a registration id: 1 to 128 characters, ASCII letters, digits, `-`, `.`, `_`, `:`
+/// (the rules of [`crate::auth::check_id`]).
 pub fn validate_registration_id(id: &str) -> Result<()> {
-    if id.is_empty() || id.len() > 128 {
-        return Err(Error::new(
-            Code::IdInvalid,
-            "registration id must be 1 to 128 characters",
-        ));
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':')))
-    {
-        return Err(Error::new(
-            Code::IdInvalid,
-            format!("registration id has {c:?}; DPS allows ASCII letters, digits and - . _ :"),
-        ));
-    }
-    Ok(())
+    check_id(IdKind::Registration, id)
 }
 
 /// Checks an ID scope such as `0neFEEDC0DE`: 1 to 64 ASCII letters and digits.
 pub fn validate_id_scope(scope: &str) -> Result<()> {
-    if scope.is_empty() || scope.len() > 64 || !scope.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(Error::new(
-            Code::InvalidArgument,
-            format!(
-                "ID scope {scope:?} must be 1 to 64 ASCII letters and digits (e.g. 0ne00000000)"
-            ),
-        ));
-    }
-    Ok(())
+    check_id(IdKind::Scope, scope)
 }
 
 /// DPS client id: the registration id.
-pub fn client_id_to(sink: &mut impl Sink, registration_id: &str) -> Result<()> {
+pub fn client_id_to(sink: &mut (impl Sink + ?Sized), registration_id: &str) -> Result<()> {
     validate_registration_id(registration_id)?;
     sink.put(registration_id);
     Ok(())
@@ -59,7 +38,7 @@ pub fn client_id_to(sink: &mut impl Sink, registration_id: &str) -> Result<()> {
 /// The client version is percent-encoded except for `/`, which is kept as DPS and the
 /// embedded C SDK send it (`ClientVersion=c/1.2.3`).
 pub fn username_to(
-    sink: &mut impl Sink,
+    sink: &mut (impl Sink + ?Sized),
     id_scope: &str,
     registration_id: &str,
     api_version: Option<&str>,
@@ -95,7 +74,7 @@ pub fn username_to(
 }
 
 /// Register topic: `$dps/registrations/PUT/iotdps-register/?$rid={rid}`.
-pub fn register_topic_to(sink: &mut impl Sink, rid: &str) -> Result<()> {
+pub fn register_topic_to(sink: &mut (impl Sink + ?Sized), rid: &str) -> Result<()> {
     validate_request_id(rid)?;
     sink.put("$dps/registrations/PUT/iotdps-register/?$rid=");
     sink.put(rid);
@@ -105,7 +84,7 @@ pub fn register_topic_to(sink: &mut impl Sink, rid: &str) -> Result<()> {
 /// Operation-status topic:
 /// `$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={id}`
 /// (the operation id percent-encoded; the ids DPS issues need no escaping).
-pub fn poll_topic_to(sink: &mut impl Sink, rid: &str, operation_id: &str) -> Result<()> {
+pub fn poll_topic_to(sink: &mut (impl Sink + ?Sized), rid: &str, operation_id: &str) -> Result<()> {
     validate_request_id(rid)?;
     if operation_id.is_empty() || operation_id.len() > 1024 {
         return Err(Error::new(
@@ -122,7 +101,7 @@ pub fn poll_topic_to(sink: &mut impl Sink, rid: &str, operation_id: &str) -> Res
 
 /// Register request body: `{"registrationId":"{regId}"}` (registration ids need no JSON
 /// escaping).
-pub fn register_payload_to(sink: &mut impl Sink, registration_id: &str) -> Result<()> {
+pub fn register_payload_to(sink: &mut (impl Sink + ?Sized), registration_id: &str) -> Result<()> {
     validate_registration_id(registration_id)?;
     sink.put("{\"registrationId\":\"");
     sink.put(registration_id);
@@ -544,7 +523,7 @@ mod tests {
         );
         assert_eq!(
             validate_id_scope("0ne/x").unwrap_err().code(),
-            Code::InvalidArgument
+            Code::IdInvalid
         );
         assert!(build_string(|s| poll_topic_to(s, "1", "")).is_err());
     }

@@ -95,12 +95,12 @@ pub fn is_unreserved(b: u8) -> bool {
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Percent-encodes `text` into `sink`: unreserved characters kept, everything else `%XX`.
-pub fn encode_to(sink: &mut impl Sink, text: &str) {
+pub fn encode_to(sink: &mut (impl Sink + ?Sized), text: &str) {
     encode_keeping(sink, text, b"");
 }
 
 /// Like [`encode_to`] but also keeps the ASCII bytes in `also_keep`.
-pub(crate) fn encode_keeping(sink: &mut impl Sink, text: &str, also_keep: &[u8]) {
+pub(crate) fn encode_keeping(sink: &mut (impl Sink + ?Sized), text: &str, also_keep: &[u8]) {
     let bytes = text.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
@@ -443,7 +443,7 @@ pub fn appended_len(bag_is_empty: bool, key: &str, value: Option<&str>) -> usize
 
 /// Writes `[&]key[=value]` encoded to `sink`.
 pub fn append_property(
-    sink: &mut impl Sink,
+    sink: &mut (impl Sink + ?Sized),
     separator: bool,
     key: &str,
     value: Option<&str>,

@@ -9,13 +9,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::auth::{check_host, check_id, IdKind};
 use crate::error::{Code, Error, Result};
 use crate::mqtt::properties::{self, parse_bag, Count, Properties, Sink};
 
 /// The api-version sent in usernames unless the caller chooses another one.
 pub const DEFAULT_API_VERSION: &str = "2021-04-12";
-/// The longest device, module or registration id IoT Hub accepts.
-pub const MAX_ID_LEN: usize = 128;
 /// The longest topic an MQTT 3.1.1 packet can carry (a 16-bit length prefix).
 pub const MAX_TOPIC_LEN: usize = 65_535;
 /// The largest device-to-cloud message IoT Hub accepts (256 KiB).
@@ -30,55 +29,16 @@ pub const TWIN_DESIRED_SUBSCRIBE_TOPIC: &str = "$iothub/twin/PATCH/properties/de
 /// Subscription filter for direct-method requests.
 pub const METHODS_SUBSCRIBE_TOPIC: &str = "$iothub/methods/POST/#";
 
-fn id_char_allowed(b: u8) -> bool {
-    // IoT Hub: ASCII alphanumerics and - . % _ * ? ! ( ) , : = @ $ '
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'%'
-                | b'_'
-                | b'*'
-                | b'?'
-                | b'!'
-                | b'('
-                | b')'
-                | b','
-                | b':'
-                | b'='
-                | b'@'
-                | b'$'
-                | b'\''
-        )
-}
-
 /// Checks a device or module id: 1 to 128 characters from IoT Hub's set (ASCII
-/// alphanumerics and `- . % _ * ? ! ( ) , : = @ $ '`).
+/// alphanumerics and `- . % _ * ? ! ( ) , : = @ $ '`), with the rules of [`crate::auth`].
+/// `what` is "device id" or "module id".
 pub fn validate_device_id(id: &str, what: &str) -> Result<()> {
-    if id.is_empty() {
-        return Err(Error::new(Code::IdInvalid, format!("{what} is empty")));
-    }
-    if id.len() > MAX_ID_LEN {
-        return Err(Error::new(
-            Code::IdInvalid,
-            format!(
-                "{what} is {} characters long; IoT Hub allows at most {MAX_ID_LEN}",
-                id.len()
-            ),
-        ));
-    }
-    if let Some((i, c)) = id
-        .char_indices()
-        .find(|(_, c)| !c.is_ascii() || !id_char_allowed(*c as u8))
-    {
-        return Err(Error::new(
-            Code::IdInvalid,
-            format!(
-                "{what} has {c:?} at offset {i}; IoT Hub allows ASCII letters, digits and - . % _ * ? ! ( ) , : = @ $ '"
-            ),
-        ));
-    }
-    Ok(())
+    let kind = if what == "module id" {
+        IdKind::Module
+    } else {
+        IdKind::Device
+    };
+    check_id(kind, id)
 }
 
 fn validate_module(module: Option<&str>) -> Result<()> {
@@ -88,25 +48,9 @@ fn validate_module(module: Option<&str>) -> Result<()> {
     }
 }
 
-/// Checks a host name: 1 to 255 characters of letters, digits, `-` and `.` (an optional
-/// `:port` is not part of a host name here).
+/// Checks a host name (the rules of [`crate::auth::check_host`]).
 pub fn validate_host(host: &str) -> Result<()> {
-    if host.is_empty() || host.len() > 255 {
-        return Err(Error::new(
-            Code::InvalidArgument,
-            "host name must be 1 to 255 characters",
-        ));
-    }
-    if let Some(c) = host
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '.'))
-    {
-        return Err(Error::new(
-            Code::InvalidArgument,
-            format!("host name {host:?} has {c:?}; only letters, digits, '-' and '.' are allowed"),
-        ));
-    }
-    Ok(())
+    check_host(host)
 }
 
 /// Checks a request id for a builder: 1 to 128 unreserved characters (`A-Z a-z 0-9 - _ . ~`),
@@ -148,7 +92,7 @@ pub fn build_string(build: impl FnOnce(&mut String) -> Result<()>) -> Result<Str
 }
 
 /// Writes `v` in decimal without allocating.
-pub fn put_u64(sink: &mut impl Sink, mut v: u64) {
+pub fn put_u64(sink: &mut (impl Sink + ?Sized), mut v: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -163,7 +107,11 @@ pub fn put_u64(sink: &mut impl Sink, mut v: u64) {
 }
 
 /// MQTT client id: `{deviceId}` or `{deviceId}/{moduleId}`.
-pub fn client_id_to(sink: &mut impl Sink, device: &str, module: Option<&str>) -> Result<()> {
+pub fn client_id_to(
+    sink: &mut (impl Sink + ?Sized),
+    device: &str,
+    module: Option<&str>,
+) -> Result<()> {
     validate_device_id(device, "device id")?;
     validate_module(module)?;
     sink.put(device);
@@ -220,7 +168,7 @@ fn validate_text_option(v: &str, what: &str) -> Result<()> {
 /// CONNECT username:
 /// `{host}/{deviceId}[/{moduleId}]/?api-version={v}[&DeviceClientType={enc}][&model-id={enc}]`.
 pub fn username_to(
-    sink: &mut impl Sink,
+    sink: &mut (impl Sink + ?Sized),
     host: &str,
     device: &str,
     module: Option<&str>,
@@ -270,7 +218,7 @@ pub fn username(
 /// Telemetry topic: `devices/{d}[/modules/{m}]/messages/events/{bag}` where `bag` is an
 /// already encoded property bag (see [`properties::PropertyBag`]); it is validated.
 pub fn telemetry_topic_to(
-    sink: &mut impl Sink,
+    sink: &mut (impl Sink + ?Sized),
     device: &str,
     module: Option<&str>,
     bag: &str,
@@ -324,7 +272,7 @@ pub fn check_message_size(bag_len: usize, payload_len: usize) -> Result<()> {
 }
 
 /// Cloud-to-device subscription filter: `devices/{d}/messages/devicebound/#`.
-pub fn c2d_subscribe_topic_to(sink: &mut impl Sink, device: &str) -> Result<()> {
+pub fn c2d_subscribe_topic_to(sink: &mut (impl Sink + ?Sized), device: &str) -> Result<()> {
     validate_device_id(device, "device id")?;
     sink.put("devices/");
     sink.put(device);
@@ -388,7 +336,7 @@ pub fn parse_c2d_topic(topic: &str) -> Result<C2dTopic<'_>> {
 }
 
 /// Twin GET request topic: `$iothub/twin/GET/?$rid={rid}`.
-pub fn twin_get_topic_to(sink: &mut impl Sink, rid: &str) -> Result<()> {
+pub fn twin_get_topic_to(sink: &mut (impl Sink + ?Sized), rid: &str) -> Result<()> {
     validate_request_id(rid)?;
     sink.put("$iothub/twin/GET/?$rid=");
     sink.put(rid);
@@ -396,7 +344,7 @@ pub fn twin_get_topic_to(sink: &mut impl Sink, rid: &str) -> Result<()> {
 }
 
 /// Twin reported-properties PATCH topic: `$iothub/twin/PATCH/properties/reported/?$rid={rid}`.
-pub fn twin_patch_reported_topic_to(sink: &mut impl Sink, rid: &str) -> Result<()> {
+pub fn twin_patch_reported_topic_to(sink: &mut (impl Sink + ?Sized), rid: &str) -> Result<()> {
     validate_request_id(rid)?;
     sink.put("$iothub/twin/PATCH/properties/reported/?$rid=");
     sink.put(rid);
@@ -510,7 +458,11 @@ pub fn parse_method_request_topic(topic: &str) -> Result<MethodRequest<'_>> {
 /// Direct-method response topic: `$iothub/methods/res/{status}/?$rid={rid}`. The request
 /// id is the one received with the request; it is written as received after checking that
 /// it is non-empty and holds no `&`, `#`, `+`, `/` or NUL.
-pub fn method_response_topic_to(sink: &mut impl Sink, status: u16, rid: &str) -> Result<()> {
+pub fn method_response_topic_to(
+    sink: &mut (impl Sink + ?Sized),
+    status: u16,
+    rid: &str,
+) -> Result<()> {
     validate_echoed_request_id(rid)?;
     sink.put("$iothub/methods/res/");
     put_u64(sink, u64::from(status));
@@ -646,7 +598,7 @@ mod tests {
             username("bad/host", "d", None, &UsernameOptions::default())
                 .unwrap_err()
                 .code(),
-            Code::InvalidArgument
+            Code::IdInvalid
         );
     }
 

@@ -541,3 +541,55 @@ pub fn tether_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The repository root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// target/<profile>, where cargo left libtether.{a,so} for this test run.
+pub fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    assert!(
+        dir.join("libtether.a").exists() && dir.join("libtether.so").exists(),
+        "libtether.a/.so not found in {}: `cargo test` builds only the rlib; run \
+         `cargo build --lib` first (.ci/test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Installs the libraries of this test run into a new prefix with cmake/install.sh.
+pub fn install_prefix() -> PathBuf {
+    let prefix = temp_dir("prefix");
+    let profile = lib_dir()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    run(Command::new("sh")
+        .arg(root().join("cmake/install.sh"))
+        .args(["--no-build", "--profile", &profile])
+        .arg(&prefix)
+        .current_dir(root()));
+    prefix
+}
+
+/// Configures and builds c-examples/ with CMake against `prefix`; returns the build folder.
+pub fn build_examples(prefix: &Path, link_static: bool) -> PathBuf {
+    require("cmake", "cmake");
+    let build = temp_dir("cmake-build");
+    run(Command::new("cmake")
+        .arg("-S")
+        .arg(root().join("c-examples"))
+        .arg("-B")
+        .arg(&build)
+        .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display()))
+        .arg(format!(
+            "-DTETHER_LINK_STATIC={}",
+            if link_static { "ON" } else { "OFF" }
+        )));
+    run(Command::new("cmake").arg("--build").arg(&build));
+    build
+}

@@ -78,6 +78,7 @@ pub fn client(args: &Args) -> Result<Client> {
     let mut config =
         SessionConfig::from_connection_string(&cs, policy.build()?, policy.has_client_cert())?;
     config.options.token_ttl_secs = args.number("--ttl", config.options.token_ttl_secs)?;
+    config.options.client_cert_not_after = policy.client_cert_not_after();
     Client::new(
         config,
         ClientOptions {

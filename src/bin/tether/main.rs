@@ -5,6 +5,7 @@ use std::process::ExitCode;
 mod args;
 mod derive_key;
 mod device;
+mod hub;
 mod listen;
 mod sas_token;
 mod send;
@@ -35,6 +36,12 @@ commands:
       send and listen take [--connection-string CS] [--ca FILE] [--port N]
       [--cert FILE --key FILE] [--ttl SECONDS] [-v], defaulting to TETHER_CONNECTION_STRING,
       TETHER_CA_FILE, TETHER_PORT, TETHER_CERT_FILE and TETHER_KEY_FILE.
+  hub --registry FILE --port PORT [--x509-port PORT2] --dir DIR
+      Run the local IoT Hub stand-in: mosquitto on 127.0.0.1 with TLS 1.2, the hub's suites
+      and the tether-hub plugin checking SAS tokens and X.509 devices against the registry
+      (SAS devices on PORT, X.509 devices on PORT2, default PORT+1). Makes a test PKI in DIR
+      when absent (devices trust DIR/ca.pem). Prints `ready sas=PORT x509=PORT2`; stops on
+      Ctrl-C or SIGTERM.
   version
       Print the library version.
 ";
@@ -50,6 +57,7 @@ fn main() -> ExitCode {
         Some("thumbprint") => thumbprint::run(&rest),
         Some("send") => send::run(&rest),
         Some("listen") => listen::run(&rest),
+        Some("hub") => hub::run(&rest),
         Some("version" | "--version" | "-V") => {
             println!("tether {}", tether::VERSION);
             Ok(())

@@ -1,0 +1,160 @@
+// What the client hands to its handlers: copies of the native event data, valid forever.
+using System;
+using System.Collections.Generic;
+using System.Text;
+
+namespace Tether
+{
+    /// <summary>Connection settings (<c>tether_client_options</c>); null fields keep the defaults.</summary>
+    public sealed class ClientOptions
+    {
+        /// <summary>TCP port (IoT Hub MQTT: 8883).</summary>
+        public ushort? Port { get; set; }
+        /// <summary>MQTT keep-alive in seconds (default 60, at most 1177).</summary>
+        public ushort? KeepAliveSeconds { get; set; }
+        /// <summary>Lifetime of the SAS tokens the client makes, seconds (default 3600, at least 10).</summary>
+        public uint? TokenTimeToLiveSeconds { get; set; }
+        /// <summary>Most unacknowledged QoS 1 messages (default 128).</summary>
+        public uint? MaxInflight { get; set; }
+        /// <summary>TCP connect and TLS + CONNACK timeout, milliseconds (default 10000).</summary>
+        public uint? ConnectTimeoutMilliseconds { get; set; }
+        /// <summary>Largest delay between reconnection attempts, milliseconds (default 60000).</summary>
+        public uint? RetryMaxMilliseconds { get; set; }
+        /// <summary>The TLS policy (needed for X.509 and extra CAs); null for the IoT Hub defaults.</summary>
+        public TlsConfig Tls { get; set; }
+    }
+
+    /// <summary>A cloud-to-device message.</summary>
+    public sealed class Message
+    {
+        internal Message(byte[] body, IDictionary<string, string> properties)
+        {
+            Body = body;
+            Properties = properties;
+        }
+
+        /// <summary>The message body.</summary>
+        public byte[] Body { get; private set; }
+
+        /// <summary>
+        /// Application and system properties (<c>$.mid</c>, <c>$.to</c>...), decoded; a property
+        /// sent without a value maps to null.
+        /// </summary>
+        public IDictionary<string, string> Properties { get; private set; }
+
+        /// <summary>The body as UTF-8 text.</summary>
+        public string GetBodyAsString()
+        {
+            return Encoding.UTF8.GetString(Body);
+        }
+    }
+
+    /// <summary>A direct-method request; answer it with <see cref="DeviceClient.RespondToMethod"/>.</summary>
+    public sealed class MethodRequest
+    {
+        internal MethodRequest(string name, string requestId, byte[] data)
+        {
+            Name = name;
+            RequestId = requestId;
+            Data = data;
+        }
+
+        public string Name { get; private set; }
+        public string RequestId { get; private set; }
+        public byte[] Data { get; private set; }
+
+        /// <summary>The payload as UTF-8 (JSON) text.</summary>
+        public string DataAsJson
+        {
+            get { return Encoding.UTF8.GetString(Data); }
+        }
+    }
+
+    /// <summary>What a method handler answers: a status and a JSON body (null for none).</summary>
+    public sealed class MethodResponse
+    {
+        public MethodResponse(int status, string json)
+        {
+            Status = status;
+            Json = json;
+        }
+
+        public int Status { get; private set; }
+        public string Json { get; private set; }
+    }
+
+    /// <summary>The answer to a twin GET or reported-properties PATCH.</summary>
+    public sealed class TwinResponse
+    {
+        internal TwinResponse(string requestId, int status, ulong version, byte[] body)
+        {
+            RequestId = requestId;
+            Status = status;
+            Version = version;
+            Body = body;
+        }
+
+        public string RequestId { get; private set; }
+        /// <summary>200 (GET), 204 (PATCH accepted), 429, 5xx...</summary>
+        public int Status { get; private set; }
+        /// <summary>The twin version (0 if none was given).</summary>
+        public ulong Version { get; private set; }
+        public byte[] Body { get; private set; }
+
+        /// <summary>The body as UTF-8 (JSON) text.</summary>
+        public string Json
+        {
+            get { return Encoding.UTF8.GetString(Body); }
+        }
+    }
+
+    /// <summary>A desired-properties patch.</summary>
+    public sealed class DesiredPropertiesPatch
+    {
+        internal DesiredPropertiesPatch(ulong version, byte[] body)
+        {
+            Version = version;
+            Body = body;
+        }
+
+        public ulong Version { get; private set; }
+        public byte[] Body { get; private set; }
+
+        public string Json
+        {
+            get { return Encoding.UTF8.GetString(Body); }
+        }
+    }
+
+    /// <summary>Why a connection ended.</summary>
+    public sealed class ConnectionStatus
+    {
+        internal ConnectionStatus(Result reason, string message, bool willRetry)
+        {
+            Reason = reason;
+            Message = message;
+            WillRetry = willRetry;
+        }
+
+        /// <summary><see cref="Result.Ok"/> when requested or for a token renewal.</summary>
+        public Result Reason { get; private set; }
+        public string Message { get; private set; }
+        /// <summary>Whether the client reconnects by itself on later polls.</summary>
+        public bool WillRetry { get; private set; }
+    }
+
+    /// <summary>One event from <see cref="DeviceClient.Poll(int)"/>; only the fields of its kind are set.</summary>
+    public sealed class ClientEvent
+    {
+        public EventKind Kind { get; internal set; }
+        /// <summary>TelemetryAcknowledged: the id <see cref="DeviceClient.SendEvent(byte[], IDictionary{string,string}, string, string, int)"/> returned.</summary>
+        public ulong MessageId { get; internal set; }
+        /// <summary>Connected: the TLS version and suite; SubscriptionRefused: the filter.</summary>
+        public string Description { get; internal set; }
+        public Message Message { get; internal set; }
+        public MethodRequest MethodRequest { get; internal set; }
+        public TwinResponse TwinResponse { get; internal set; }
+        public DesiredPropertiesPatch DesiredProperties { get; internal set; }
+        public ConnectionStatus ConnectionStatus { get; internal set; }
+    }
+}

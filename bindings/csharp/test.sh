@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Builds the C# binding, its examples and tests with mono, starts a local hub (mosquitto
+# configured like IoT Hub: TLS 1.2 only with the hub's suites, user name + SAS token as
+# password, per-device ACL), runs the test program, then the examples against it with
+# mosquitto_sub / mosquitto_pub as the service. A missing peer fails with its package.
+#   TETHER_LIB_DIR: the folder holding libtether.so (default: target/debug of this checkout).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+export TETHER_LIB_DIR="${TETHER_LIB_DIR:-$root/target/debug}"
+
+need() {
+    command -v "$1" >/dev/null || { echo "test.sh: \`$1\` is missing: apt-get install -y $2" >&2; exit 1; }
+}
+need mcs mono-mcs
+need mono mono-runtime
+need mosquitto mosquitto
+need mosquitto_passwd mosquitto
+need mosquitto_sub mosquitto-clients
+need mosquitto_pub mosquitto-clients
+need openssl openssl
+need python3 python3
+need stdbuf coreutils
+
+"$here/build.sh"
+build="$here/build"
+
+work="$(mktemp -d)"
+broker_pid=""
+cleanup() {
+    [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null || true
+    [ -n "${sub_pid:-}" ] && kill "$sub_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Test PKI: a CA and a server certificate for localhost (RSA 2048: the ECDHE-RSA suites).
+(
+    cd "$work"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 30 \
+        -subj "/CN=Tether C# Test CA" -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    printf 'extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' > server.ext
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+        -out server.pem -extfile server.ext 2>/dev/null
+)
+
+# The device's SAS token, made with openssl (independently of tether).
+device=dev-1
+key="NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg="
+expiry=$(( $(date +%s) + 3600 ))
+sr="localhost%2Fdevices%2F${device}"
+hexkey=$(printf '%s' "$key" | base64 -d | od -An -tx1 | tr -d ' \n')
+sig=$(printf '%s\n%s' "$sr" "$expiry" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$hexkey" -binary | base64 \
+    | sed -e 's/+/%2B/g' -e 's/\//%2F/g' -e 's/=/%3D/g')
+token="SharedAccessSignature sr=${sr}&sig=${sig}&se=${expiry}"
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)
+username="localhost/${device}/?api-version=2021-04-12&DeviceClientType=tether%2F${version}"
+service_password="service-secret"
+
+mosquitto_passwd -b -c "$work/passwords" "$username" "$token" 2>/dev/null
+mosquitto_passwd -b "$work/passwords" service "$service_password" 2>/dev/null
+printf 'user %s\ntopic readwrite devices/%s/#\ntopic readwrite $iothub/#\nuser service\ntopic readwrite devices/#\ntopic readwrite $iothub/#\n' \
+    "$username" "$device" > "$work/acl"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat > "$work/mosquitto.conf" <<CONF
+user $(id -un)
+persistence false
+per_listener_settings true
+listener $port 127.0.0.1
+certfile $work/server.pem
+keyfile $work/server.key
+cafile $work/ca.pem
+tls_version tlsv1.2
+ciphers ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES256-SHA384
+allow_anonymous false
+password_file $work/passwords
+acl_file $work/acl
+log_dest file $work/mosquitto.log
+CONF
+mosquitto -c "$work/mosquitto.conf" 2>"$work/mosquitto.stderr" &
+broker_pid=$!
+for _ in $(seq 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break
+    sleep 0.1
+done
+python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" \
+    || { echo "test.sh: mosquitto did not start"; cat "$work/mosquitto.log"; exit 1; }
+
+export TETHER_TEST_PORT=$port TETHER_TEST_CA="$work/ca.pem" TETHER_TEST_TOKEN="$token" \
+    TETHER_TEST_EXPIRY=$expiry TETHER_TEST_SERVICE_PASSWORD=$service_password
+
+failed=0
+echo "== C# tests (mono)"
+(cd "$build" && mono --debug TetherTests.exe "$@") || failed=1
+
+# The examples, configured through the environment like any deployment.
+export TETHER_CONNECTION_STRING="HostName=localhost;DeviceId=${device};SharedAccessSignature=${token}"
+export TETHER_CA_FILE="$work/ca.pem" TETHER_PORT=$port
+svc=(-h localhost -p "$port" --cafile "$work/ca.pem" -u service -P "$service_password" -q 1)
+examples_passed=0
+examples_failed=0
+check() {
+    if "$@"; then examples_passed=$((examples_passed + 1)); else examples_failed=$((examples_failed + 1)); failed=1; fi
+}
+
+echo "== example SendTelemetry"
+example_send() {
+    stdbuf -oL mosquitto_sub "${svc[@]}" -v -C 3 -W 30 -t "devices/${device}/messages/events/#" > "$work/telemetry.txt" &
+    sub_pid=$!
+    sleep 0.5
+    (cd "$build" && mono SendTelemetry.exe 3) || { echo "FAIL SendTelemetry exited non-zero"; return 1; }
+    wait "$sub_pid" || true
+    sub_pid=""
+    grep -q 'sequence=2' "$work/telemetry.txt" && grep -q '{"temperature":22}' "$work/telemetry.txt" \
+        || { echo "FAIL SendTelemetry: the service saw:"; cat "$work/telemetry.txt"; return 1; }
+    echo "ok   example SendTelemetry (3 messages seen by the service)"
+}
+check example_send
+
+echo "== example C2dMethodsTwin"
+example_c2d() {
+    stdbuf -oL mosquitto_sub "${svc[@]}" -v -C 1 -W 30 -t '$iothub/methods/res/#' > "$work/methods.txt" &
+    sub_pid=$!
+    (cd "$build" && stdbuf -oL mono C2dMethodsTwin.exe 2 20) > "$work/example.txt" 2>&1 &
+    example_pid=$!
+    for _ in $(seq 100); do grep -q '^ready' "$work/example.txt" && break; sleep 0.1; done
+    mosquitto_pub "${svc[@]}" -t "devices/${device}/messages/devicebound/color=red" -m 'hello example'
+    mosquitto_pub "${svc[@]}" -t '$iothub/methods/POST/blink/?$rid=7' -m '{"times":2}'
+    wait "$example_pid" || { echo "FAIL C2dMethodsTwin exited non-zero:"; cat "$work/example.txt"; return 1; }
+    wait "$sub_pid" || true
+    sub_pid=""
+    grep -q '^c2d hello example' "$work/example.txt" && grep -q '^  color=red' "$work/example.txt" \
+        && grep -q '^method blink {"times":2}' "$work/example.txt" \
+        && grep -qF '$iothub/methods/res/200/?$rid=7 {"method":"blink"}' "$work/methods.txt" \
+        || { echo "FAIL C2dMethodsTwin:"; cat "$work/example.txt" "$work/methods.txt"; return 1; }
+    echo "ok   example C2dMethodsTwin (C2D message and method answered)"
+}
+check example_c2d
+echo "examples: ${examples_passed} passed, ${examples_failed} failed"
+exit $failed

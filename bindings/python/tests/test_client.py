@@ -1,0 +1,219 @@
+"""The device client end to end against real brokers: mosquitto configured like IoT Hub
+(mosquitto_sub / mosquitto_pub as the service) and the local IoT Hub stand-in, which
+verifies real SAS tokens made from a device key."""
+
+import json
+import subprocess
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+import tether
+from conftest import DEVICE, HUB_HOST, KEY, Hub, sas_device
+
+OTHER_KEY = "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc="
+
+
+def bag(topic: str, prefix: str):
+    assert topic.startswith(prefix), topic
+    return dict(urllib.parse.parse_qsl(topic[len(prefix):], keep_blank_values=True))
+
+
+def test_telemetry_with_properties_reaches_the_service(broker):
+    sub = broker.subscribe(f"devices/{DEVICE}/messages/events/#")
+    try:
+        with broker.client() as client:
+            client.connect(timeout=20)
+            ids = [
+                client.send(b'{"t":21}', properties={"alert": "high temp", "n": "1"},
+                            content_type="application/json", content_encoding="utf-8"),
+                client.send("second", properties={"n": "2", "flag": None}),
+            ]
+            assert len(set(ids)) == 2
+            client.wait_acked(ids, timeout=10)
+            assert client.inflight == 0
+        got = sub.wait(2)
+    finally:
+        sub.close()
+    prefix = f"devices/{DEVICE}/messages/events/"
+    (t1, p1), (t2, p2) = got
+    assert p1 == '{"t":21}' and p2 == "second"
+    assert bag(t1, prefix) == {"alert": "high temp", "n": "1", "$.ct": "application/json", "$.ce": "utf-8"}
+    assert "%24.ct=application%2Fjson" in t1 and "alert=high%20temp" in t1
+    assert bag(t2, prefix) == {"n": "2", "flag": ""} and t2.endswith("&flag")
+
+
+def test_wait_acked_times_out_when_the_hub_is_unreachable(broker):
+    broker.stop()
+    with broker.client(connect_timeout=1) as client:
+        mid = client.send(b"x")
+        start = time.monotonic()
+        with pytest.raises(tether.TetherTimeout) as e:
+            client.wait_acked([mid], timeout=1.5)
+        assert e.value.name == "TETHER_RESULT_TIMEOUT"
+        assert time.monotonic() - start < 10
+        assert client.inflight == 1
+
+
+def test_c2d_messages_arrive_with_decoded_properties(broker):
+    with broker.client() as client:
+        client.subscribe(c2d=True)
+        client.connect(timeout=20)
+        client.wait_acked(client.send(b"sync"))  # the subscription is in place once this round trip is done
+        broker.publish(f"devices/{DEVICE}/messages/devicebound/%24.mid=m-1&color=dark%20blue&bare", "hello device")
+        msg = client.receive_message(timeout=10)
+        assert msg.data == b"hello device"
+        assert msg.properties == {"$.mid": "m-1", "color": "dark blue", "bare": None}
+        assert msg.message_id == "m-1"
+        # Handler style: the message goes to the handler, not to the queue.
+        seen = []
+        client.on_message_received = seen.append
+        broker.publish(f"devices/{DEVICE}/messages/devicebound/", '{"n":2}')
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            client.poll(0.5)
+        assert [m.json() for m in seen] == [{"n": 2}]
+
+
+def test_method_request_is_answered(broker):
+    sub = broker.subscribe("$iothub/methods/res/#")
+    try:
+        with broker.client() as client:
+            client.on_method_request_received = lambda req: req.respond(200, {"rebooted": req.json()["delay"]})
+            client.connect(timeout=20)
+            client.wait_acked(client.send(b"sync"))
+            broker.publish("$iothub/methods/POST/reboot/?$rid=42", '{"delay":5}')
+            deadline = time.monotonic() + 10
+            while not sub.messages and time.monotonic() < deadline:
+                client.poll(0.2)
+            client.on_method_request_received = None
+            broker.publish("$iothub/methods/POST/ping/?$rid=43", "")
+            req = client.receive_method_request(timeout=10)
+            assert (req.name, req.request_id, req.payload) == ("ping", "43", b"")
+            req.respond(404, b'{"error":"unknown"}')
+            for _ in range(5):
+                client.poll(0.1)
+        got = sub.wait(2)
+    finally:
+        sub.close()
+    assert got[0] == ("$iothub/methods/res/200/?$rid=42", '{"rebooted": 5}')
+    assert got[1] == ("$iothub/methods/res/404/?$rid=43", '{"error":"unknown"}')
+
+
+class TwinService:
+    """Plays IoT Hub's twin service with mosquitto_sub / mosquitto_pub: answers GET with a
+    document and reported PATCHes with 204 and a growing version."""
+
+    def __init__(self, broker, status=200):
+        self.broker = broker
+        self.status = status
+        self.reported = {}
+        self.version = 7
+        self.sub = broker.subscribe("$iothub/twin/GET/#", "$iothub/twin/PATCH/properties/reported/#")
+        self.handled = 0
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self._stop:
+            while self.handled < len(self.sub.messages):
+                topic, payload = self.sub.messages[self.handled]
+                self.handled += 1
+                rid = topic.split("$rid=")[1]
+                if topic.startswith("$iothub/twin/GET/"):
+                    doc = {"desired": {"interval": 10, "$version": 3}, "reported": dict(self.reported)}
+                    self.broker.publish(f"$iothub/twin/res/{self.status}/?$rid={rid}", json.dumps(doc))
+                else:
+                    self.reported.update(json.loads(payload))
+                    self.version += 1
+                    self.broker.publish(f"$iothub/twin/res/204/?$rid={rid}&$version={self.version}", "")
+            time.sleep(0.02)
+
+    def close(self):
+        self._stop = True
+        self.thread.join()
+        self.sub.close()
+
+
+def test_twin_get_patch_reported_and_desired_patches(broker):
+    service = TwinService(broker)
+    try:
+        with broker.client() as client:
+            client.connect(timeout=20)
+            twin = client.get_twin(timeout=10)
+            assert twin == {"desired": {"interval": 10, "$version": 3}, "reported": {}}
+            assert client.patch_reported({"firmware": "1.2.3", "ok": True}, timeout=10) == 8
+            assert service.reported == {"firmware": "1.2.3", "ok": True}
+            assert client.get_twin(timeout=10)["reported"] == {"firmware": "1.2.3", "ok": True}
+            broker.publish("$iothub/twin/PATCH/properties/desired/?$version=4", '{"interval":30,"$version":4}')
+            patch = client.receive_desired_patch(timeout=10)
+            assert patch.version == 4 and patch.patch == {"interval": 30, "$version": 4}
+    finally:
+        service.close()
+
+
+def test_twin_error_status_raises(broker):
+    service = TwinService(broker, status=429)
+    try:
+        with broker.client() as client:
+            client.connect(timeout=20)
+            with pytest.raises(tether.TwinError) as e:
+                client.get_twin(timeout=10)
+            assert e.value.status == 429
+    finally:
+        service.close()
+
+
+def test_from_environment_and_x509(broker, monkeypatch, pki):
+    for k, v in broker.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("TETHER_CERT_FILE", raising=False)
+    with tether.DeviceClient.from_environment() as client:
+        client.connect(timeout=20)
+        client.wait_acked(client.send(b"from env"))
+    monkeypatch.delenv("TETHER_CONNECTION_STRING")
+    with pytest.raises(tether.TetherError) as e:
+        tether.DeviceClient.from_environment()
+    assert "TETHER_CONNECTION_STRING" in e.value.message
+    # A certificate that does not match its key is refused before any connection.
+    with pytest.raises(tether.TetherError) as e:
+        tether.DeviceClient.from_x509("localhost", DEVICE, pki.path("device.pem"), pki.path("server.key"),
+                                      ca_file=pki.path("ca.pem"), port=broker.port)
+    assert e.value.name == "TETHER_RESULT_KEY_CERT_MISMATCH"
+
+
+def test_x509_device_connects_and_sends(tmp_path, pki):
+    from conftest import Mosquitto, tls_listener
+
+    acl = tmp_path / "acl"
+    acl.write_text("pattern readwrite devices/%u/#\n")
+    broker = Mosquitto(tmp_path, tls_listener(
+        pki, f"require_certificate true\nuse_identity_as_username true\nacl_file {acl}\n"))
+    try:
+        with tether.DeviceClient.from_x509("localhost", DEVICE, pki.path("device.pem"), pki.path("device.key"),
+                                           ca_file=pki.path("ca.pem"), port=broker.port) as client:
+            client.connect(timeout=20)
+            client.wait_acked(client.send(b"x509"), timeout=10)
+        assert f"as {DEVICE}" in broker.log() or DEVICE in broker.log()
+    finally:
+        broker.stop()
+
+
+def test_local_hub_accepts_a_token_made_from_the_device_key_and_refuses_a_wrong_key(tmp_path):
+    hub = Hub(tmp_path, [sas_device("py-hub", KEY, OTHER_KEY)])
+    try:
+        cs = f"HostName={HUB_HOST};DeviceId=py-hub;SharedAccessKey={KEY}"
+        with tether.DeviceClient.from_connection_string(cs, ca_file=hub.ca, port=hub.sas, token_ttl=60) as client:
+            client.connect(timeout=30)
+            client.wait_acked([client.send(b"hello hub", properties={"k": "v"}) for _ in range(3)], timeout=10)
+        assert 'accepted "py-hub"' in hub.log(), hub.log()
+        wrong = f"HostName={HUB_HOST};DeviceId=py-hub;SharedAccessKey=c2Vjb25kYXJ5IGtleSBvZiBzZW5zb3ItMSwgZGVtbyBvbmx5"
+        with tether.DeviceClient.from_connection_string(wrong, ca_file=hub.ca, port=hub.sas) as client:
+            with pytest.raises(tether.TetherError) as e:
+                client.connect(timeout=20)
+            assert e.value.name == "TETHER_RESULT_NOT_AUTHORIZED"
+    finally:
+        hub.stop()

@@ -1,0 +1,571 @@
+"""The device client: ``tether_client_*`` with a Pythonic face.
+
+One ``DeviceClient`` owns one native client. Nothing runs in the background: the
+connection (TLS, MQTT, keep-alive, acknowledgements, token renewal, reconnection) advances
+inside ``poll()``, and every waiting method (``wait_acked``, ``get_twin``,
+``receive_message``...) polls for you. Not thread-safe: use a client from one thread at a
+time.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import json
+import time
+from ctypes import byref, c_char_p, c_size_t, c_uint64, c_void_p
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, Iterable, Optional, Set, Union
+
+from . import _native as n
+from ._native import ClosedError, Managed, TetherError, TetherTimeout, check, cstr
+
+_lib = n.lib
+
+Payload = Union[bytes, bytearray, memoryview, str]
+
+
+def _ms(seconds: Optional[float]) -> int:
+    if seconds is None:
+        return 0xFFFFFFFF
+    return max(0, min(int(seconds * 1000), 0xFFFFFFFF))
+
+
+def _bytes(data: Payload) -> bytes:
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    return bytes(data)
+
+
+# ---------------------------------------------------------------------------------------
+# What poll() returns.
+
+
+@dataclass
+class Message:
+    """A cloud-to-device message: body and decoded properties (``None`` for a bare key;
+    system properties under their names, e.g. ``$.mid``, ``$.to``)."""
+
+    data: bytes
+    properties: Dict[str, Optional[str]] = field(default_factory=dict)
+
+    @property
+    def message_id(self) -> Optional[str]:
+        return self.properties.get("$.mid")
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+@dataclass
+class MethodRequest:
+    """A direct-method call; answer it with ``respond(status, payload)``."""
+
+    name: str
+    request_id: str
+    payload: bytes
+    _client: Optional["DeviceClient"] = field(default=None, repr=False, compare=False)
+
+    def json(self) -> Any:
+        return json.loads(self.payload) if self.payload else None
+
+    def respond(self, status: int = 200, payload: Any = None) -> None:
+        """Sends the method's response: ``payload`` is JSON-encoded unless it is bytes."""
+        if self._client is None:
+            raise TetherError(n.INVALID_STATE, "this request has no client to answer through")
+        self._client.respond_method(self, status, payload)
+
+
+@dataclass
+class DesiredPatch:
+    """A desired-properties update: the twin ``version`` and the patch as a dict."""
+
+    version: int
+    patch: Dict[str, Any]
+
+
+@dataclass
+class TwinResponse:
+    request_id: str
+    status: int
+    version: int
+    payload: bytes
+
+
+@dataclass
+class Connected:
+    tls: str  # e.g. "TLSv1.2 TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+
+
+@dataclass
+class Acked:
+    message_id: int
+
+
+@dataclass
+class SubscriptionRefused:
+    filter: str
+
+
+@dataclass
+class Disconnected:
+    code: int
+    name: str
+    will_retry: bool
+
+
+class TwinError(TetherError):
+    """The hub answered a twin request with an error status (``status``: 400, 429...)."""
+
+    def __init__(self, status: int, body: bytes):
+        self.status = status
+        super().__init__(n.INVALID_STATE, f"twin request answered with status {status}: {body!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# TLS configuration (an internal helper: the client keeps its own reference).
+
+
+class TlsConfig(Managed):
+    """An IoT Hub TLS policy: TLS 1.2, the hub's suites, the embedded IoT Hub roots plus
+    ``ca_file``, and an optional client certificate."""
+
+    _free = _lib.tether_tls_config_free
+
+    def __init__(
+        self,
+        ca_file: Optional[str] = None,
+        cert_file: Optional[str] = None,
+        key_file: Optional[str] = None,
+        tls13: bool = False,
+    ):
+        builder = _lib.tether_tls_config_builder_new()
+        if not builder:
+            raise TetherError(n.INVALID_STATE, n.last_error() or "could not create a TLS builder")
+        try:
+            if tls13:
+                check(_lib.tether_tls_config_builder_enable_tls13(builder, True))
+            if ca_file is not None:
+                check(_lib.tether_tls_config_builder_add_ca_file(builder, cstr(str(ca_file))))
+            if cert_file is not None or key_file is not None:
+                if cert_file is None or key_file is None:
+                    raise ValueError("cert_file and key_file go together")
+                check(
+                    _lib.tether_tls_config_builder_set_client_cert_files(
+                        builder, cstr(str(cert_file)), cstr(str(key_file))
+                    )
+                )
+            out = c_void_p()
+            check(_lib.tether_tls_config_builder_build(builder, byref(out)))
+        finally:
+            _lib.tether_tls_config_builder_free(builder)
+        super().__init__(out.value)
+
+
+# ---------------------------------------------------------------------------------------
+# The client.
+
+
+class DeviceClient(Managed):
+    """An IoT Hub device (or module) client over MQTT with tether's TLS policy.
+
+    Create it with ``from_connection_string``, ``from_x509`` or ``from_environment``;
+    ``connect()``; ``send()`` telemetry; receive with handlers (``on_message_received``,
+    ``on_method_request_received``, ``on_twin_desired_properties_patch_received``) or with
+    ``receive_message()``, ``receive_method_request()``, ``receive_desired_patch()``; read
+    and report twin properties with ``get_twin()`` and ``patch_reported()``. ``close()``
+    (or leaving a ``with`` block) disconnects gracefully and frees the native client.
+    """
+
+    _free = _lib.tether_client_free
+
+    def __init__(self, handle: int):
+        super().__init__(handle)
+        self._event = n.Event()
+        self._subscribed = 0
+        self._acked: Set[int] = set()
+        self._twin: Dict[str, TwinResponse] = {}
+        self._messages: Deque[Message] = collections.deque()
+        self._methods: Deque[MethodRequest] = collections.deque()
+        self._patches: Deque[DesiredPatch] = collections.deque()
+        self._fatal: Optional[Disconnected] = None
+        self.tls: Optional[str] = None
+        self._on_message: Optional[Callable[[Message], None]] = None
+        self._on_method: Optional[Callable[[MethodRequest], None]] = None
+        self._on_patch: Optional[Callable[[Dict[str, Any]], None]] = None
+
+    # -- construction ---------------------------------------------------------------
+
+    @staticmethod
+    def _options(
+        port: int,
+        keep_alive: Optional[int],
+        token_ttl: Optional[int],
+        max_inflight: Optional[int],
+        connect_timeout: Optional[float],
+    ) -> n.ClientOptions:
+        opts = _lib.tether_client_options_default()
+        opts.port = port
+        if keep_alive is not None:
+            opts.keep_alive_secs = keep_alive
+        if token_ttl is not None:
+            opts.token_ttl_secs = token_ttl
+        if max_inflight is not None:
+            opts.max_inflight = max_inflight
+        if connect_timeout is not None:
+            opts.connect_timeout_ms = _ms(connect_timeout)
+        return opts
+
+    @classmethod
+    def _create(cls, cs: str, tls: Optional[TlsConfig], opts: n.ClientOptions) -> "DeviceClient":
+        out = c_void_p()
+        try:
+            check(_lib.tether_client_new(cstr(cs), tls._ptr() if tls else None, byref(opts), byref(out)))
+        finally:
+            if tls is not None:
+                tls.close()  # the client keeps its own reference
+        return cls(out.value)
+
+    @classmethod
+    def from_connection_string(
+        cls,
+        connection_string: str,
+        ca_file: Optional[str] = None,
+        port: int = 8883,
+        *,
+        keep_alive: Optional[int] = None,
+        token_ttl: Optional[int] = None,
+        max_inflight: Optional[int] = None,
+        connect_timeout: Optional[float] = None,
+        tls13: bool = False,
+    ) -> "DeviceClient":
+        """A client for ``HostName=...;DeviceId=...;SharedAccessKey=...`` (or
+        ``SharedAccessSignature=`` with a ready token). ``ca_file`` adds a trusted CA to the
+        embedded IoT Hub roots (for a local hub). Nothing is opened yet."""
+        tls = TlsConfig(ca_file=ca_file, tls13=tls13) if (ca_file or tls13) else None
+        opts = cls._options(port, keep_alive, token_ttl, max_inflight, connect_timeout)
+        return cls._create(connection_string, tls, opts)
+
+    @classmethod
+    def from_x509(
+        cls,
+        host: str,
+        device_id: str,
+        cert_file: str,
+        key_file: str,
+        ca_file: Optional[str] = None,
+        port: int = 8883,
+        *,
+        module_id: Optional[str] = None,
+        keep_alive: Optional[int] = None,
+        max_inflight: Optional[int] = None,
+        connect_timeout: Optional[float] = None,
+        tls13: bool = False,
+    ) -> "DeviceClient":
+        """A client authenticating with a certificate (CN = device id) and its key."""
+        tls = TlsConfig(ca_file=ca_file, cert_file=cert_file, key_file=key_file, tls13=tls13)
+        cs = f"HostName={host};DeviceId={device_id};x509=true"
+        if module_id:
+            cs += f";ModuleId={module_id}"
+        opts = cls._options(port, keep_alive, None, max_inflight, connect_timeout)
+        return cls._create(cs, tls, opts)
+
+    @classmethod
+    def from_environment(cls) -> "DeviceClient":
+        """A client from ``TETHER_CONNECTION_STRING`` (required), ``TETHER_CA_FILE``,
+        ``TETHER_PORT``, ``TETHER_CERT_FILE`` / ``TETHER_KEY_FILE``."""
+        out = c_void_p()
+        check(_lib.tether_client_new_from_env(byref(out)))
+        return cls(out.value)
+
+    @classmethod
+    def from_dps(cls, *args: Any, **kwargs: Any) -> "DeviceClient":
+        """Not available: the C API offers DPS primitives (key derivation, topics, payload
+        parsing) but no provisioning flow yet. Provision with your own MQTT client or the
+        CLI, then use ``from_connection_string``."""
+        raise NotImplementedError(
+            "DPS provisioning is not in the C API yet; use tether.derive_key and "
+            "from_connection_string with the assigned hub"
+        )
+
+    # -- connection -----------------------------------------------------------------
+
+    def connect(self, timeout: float = 30.0) -> None:
+        """Connects, retrying network failures with back-off for up to ``timeout`` seconds.
+        Refusals a retry cannot fix (TLS policy, credentials, clock) raise at once."""
+        check(_lib.tether_client_connect(self._ptr(), _ms(timeout)))
+        self._fatal = None
+
+    def disconnect(self) -> None:
+        """Disconnects gracefully; ``connect()`` again to resume."""
+        _lib.tether_client_disconnect(self._ptr())
+
+    @property
+    def inflight(self) -> int:
+        """QoS 1 messages not yet acknowledged."""
+        return _lib.tether_client_inflight(self._ptr())
+
+    def set_keys(self, primary_key: str, secondary_key: Optional[str] = None) -> None:
+        """Replaces the SAS keys for the next connection (key rotation)."""
+        check(_lib.tether_client_set_keys(self._ptr(), cstr(primary_key), cstr(secondary_key)))
+
+    # -- telemetry ------------------------------------------------------------------
+
+    def send(
+        self,
+        payload: Payload,
+        properties: Optional[Dict[str, Optional[str]]] = None,
+        content_type: Optional[str] = None,
+        content_encoding: Optional[str] = None,
+        qos: int = 1,
+    ) -> int:
+        """Queues a telemetry message and returns its id (QoS 1: ``wait_acked`` it).
+        ``properties`` are application properties (``None`` value: a bare key); system
+        properties may be given by name (``$.mid``...). ``content_type`` and
+        ``content_encoding`` set ``$.ct`` and ``$.ce``."""
+        data = _bytes(payload)
+        props = dict(properties) if properties else {}
+        if content_type is not None:
+            props["$.ct"] = content_type
+        if content_encoding is not None:
+            props["$.ce"] = content_encoding
+        count = len(props)
+        keys = values = None
+        if count:
+            keys = (c_char_p * count)(*(k.encode("utf-8") for k in props))
+            values = (c_char_p * count)(*(None if v is None else v.encode("utf-8") for v in props.values()))
+        mid = c_uint64(0)
+        check(
+            _lib.tether_client_send_telemetry(
+                self._ptr(), data, len(data), keys, values, count, qos, byref(mid)
+            )
+        )
+        return mid.value
+
+    send_message = send  # the name azure-iot-device uses
+
+    def wait_acked(self, ids: Union[int, Iterable[int]], timeout: float = 30.0) -> None:
+        """Polls until every message in ``ids`` is acknowledged by the hub; raises
+        TetherTimeout when ``timeout`` seconds pass first."""
+        wanted = {ids} if isinstance(ids, int) else set(ids)
+        done = wanted & self._acked
+        self._acked -= done
+        wanted -= done
+        deadline = time.monotonic() + timeout
+        while wanted:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TetherTimeout(f"{len(wanted)} message(s) not acknowledged within {timeout} s")
+            ev = self._poll(remaining)
+            if isinstance(ev, Acked) and ev.message_id in wanted:
+                wanted.discard(ev.message_id)
+                self._acked.discard(ev.message_id)
+        return None
+
+    # -- the pump -------------------------------------------------------------------
+
+    def poll(self, timeout: float = 1.0) -> Optional[object]:
+        """Runs the connection for up to ``timeout`` seconds and returns the next event
+        (``Connected``, ``Acked``, ``Message``, ``MethodRequest``, ``TwinResponse``,
+        ``DesiredPatch``, ``SubscriptionRefused``, ``Disconnected``), or ``None``. Events
+        with a handler set are also passed to the handler; others are kept for the
+        ``receive_*`` methods."""
+        return self._poll(timeout)
+
+    def _poll(self, timeout: float) -> Optional[object]:
+        handle = self._ptr()
+        ev = self._event
+        check(_lib.tether_client_poll(handle, _ms(timeout), byref(ev)))
+        kind = ev.kind
+        if kind == n.EVENT_NONE:
+            return None
+        if kind == n.EVENT_TELEMETRY_ACKED:
+            self._acked.add(ev.message_id)
+            return Acked(ev.message_id)
+        payload = ctypes.string_at(ev.payload, ev.payload_len) if ev.payload else b""
+        if kind == n.EVENT_C2D:
+            props: Dict[str, Optional[str]] = {}
+            key, value = c_char_p(), c_char_p()
+            for i in range(ev.property_count):
+                check(_lib.tether_client_event_property(handle, i, byref(key), byref(value)))
+                props[(key.value or b"").decode("utf-8")] = (
+                    None if value.value is None else value.value.decode("utf-8")
+                )
+            msg = Message(payload, props)
+            if self._on_message is not None:
+                self._on_message(msg)
+            else:
+                self._messages.append(msg)
+            return msg
+        if kind == n.EVENT_METHOD_REQUEST:
+            req = MethodRequest(
+                (ev.name or b"").decode("utf-8"), (ev.request_id or b"").decode("utf-8"), payload, self
+            )
+            if self._on_method is not None:
+                self._on_method(req)
+            else:
+                self._methods.append(req)
+            return req
+        if kind == n.EVENT_TWIN_RESPONSE:
+            resp = TwinResponse((ev.request_id or b"").decode("utf-8"), ev.status, ev.version, payload)
+            self._twin[resp.request_id] = resp
+            return resp
+        if kind == n.EVENT_DESIRED_PATCH:
+            patch = DesiredPatch(ev.version, json.loads(payload) if payload else {})
+            if self._on_patch is not None:
+                self._on_patch(patch.patch)
+            else:
+                self._patches.append(patch)
+            return patch
+        if kind == n.EVENT_CONNECTED:
+            self.tls = (ev.name or b"").decode("utf-8")
+            self._fatal = None
+            return Connected(self.tls)
+        if kind == n.EVENT_SUBSCRIPTION_REFUSED:
+            n_logger().warning("subscription refused: %s", (ev.name or b"").decode("utf-8"))
+            return SubscriptionRefused((ev.name or b"").decode("utf-8"))
+        if kind == n.EVENT_DISCONNECTED:
+            d = Disconnected(ev.error, n.result_name(ev.error), bool(ev.will_retry))
+            if not d.will_retry:
+                self._fatal = d
+            return d
+        return None
+
+    def _wait(self, ready: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            got = ready()
+            if got is not None:
+                return got
+            if self._fatal is not None:
+                raise TetherError(self._fatal.code, f"connection lost and not retrying while waiting for {what}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TetherTimeout(f"no {what} within {timeout} s")
+            self._poll(min(remaining, 1.0))
+
+    # -- receiving ------------------------------------------------------------------
+
+    def _want(self, bits: int) -> None:
+        if self._subscribed & bits != bits:
+            check(_lib.tether_client_subscribe(self._ptr(), bits | self._subscribed))
+            self._subscribed |= bits
+
+    def subscribe(self, c2d: bool = False, methods: bool = False, twin: bool = False) -> None:
+        """Subscribes now (and after every reconnection) to what you want to receive.
+        Setting a handler or calling a ``receive_*`` method does this for you."""
+        bits = (n.SUBSCRIBE_C2D if c2d else 0) | (n.SUBSCRIBE_METHODS if methods else 0)
+        bits |= n.SUBSCRIBE_TWIN if twin else 0
+        if bits:
+            self._want(bits)
+
+    @property
+    def on_message_received(self) -> Optional[Callable[[Message], None]]:
+        return self._on_message
+
+    @on_message_received.setter
+    def on_message_received(self, handler: Optional[Callable[[Message], None]]) -> None:
+        if handler is not None:
+            self._want(n.SUBSCRIBE_C2D)
+        self._on_message = handler
+
+    @property
+    def on_method_request_received(self) -> Optional[Callable[[MethodRequest], None]]:
+        return self._on_method
+
+    @on_method_request_received.setter
+    def on_method_request_received(self, handler: Optional[Callable[[MethodRequest], None]]) -> None:
+        if handler is not None:
+            self._want(n.SUBSCRIBE_METHODS)
+        self._on_method = handler
+
+    @property
+    def on_twin_desired_properties_patch_received(self) -> Optional[Callable[[Dict[str, Any]], None]]:
+        return self._on_patch
+
+    @on_twin_desired_properties_patch_received.setter
+    def on_twin_desired_properties_patch_received(
+        self, handler: Optional[Callable[[Dict[str, Any]], None]]
+    ) -> None:
+        if handler is not None:
+            self._want(n.SUBSCRIBE_TWIN)
+        self._on_patch = handler
+
+    def receive_message(self, timeout: float = 30.0) -> Message:
+        """The next cloud-to-device message (polls up to ``timeout`` seconds)."""
+        self._want(n.SUBSCRIBE_C2D)
+        return self._wait(lambda: self._messages.popleft() if self._messages else None, timeout, "message")
+
+    def receive_method_request(self, timeout: float = 30.0) -> MethodRequest:
+        """The next direct-method request; answer it with ``request.respond(...)``."""
+        self._want(n.SUBSCRIBE_METHODS)
+        return self._wait(lambda: self._methods.popleft() if self._methods else None, timeout, "method request")
+
+    def receive_desired_patch(self, timeout: float = 30.0) -> DesiredPatch:
+        """The next desired-properties update."""
+        self._want(n.SUBSCRIBE_TWIN)
+        return self._wait(lambda: self._patches.popleft() if self._patches else None, timeout, "desired patch")
+
+    def respond_method(self, request: Union[MethodRequest, str], status: int = 200, payload: Any = None) -> None:
+        """Answers a direct method (``request`` or its request id) with ``status`` and a
+        JSON ``payload`` (bytes are sent as they are)."""
+        rid = request.request_id if isinstance(request, MethodRequest) else request
+        body = payload if isinstance(payload, (bytes, bytearray)) else json.dumps(payload).encode("utf-8")
+        check(_lib.tether_client_respond_method(self._ptr(), cstr(rid), status, bytes(body), len(body)))
+
+    # -- twin -----------------------------------------------------------------------
+
+    def _twin_request(self, send: Callable[[Any, int, Any], int], timeout: float) -> TwinResponse:
+        self._want(n.SUBSCRIBE_TWIN)
+        rid = ctypes.create_string_buffer(64)  # request ids are decimal u64: 21 bytes suffice
+        length = c_size_t(0)
+        check(send(rid, len(rid), byref(length)))
+        request_id = rid.raw[: length.value].decode("ascii")
+        resp = self._wait(lambda: self._twin.pop(request_id, None), timeout, "twin response")
+        if resp.status >= 300:
+            raise TwinError(resp.status, resp.payload)
+        return resp
+
+    def get_twin(self, timeout: float = 30.0) -> Dict[str, Any]:
+        """The twin document (``{"desired": {...}, "reported": {...}}``)."""
+        handle = self._ptr()
+        resp = self._twin_request(lambda b, c, l: _lib.tether_client_twin_get(handle, b, c, l), timeout)
+        return json.loads(resp.payload) if resp.payload else {}
+
+    def patch_reported(self, patch: Dict[str, Any], timeout: float = 30.0) -> int:
+        """Sends a reported-properties patch, waits for the hub to accept it, and returns
+        the twin's new version."""
+        handle = self._ptr()
+        body = json.dumps(patch).encode("utf-8")
+        resp = self._twin_request(
+            lambda b, c, l: _lib.tether_client_twin_patch_reported(handle, body, len(body), b, c, l), timeout
+        )
+        return resp.version
+
+    patch_twin_reported_properties = patch_reported  # the name azure-iot-device uses
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else (self.tls or "not connected")
+        return f"<DeviceClient {state}>"
+
+
+def n_logger():
+    from ._logging import logger
+
+    return logger
+
+
+__all__ = [
+    "DeviceClient",
+    "Message",
+    "MethodRequest",
+    "DesiredPatch",
+    "TwinResponse",
+    "Connected",
+    "Acked",
+    "SubscriptionRefused",
+    "Disconnected",
+    "TwinError",
+    "TlsConfig",
+    "ClosedError",
+]

@@ -1,0 +1,24 @@
+//! tether-hub: a local Azure IoT Hub stand-in, as a mosquitto 2.0 auth plugin (API v5).
+//!
+//! mosquitto loads this library (`plugin /path/libtether_hub.so`,
+//! `plugin_opt_registry /path/registry.json`); `tether hub` writes that configuration and
+//! starts the broker. The plugin enforces what IoT Hub enforces at the door:
+//!
+//! - SAS: user name `{host}/{deviceId}[/{moduleId}]/?api-version=...`, client id matching,
+//!   token for exactly that device or module, signed with its primary or secondary key, not
+//!   expired; a connection is closed when its token expires;
+//! - X.509: the client certificate's SHA-1 or SHA-256 thumbprint registered (`selfSigned`),
+//!   or issued by a registered CA with CN = device id (`certificateAuthority`);
+//! - disabled identities are refused, and disconnected when disabled while connected;
+//! - a device publishes and subscribes only on `devices/{id}/...` and `$iothub/...`; QoS 2
+//!   publishes are refused.
+//!
+//! The decisions are plain functions ([`decide`]) over the registry ([`registry`]); the FFI
+//! shell (`plugin`) only gathers inputs, logs, and applies answers.
+
+pub mod decide;
+pub mod registry;
+pub mod trust;
+
+#[cfg(not(test))]
+mod plugin;

@@ -1,0 +1,586 @@
+//! The FFI shell: mosquitto's plugin API v5 (mosquitto 2.0). It gathers each event's inputs,
+//! asks `decide`, logs the answer and hands it back. The broker functions are declared by hand
+//! and resolve from the broker when it loads the plugin; OpenSSL's from the system libcrypto
+//! the broker also uses.
+//!
+//! Every callback runs inside `catch_unwind`: a panic escaping into the broker would abort it.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_long, c_ulong, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::decide::{self, Access, Session};
+use crate::registry::{Status, Watched};
+
+const EVT_ACL_CHECK: c_int = 2;
+const EVT_BASIC_AUTH: c_int = 3;
+const EVT_TICK: c_int = 9;
+const EVT_DISCONNECT: c_int = 10;
+
+const ERR_SUCCESS: c_int = 0;
+const ERR_INVAL: c_int = 3;
+const ERR_AUTH: c_int = 11;
+const ERR_ACL_DENIED: c_int = 12;
+
+const LOG_INFO: c_int = 1 << 0;
+const LOG_NOTICE: c_int = 1 << 1;
+const LOG_WARNING: c_int = 1 << 2;
+const LOG_ERR: c_int = 1 << 3;
+
+const ACL_READ: c_int = 0x01;
+const ACL_WRITE: c_int = 0x02;
+const ACL_SUBSCRIBE: c_int = 0x04;
+
+/// How often the registry file is looked at between connections.
+const REGISTRY_LOOK_EVERY: Duration = Duration::from_millis(200);
+
+#[repr(C)]
+pub struct MosquittoOpt {
+    key: *const c_char,
+    value: *const c_char,
+}
+
+#[repr(C)]
+struct EvtBasicAuth {
+    future: *mut c_void,
+    client: *mut c_void,
+    username: *const c_char,
+    password: *const c_char,
+    future2: [*mut c_void; 4],
+}
+
+#[repr(C)]
+struct EvtAclCheck {
+    future: *mut c_void,
+    client: *mut c_void,
+    topic: *const c_char,
+    payload: *const c_void,
+    properties: *mut c_void,
+    access: c_int,
+    payloadlen: u32,
+    qos: u8,
+    retain: bool,
+    future2: [*mut c_void; 4],
+}
+
+#[repr(C)]
+struct EvtTick {
+    future: *mut c_void,
+    now_ns: c_long,
+    next_ns: c_long,
+    now_s: libc::time_t,
+    next_s: libc::time_t,
+    future2: [*mut c_void; 4],
+}
+
+#[repr(C)]
+struct EvtDisconnect {
+    future: *mut c_void,
+    client: *mut c_void,
+    reason: c_int,
+    future2: [*mut c_void; 4],
+}
+
+// The layouts of mosquitto 2.0's event structs (mosquitto_broker.h).
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    assert!(std::mem::size_of::<EvtBasicAuth>() == 64);
+    assert!(std::mem::size_of::<EvtAclCheck>() == 88);
+    assert!(std::mem::size_of::<EvtTick>() == 72);
+    assert!(std::mem::size_of::<EvtDisconnect>() == 56);
+};
+#[cfg(target_pointer_width = "32")]
+const _: () = {
+    assert!(std::mem::size_of::<EvtBasicAuth>() == 32);
+    assert!(std::mem::size_of::<EvtAclCheck>() == 48);
+    assert!(std::mem::size_of::<EvtDisconnect>() == 28);
+};
+
+type Callback = extern "C" fn(c_int, *mut c_void, *mut c_void) -> c_int;
+
+extern "C" {
+    fn mosquitto_callback_register(
+        id: *mut c_void,
+        event: c_int,
+        cb: Callback,
+        event_data: *const c_void,
+        userdata: *mut c_void,
+    ) -> c_int;
+    fn mosquitto_callback_unregister(
+        id: *mut c_void,
+        event: c_int,
+        cb: Callback,
+        event_data: *const c_void,
+    ) -> c_int;
+    fn mosquitto_client_id(client: *const c_void) -> *const c_char;
+    fn mosquitto_client_address(client: *const c_void) -> *const c_char;
+    fn mosquitto_client_certificate(client: *const c_void) -> *mut c_void;
+    fn mosquitto_kick_client_by_clientid(client_id: *const c_char, with_will: bool) -> c_int;
+    fn mosquitto_log_printf(level: c_int, fmt: *const c_char, ...);
+}
+
+#[link(name = "crypto")]
+extern "C" {
+    fn i2d_X509(x: *mut c_void, out: *mut *mut u8) -> c_int;
+    fn X509_free(x: *mut c_void);
+    fn d2i_X509(x: *mut *mut c_void, input: *mut *const u8, len: c_long) -> *mut c_void;
+    fn X509_subject_name_hash(x: *mut c_void) -> c_ulong;
+}
+
+/// OpenSSL's subject-name hash of a DER certificate (the name of its file in a hashed folder).
+fn subject_hash(der: &[u8]) -> Option<u32> {
+    let mut input = der.as_ptr();
+    // SAFETY: `input` points to `der.len()` bytes; d2i_X509 reads at most that many and
+    // returns a new X509 or NULL; the X509 is freed once.
+    unsafe {
+        let x = d2i_X509(std::ptr::null_mut(), &mut input, der.len() as c_long);
+        if x.is_null() {
+            return None;
+        }
+        let hash = X509_subject_name_hash(x);
+        X509_free(x);
+        Some(hash as u32)
+    }
+}
+
+/// A client that got in, and the broker's pointer for it (a takeover by the same client id
+/// reports the old client's disconnect late).
+struct Connected {
+    session: Session,
+    client: usize,
+}
+
+struct State {
+    registry: Watched,
+    connected: HashMap<String, Connected>,
+    last_look: Instant,
+    /// The X.509 listener's hashed trust folder (`capath`), kept by the plugin.
+    trust_dir: Option<PathBuf>,
+    /// Extra certificates to trust at the TLS layer (self-signed device certificates).
+    trusted: Option<PathBuf>,
+    /// The `trusted` folder's modification time when the trust folder was last written.
+    trusted_seen: Option<SystemTime>,
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+static PLUGIN_ID: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+
+fn state() -> MutexGuard<'static, Option<State>> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn log(level: c_int, message: &str) {
+    let text = CString::new(format!("tether-hub: {}", message.replace('\0', "?")))
+        .expect("NULs were replaced");
+    // SAFETY: a constant format with one %s and a NUL-terminated argument.
+    unsafe { mosquitto_log_printf(level, c"%s".as_ptr(), text.as_ptr()) }
+}
+
+/// # Safety
+/// `p` is NULL or a NUL-terminated string that lives for `'a`.
+unsafe fn text<'a>(p: *const c_char) -> Option<&'a str> {
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: the caller's contract.
+        Some(unsafe { CStr::from_ptr(p) }.to_str().unwrap_or("\u{FFFD}"))
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs a callback body; a panic is logged and answered with `fallback`.
+fn guard(fallback: c_int, body: impl FnOnce() -> c_int) -> c_int {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| {
+        log(LOG_ERR, "internal error (panic) in a callback; refusing");
+        fallback
+    })
+}
+
+impl State {
+    /// Re-reads the registry if it changed; logs the outcome. True when a new version is in
+    /// force.
+    fn refresh(&mut self) -> bool {
+        self.last_look = Instant::now();
+        let changed = match self.registry.refresh() {
+            Ok(true) => {
+                log(LOG_NOTICE, "registry changed: new version in force");
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                log(
+                    LOG_WARNING,
+                    &format!("registry not reloaded, the last good version stays in force: {e}"),
+                );
+                false
+            }
+        };
+        let trusted_now = self
+            .trusted
+            .as_ref()
+            .and_then(|d| std::fs::metadata(d).and_then(|m| m.modified()).ok());
+        if changed || trusted_now != self.trusted_seen {
+            self.trusted_seen = trusted_now;
+            self.write_trust();
+        }
+        changed
+    }
+
+    /// Rewrites the X.509 listener's trust folder from the registry and `trusted`.
+    fn write_trust(&self) {
+        let Some(dir) = &self.trust_dir else { return };
+        let (certs, skipped) =
+            crate::trust::certificates(&self.registry.current, self.trusted.as_deref());
+        for s in skipped {
+            log(
+                LOG_WARNING,
+                &format!("not trusted (not a certificate): {s}"),
+            );
+        }
+        match crate::trust::write_hashed(dir, &certs, subject_hash) {
+            Ok(n) => log(
+                LOG_INFO,
+                &format!("X.509 trust folder {}: {n} certificates", dir.display()),
+            ),
+            Err(e) => log(
+                LOG_ERR,
+                &format!("cannot write the X.509 trust folder {}: {e}", dir.display()),
+            ),
+        }
+    }
+
+    /// Why a connected session may no longer stay, if it may not.
+    fn revoked(&self, s: &Session, now: u64) -> Option<String> {
+        if let Some(at) = s.expires_unix {
+            if now >= at {
+                return Some(format!(
+                    "SAS token expired at {}",
+                    tether::cert::format_utc(at as i64)
+                ));
+            }
+        }
+        let registry = &self.registry.current;
+        match registry.identity(&s.device_id, s.module_id.as_deref()) {
+            None => Some("identity removed from the registry".into()),
+            Some(i) if i.status == Status::Disabled => Some("disabled in the registry".into()),
+            Some(i) if i.auth.kind() != s.kind => Some(format!(
+                "authentication changed to {} in the registry",
+                i.auth.kind()
+            )),
+            Some(_) => None,
+        }
+    }
+}
+
+/// The client certificate's DER, when the client sent one.
+///
+/// # Safety
+/// `client` is the broker's client pointer from the current event.
+unsafe fn client_certificate(client: *const c_void) -> Option<Vec<u8>> {
+    // SAFETY: the broker gives a new reference to the peer's X509, or NULL.
+    let x509 = unsafe { mosquitto_client_certificate(client) };
+    if x509.is_null() {
+        return None;
+    }
+    // SAFETY: x509 is a valid X509*; the first call asks the length, the second writes it
+    // into a buffer of that length; the reference is released once.
+    unsafe {
+        let len = i2d_X509(x509, std::ptr::null_mut());
+        let der = if len > 0 {
+            let mut der = vec![0u8; len as usize];
+            let mut out = der.as_mut_ptr();
+            let written = i2d_X509(x509, &mut out);
+            der.truncate(written.max(0) as usize);
+            Some(der)
+        } else {
+            None
+        };
+        X509_free(x509);
+        der
+    }
+}
+
+extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, _user: *mut c_void) -> c_int {
+    guard(ERR_AUTH, || {
+        // SAFETY: the broker passes a mosquitto_evt_basic_auth for this event.
+        let ev = unsafe { &*(data as *const EvtBasicAuth) };
+        // SAFETY: the broker's strings live for the duration of the event.
+        let (client_id, address, username, password) = unsafe {
+            (
+                text(mosquitto_client_id(ev.client)).unwrap_or(""),
+                text(mosquitto_client_address(ev.client)).unwrap_or("?"),
+                text(ev.username),
+                text(ev.password),
+            )
+        };
+        // SAFETY: the event's client pointer.
+        let cert = unsafe { client_certificate(ev.client) };
+        let now = now_unix();
+        let mut guard = state();
+        let Some(st) = guard.as_mut() else {
+            return ERR_AUTH;
+        };
+        st.refresh();
+        let registry = &st.registry.current;
+        let decision = match &cert {
+            Some(der) => decide::authenticate_x509(registry, client_id, username, der, now),
+            None => decide::authenticate_sas(registry, client_id, username, password, now),
+        };
+        match decision {
+            Ok(session) => {
+                log(
+                    LOG_NOTICE,
+                    &format!(
+                        "accepted \"{client_id}\" from {address} ({})",
+                        session.method
+                    ),
+                );
+                st.connected.insert(
+                    client_id.to_owned(),
+                    Connected {
+                        session,
+                        client: ev.client as usize,
+                    },
+                );
+                ERR_SUCCESS
+            }
+            Err(e) => {
+                log(
+                    LOG_NOTICE,
+                    &format!(
+                        "refused \"{client_id}\" from {address}: {e} ({})",
+                        e.code().name()
+                    ),
+                );
+                ERR_AUTH
+            }
+        }
+    })
+}
+
+extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, _user: *mut c_void) -> c_int {
+    guard(ERR_ACL_DENIED, || {
+        // SAFETY: the broker passes a mosquitto_evt_acl_check for this event.
+        let ev = unsafe { &*(data as *const EvtAclCheck) };
+        // SAFETY: the broker's strings live for the duration of the event.
+        let (client_id, topic) = unsafe {
+            (
+                text(mosquitto_client_id(ev.client)).unwrap_or(""),
+                text(ev.topic).unwrap_or(""),
+            )
+        };
+        let access = match ev.access {
+            ACL_READ => Access::Read,
+            ACL_WRITE => Access::Write,
+            ACL_SUBSCRIBE => Access::Subscribe,
+            _ => Access::Unsubscribe,
+        };
+        let guard = state();
+        let session = guard
+            .as_ref()
+            .and_then(|st| st.connected.get(client_id))
+            .filter(|c| c.client == ev.client as usize)
+            .map(|c| &c.session);
+        let Some(session) = session else {
+            log(
+                LOG_NOTICE,
+                &format!("denied \"{client_id}\" on \"{topic}\": no authenticated session"),
+            );
+            return ERR_ACL_DENIED;
+        };
+        match decide::authorize(session, access, topic, ev.qos) {
+            Ok(()) => ERR_SUCCESS,
+            Err(e) => {
+                log(LOG_NOTICE, &format!("denied: {e} ({})", e.code().name()));
+                ERR_ACL_DENIED
+            }
+        }
+    })
+}
+
+extern "C" fn on_tick(_event: c_int, _data: *mut c_void, _user: *mut c_void) -> c_int {
+    guard(ERR_SUCCESS, || {
+        let now = now_unix();
+        let mut kicks = Vec::new();
+        {
+            let mut guard = state();
+            let Some(st) = guard.as_mut() else {
+                return ERR_SUCCESS;
+            };
+            if st.last_look.elapsed() >= REGISTRY_LOOK_EVERY {
+                st.refresh();
+            }
+            let revoked: Vec<(String, String)> = st
+                .connected
+                .iter()
+                .filter_map(|(id, c)| st.revoked(&c.session, now).map(|why| (id.clone(), why)))
+                .collect();
+            for (id, why) in revoked {
+                st.connected.remove(&id);
+                kicks.push((id, why));
+            }
+        }
+        // The lock is released: a kick reports the disconnect synchronously.
+        for (id, why) in kicks {
+            log(LOG_NOTICE, &format!("disconnecting \"{id}\": {why}"));
+            if let Ok(c) = CString::new(id) {
+                // SAFETY: a NUL-terminated client id.
+                unsafe { mosquitto_kick_client_by_clientid(c.as_ptr(), false) };
+            }
+        }
+        ERR_SUCCESS
+    })
+}
+
+extern "C" fn on_disconnect(_event: c_int, data: *mut c_void, _user: *mut c_void) -> c_int {
+    guard(ERR_SUCCESS, || {
+        // SAFETY: the broker passes a mosquitto_evt_disconnect for this event.
+        let ev = unsafe { &*(data as *const EvtDisconnect) };
+        // SAFETY: the broker's string lives for the duration of the event.
+        let client_id = unsafe { text(mosquitto_client_id(ev.client)) }.unwrap_or("");
+        let mut guard = state();
+        if let Some(st) = guard.as_mut() {
+            if st
+                .connected
+                .get(client_id)
+                .is_some_and(|c| c.client == ev.client as usize)
+            {
+                st.connected.remove(client_id);
+            }
+        }
+        ERR_SUCCESS
+    })
+}
+
+const CALLBACKS: [(c_int, Callback); 4] = [
+    (EVT_BASIC_AUTH, on_basic_auth),
+    (EVT_ACL_CHECK, on_acl_check),
+    (EVT_TICK, on_tick),
+    (EVT_DISCONNECT, on_disconnect),
+];
+
+/// Answers 5 (plugin API v5) when the broker offers it.
+///
+/// # Safety
+/// `versions` points to `count` ints.
+#[no_mangle]
+pub unsafe extern "C" fn mosquitto_plugin_version(count: c_int, versions: *const c_int) -> c_int {
+    if versions.is_null() || count <= 0 {
+        return -1;
+    }
+    // SAFETY: the caller's contract.
+    let offered = unsafe { std::slice::from_raw_parts(versions, count as usize) };
+    if offered.contains(&5) {
+        5
+    } else {
+        -1
+    }
+}
+
+/// Reads the `registry` option, loads the registry and registers the callbacks.
+///
+/// # Safety
+/// Called once by the broker with its plugin id and `count` options.
+#[no_mangle]
+pub unsafe extern "C" fn mosquitto_plugin_init(
+    id: *mut c_void,
+    _userdata: *mut *mut c_void,
+    options: *const MosquittoOpt,
+    count: c_int,
+) -> c_int {
+    guard(ERR_INVAL, || {
+        let opts = if options.is_null() || count <= 0 {
+            &[][..]
+        } else {
+            // SAFETY: the broker passes `count` options.
+            unsafe { std::slice::from_raw_parts(options, count as usize) }
+        };
+        let option = |name: &str| {
+            opts.iter().rev().find_map(|o| {
+                // SAFETY: option strings are NUL-terminated and outlive init.
+                let (key, value) = unsafe { (text(o.key), text(o.value)) };
+                (key == Some(name)).then(|| value.unwrap_or("").to_owned())
+            })
+        };
+        let registry_path = option("registry");
+        let Some(path) = registry_path else {
+            log(
+                LOG_ERR,
+                "no registry: add `plugin_opt_registry /path/to/registry.json` to the configuration",
+            );
+            return ERR_INVAL;
+        };
+        let watched = match Watched::open(Path::new(&path)) {
+            Ok(w) => w,
+            Err(e) => {
+                log(LOG_ERR, &format!("cannot load the registry: {e}"));
+                return ERR_INVAL;
+            }
+        };
+        log(
+            LOG_INFO,
+            &format!(
+                "registry {path} loaded (host {})",
+                watched.current.host_name
+            ),
+        );
+        let st = State {
+            registry: watched,
+            connected: HashMap::new(),
+            last_look: Instant::now(),
+            trust_dir: option("trust_dir").map(PathBuf::from),
+            trusted: option("trusted").map(PathBuf::from),
+            trusted_seen: None,
+        };
+        st.write_trust();
+        *state() = Some(st);
+        PLUGIN_ID.store(id, Ordering::SeqCst);
+        for (event, cb) in CALLBACKS {
+            // SAFETY: the broker's id; callbacks are 'static functions.
+            let rc = unsafe {
+                mosquitto_callback_register(id, event, cb, std::ptr::null(), std::ptr::null_mut())
+            };
+            if rc != ERR_SUCCESS {
+                log(
+                    LOG_ERR,
+                    &format!("cannot register for event {event} ({rc})"),
+                );
+                return rc;
+            }
+        }
+        ERR_SUCCESS
+    })
+}
+
+/// Unregisters the callbacks and drops the state.
+///
+/// # Safety
+/// Called once by the broker at shutdown.
+#[no_mangle]
+pub unsafe extern "C" fn mosquitto_plugin_cleanup(
+    _userdata: *mut c_void,
+    _options: *const MosquittoOpt,
+    _count: c_int,
+) -> c_int {
+    guard(ERR_SUCCESS, || {
+        let id = PLUGIN_ID.swap(std::ptr::null_mut(), Ordering::SeqCst);
+        if !id.is_null() {
+            for (event, cb) in CALLBACKS {
+                // SAFETY: the id given at init; the callbacks registered there.
+                unsafe { mosquitto_callback_unregister(id, event, cb, std::ptr::null()) };
+            }
+        }
+        *state() = None;
+        ERR_SUCCESS
+    })
+}

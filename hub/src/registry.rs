@@ -1,0 +1,434 @@
+//! The identity registry: a JSON file in the shape of IoT Hub's device identities, read
+//! again whenever it changes on disk.
+//!
+//! ```json
+//! {"hostName": "myhub.azure-devices.net",
+//!  "certificateAuthorities": ["ca.pem"],
+//!  "devices": [
+//!    {"deviceId": "d1", "status": "enabled",
+//!     "authentication": {"type": "sas", "symmetricKey": {"primaryKey": "...", "secondaryKey": "..."}}},
+//!    {"deviceId": "d2", "status": "enabled",
+//!     "authentication": {"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": "..."}}},
+//!    {"deviceId": "d3", "status": "disabled", "authentication": {"type": "certificateAuthority"}}]}
+//! ```
+//!
+//! An entry with a `moduleId` is a module identity of that device (IoT Hub's module identity
+//! JSON has both ids). Paths in `certificateAuthorities` are relative to the registry file.
+//! Errors name the entry and the field, never a key.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Deserialize;
+use tether::auth::sas::SasKey;
+use tether::auth::{check_host, check_id, IdKind};
+use tether::{Code, Error, Result};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RegistryFile {
+    host_name: String,
+    #[serde(default)]
+    certificate_authorities: Vec<String>,
+    #[serde(default)]
+    devices: Vec<DeviceFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeviceFile {
+    device_id: String,
+    #[serde(default)]
+    module_id: Option<String>,
+    status: Status,
+    authentication: AuthFile,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type")]
+enum AuthFile {
+    #[serde(rename = "sas")]
+    Sas {
+        #[serde(rename = "symmetricKey")]
+        symmetric_key: KeysFile,
+    },
+    #[serde(rename = "selfSigned")]
+    SelfSigned {
+        #[serde(rename = "x509Thumbprint")]
+        x509_thumbprint: ThumbprintsFile,
+    },
+    #[serde(rename = "certificateAuthority")]
+    CertificateAuthority,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeysFile {
+    #[serde(default)]
+    primary_key: Option<String>,
+    #[serde(default)]
+    secondary_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ThumbprintsFile {
+    #[serde(default)]
+    primary_thumbprint: Option<String>,
+    #[serde(default)]
+    secondary_thumbprint: Option<String>,
+}
+
+/// Whether an identity may connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Enabled,
+    Disabled,
+}
+
+/// A registered thumbprint: SHA-1 (40) or SHA-256 (64) uppercase hex digits of the DER
+/// certificate, as `tether::auth::x509` writes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Thumbprint(pub String);
+
+impl Thumbprint {
+    /// Reads 40 or 64 hex digits, either case; `:` separators are ignored.
+    pub fn parse(text: &str) -> Option<Thumbprint> {
+        let hex: String = text.chars().filter(|&c| c != ':').collect();
+        let ok = (hex.len() == 40 || hex.len() == 64) && hex.chars().all(|c| c.is_ascii_hexdigit());
+        ok.then(|| Thumbprint(hex.to_ascii_uppercase()))
+    }
+}
+
+/// How an identity authenticates.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// SAS tokens signed with the primary or the secondary key.
+    Sas {
+        primary: Option<Box<SasKey>>,
+        secondary: Option<Box<SasKey>>,
+    },
+    /// A client certificate whose thumbprint is registered.
+    SelfSigned {
+        primary: Option<Thumbprint>,
+        secondary: Option<Thumbprint>,
+    },
+    /// A client certificate issued by a registered CA, with CN = the device id.
+    CertificateAuthority,
+}
+
+impl Auth {
+    /// The registry's name for this kind of authentication.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Auth::Sas { .. } => "sas",
+            Auth::SelfSigned { .. } => "selfSigned",
+            Auth::CertificateAuthority => "certificateAuthority",
+        }
+    }
+}
+
+/// One device or module identity.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub device_id: String,
+    pub module_id: Option<String>,
+    pub status: Status,
+    pub auth: Auth,
+}
+
+/// A registered certificate authority: where it came from and its DER certificate.
+#[derive(Clone, Debug)]
+pub struct Authority {
+    pub path: PathBuf,
+    pub der: Vec<u8>,
+}
+
+/// The registry, checked and ready for decisions.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    pub host_name: String,
+    pub authorities: Vec<Authority>,
+    identities: HashMap<(String, Option<String>), Identity>,
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::new(Code::InvalidArgument, message)
+}
+
+fn key(text: &Option<String>, what: &str) -> Result<Option<Box<SasKey>>> {
+    match text.as_deref() {
+        None | Some("") => Ok(None),
+        Some(t) => SasKey::from_base64_named(t, what).map(|k| Some(Box::new(k))),
+    }
+}
+
+fn thumbprint(text: &Option<String>, what: &str) -> Result<Option<Thumbprint>> {
+    match text.as_deref() {
+        None | Some("") => Ok(None),
+        Some(t) => Thumbprint::parse(t)
+            .map(Some)
+            .ok_or_else(|| invalid(format!("{what} is not 40 or 64 hex digits"))),
+    }
+}
+
+impl Registry {
+    /// Reads and checks the registry text. `base` is the folder that relative CA paths are
+    /// resolved against.
+    pub fn parse(text: &str, base: &Path) -> Result<Registry> {
+        let file: RegistryFile = serde_json::from_str(text)
+            .map_err(|e| invalid(format!("registry is not valid: {e}")))?;
+        check_host(&file.host_name).map_err(|e| e.context("registry hostName"))?;
+        let mut authorities = Vec::new();
+        for ca in &file.certificate_authorities {
+            let path = base.join(ca);
+            let bytes = tether::policy::read_file(&path.to_string_lossy())
+                .map_err(|e| e.context("registry certificateAuthorities"))?;
+            let certs = tether::policy::load_certificates(&bytes)
+                .map_err(|e| e.context(format!("certificate authority {}", path.display())))?;
+            for cert in certs {
+                authorities.push(Authority {
+                    path: path.clone(),
+                    der: cert.as_ref().to_vec(),
+                });
+            }
+        }
+        let mut identities = HashMap::new();
+        for (n, d) in file.devices.iter().enumerate() {
+            let label = match &d.module_id {
+                Some(m) => format!("devices[{n}] (\"{}/{m}\")", d.device_id),
+                None => format!("devices[{n}] (\"{}\")", d.device_id),
+            };
+            check_id(IdKind::Device, &d.device_id).map_err(|e| e.context(&label))?;
+            if let Some(m) = &d.module_id {
+                check_id(IdKind::Module, m).map_err(|e| e.context(&label))?;
+            }
+            let auth = match &d.authentication {
+                AuthFile::Sas { symmetric_key: k } => {
+                    let primary =
+                        key(&k.primary_key, "primaryKey").map_err(|e| e.context(&label))?;
+                    let secondary =
+                        key(&k.secondary_key, "secondaryKey").map_err(|e| e.context(&label))?;
+                    if primary.is_none() && secondary.is_none() {
+                        return Err(invalid(format!("{label}: symmetricKey has no key")));
+                    }
+                    Auth::Sas { primary, secondary }
+                }
+                AuthFile::SelfSigned { x509_thumbprint: t } => {
+                    let primary = thumbprint(&t.primary_thumbprint, "primaryThumbprint")
+                        .map_err(|e| e.context(&label))?;
+                    let secondary = thumbprint(&t.secondary_thumbprint, "secondaryThumbprint")
+                        .map_err(|e| e.context(&label))?;
+                    if primary.is_none() && secondary.is_none() {
+                        return Err(invalid(format!(
+                            "{label}: x509Thumbprint has no thumbprint"
+                        )));
+                    }
+                    Auth::SelfSigned { primary, secondary }
+                }
+                AuthFile::CertificateAuthority => Auth::CertificateAuthority,
+            };
+            let id = (d.device_id.clone(), d.module_id.clone());
+            if identities.contains_key(&id) {
+                return Err(invalid(format!("{label}: this identity is listed twice")));
+            }
+            identities.insert(
+                id,
+                Identity {
+                    device_id: d.device_id.clone(),
+                    module_id: d.module_id.clone(),
+                    status: d.status,
+                    auth,
+                },
+            );
+        }
+        Ok(Registry {
+            host_name: file.host_name,
+            authorities,
+            identities,
+        })
+    }
+
+    /// Reads and checks the registry file at `path`.
+    pub fn load(path: &Path) -> Result<Registry> {
+        let bytes = tether::policy::read_file(&path.to_string_lossy())?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| invalid(format!("{} is not UTF-8", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Registry::parse(&text, base).map_err(|e| e.context(path.display()))
+    }
+
+    /// The identity of a device (`module` None) or of one of its modules.
+    pub fn identity(&self, device: &str, module: Option<&str>) -> Option<&Identity> {
+        self.identities
+            .get(&(device.to_owned(), module.map(str::to_owned)))
+    }
+}
+
+/// What identifies one version of a file on disk.
+type Stamp = (SystemTime, u64, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+}
+
+/// The registry file and its last good contents, re-read when the file changes.
+pub struct Watched {
+    path: PathBuf,
+    seen: Option<Stamp>,
+    pub current: Registry,
+}
+
+impl Watched {
+    /// Loads the registry; fails if the first version is not valid.
+    pub fn open(path: &Path) -> Result<Watched> {
+        let seen = stamp(path);
+        let current = Registry::load(path)?;
+        Ok(Watched {
+            path: path.to_path_buf(),
+            seen,
+            current,
+        })
+    }
+
+    /// Re-reads the file if it changed since the last look. `Ok(true)` when a new version
+    /// was loaded; `Err` when the new version is not valid (the last good one stays in
+    /// force, and the same version is not reported twice).
+    pub fn refresh(&mut self) -> Result<bool> {
+        let now = stamp(&self.path);
+        if now == self.seen {
+            return Ok(false);
+        }
+        self.seen = now;
+        let registry = Registry::load(&self.path)?;
+        self.current = registry;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg=";
+
+    fn registry(devices: &str) -> Result<Registry> {
+        Registry::parse(
+            &format!(r#"{{"hostName": "hub.example", "devices": [{devices}]}}"#),
+            Path::new("."),
+        )
+    }
+
+    #[test]
+    fn reads_every_kind_of_identity() {
+        let r = registry(&format!(
+            r#"{{"deviceId": "d1", "status": "enabled",
+                 "authentication": {{"type": "sas", "symmetricKey": {{"primaryKey": "{KEY}", "secondaryKey": ""}}}}}},
+               {{"deviceId": "d1", "moduleId": "m", "status": "disabled",
+                 "authentication": {{"type": "sas", "symmetricKey": {{"secondaryKey": "{KEY}"}}}}}},
+               {{"deviceId": "d2", "status": "enabled",
+                 "authentication": {{"type": "selfSigned", "x509Thumbprint": {{"primaryThumbprint": "{}"}}}}}},
+               {{"deviceId": "d3", "status": "enabled", "authentication": {{"type": "certificateAuthority"}}}}"#,
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        assert_eq!(r.host_name, "hub.example");
+        let d1 = r.identity("d1", None).unwrap();
+        assert!(matches!(
+            d1.auth,
+            Auth::Sas {
+                primary: Some(_),
+                secondary: None
+            }
+        ));
+        assert_eq!(
+            r.identity("d1", Some("m")).unwrap().status,
+            Status::Disabled
+        );
+        match &r.identity("d2", None).unwrap().auth {
+            Auth::SelfSigned {
+                primary: Some(t), ..
+            } => assert_eq!(t.0, "AB".repeat(32)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            r.identity("d3", None).unwrap().auth.kind(),
+            "certificateAuthority"
+        );
+        assert!(r.identity("d4", None).is_none());
+    }
+
+    #[test]
+    fn errors_name_the_entry_and_never_the_key() {
+        let e = registry(
+            r#"{"deviceId": "d1", "status": "enabled",
+                "authentication": {"type": "sas", "symmetricKey": {"primaryKey": "sec*ret"}}}"#,
+        )
+        .unwrap_err();
+        assert!(e.message().contains("devices[0] (\"d1\")"), "{e:?}");
+        assert!(e.message().contains("primaryKey"), "{e:?}");
+        assert!(!e.message().contains("sec"), "{e:?}");
+        let e = registry(r#"{"deviceId": "a/b", "status": "enabled", "authentication": {"type": "certificateAuthority"}}"#)
+            .unwrap_err();
+        assert_eq!(e.code(), Code::IdInvalid);
+        let e = registry(r#"{"deviceId": "d", "status": "on", "authentication": {"type": "certificateAuthority"}}"#)
+            .unwrap_err();
+        assert!(e.message().contains("registry is not valid"), "{e:?}");
+        let e = registry(r#"{"deviceId": "d", "status": "enabled", "authentication": {"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": "12"}}}"#)
+            .unwrap_err();
+        assert!(e.message().contains("40 or 64 hex"), "{e:?}");
+        let twice = r#"{"deviceId": "d", "status": "enabled", "authentication": {"type": "certificateAuthority"}}"#;
+        let e = registry(&format!("{twice},{twice}")).unwrap_err();
+        assert!(e.message().contains("twice"), "{e:?}");
+    }
+
+    #[test]
+    fn thumbprints_accept_either_case_and_colons() {
+        let upper = Thumbprint::parse(&"AB".repeat(20)).unwrap();
+        let lower = Thumbprint::parse(&"ab".repeat(20)).unwrap();
+        let colons = Thumbprint::parse(&vec!["aB"; 20].join(":")).unwrap();
+        assert_eq!(upper, lower);
+        assert_eq!(upper, colons);
+        assert!(Thumbprint::parse(&"zz".repeat(20)).is_none());
+        assert!(Thumbprint::parse("abcd").is_none());
+    }
+
+    #[test]
+    fn a_changed_file_is_read_again_and_a_broken_one_keeps_the_last_good() {
+        let dir = std::env::temp_dir().join(format!("tether-hub-reg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("registry.json");
+        let write = |status: &str| {
+            let text = format!(
+                r#"{{"hostName": "h", "devices": [{{"deviceId": "d", "status": "{status}", "authentication": {{"type": "certificateAuthority"}}}}]}}"#
+            );
+            let tmp = dir.join("registry.tmp");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        };
+        write("enabled");
+        let mut w = Watched::open(&path).unwrap();
+        assert!(!w.refresh().unwrap());
+        write("disabled");
+        assert!(w.refresh().unwrap());
+        assert_eq!(
+            w.current.identity("d", None).unwrap().status,
+            Status::Disabled
+        );
+        std::fs::write(&path, "{").unwrap();
+        assert!(w.refresh().is_err());
+        assert!(
+            !w.refresh().unwrap(),
+            "the same broken version is reported once"
+        );
+        assert_eq!(
+            w.current.identity("d", None).unwrap().status,
+            Status::Disabled
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,375 @@
+//! `tether hub --registry FILE --port PORT [--x509-port PORT2] --dir DIR`: the local IoT Hub
+//! stand-in. Makes a test PKI in DIR when absent, writes a mosquitto configuration (TLS 1.2
+//! only, the hub's four ECDHE suites, the `tether-hub` auth plugin), runs mosquitto on
+//! 127.0.0.1 in the foreground and stops it on SIGINT/SIGTERM.
+//!
+//! SAS devices connect on PORT; X.509 devices on PORT2 (mosquitto only asks for a client
+//! certificate on a listener that requires one). The plugin (`libtether_hub.so`) is found, in
+//! this order, at `$TETHER_HUB_PLUGIN`, beside the `tether` binary (cargo's target folder),
+//! at `../lib/tether/` from the binary (an install prefix), then in `/usr/local/lib/tether/`
+//! and `/usr/lib/tether/`.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tether::{Code, Error, Result};
+
+use crate::args::{usage_error, Args};
+
+/// The plugin's file name (the `tether-hub` crate's cdylib).
+const PLUGIN_FILE: &str = "libtether_hub.so";
+
+/// The suites IoT Hub accepts, in OpenSSL's names.
+const HUB_CIPHERS: &str = "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:\
+                           ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES256-SHA384";
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn io(e: std::io::Error, what: impl std::fmt::Display) -> Error {
+    Error::new(Code::Io, format!("{what}: {e}"))
+}
+
+/// Looks for an executable on PATH, then in the sbin folders (Debian puts mosquitto in
+/// /usr/sbin, which is not on every user's PATH).
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn require_program(name: &str, package: &str) -> Result<PathBuf> {
+    find_program(name).ok_or_else(|| {
+        Error::new(
+            Code::NotFound,
+            format!("{name} is not installed: install it with `apt-get install -y {package}`"),
+        )
+    })
+}
+
+/// Where the plugin may be, in the order searched.
+fn plugin_candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            out.push(dir.join(PLUGIN_FILE));
+            out.push(dir.join("../lib/tether").join(PLUGIN_FILE));
+        }
+    }
+    out.push(Path::new("/usr/local/lib/tether").join(PLUGIN_FILE));
+    out.push(Path::new("/usr/lib/tether").join(PLUGIN_FILE));
+    out
+}
+
+fn find_plugin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TETHER_HUB_PLUGIN") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::new(
+                Code::NotFound,
+                format!("TETHER_HUB_PLUGIN is {}, which does not exist", p.display()),
+            ))
+        };
+    }
+    let candidates = plugin_candidates();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            Error::new(
+                Code::NotFound,
+                format!(
+                "the hub plugin {PLUGIN_FILE} (package tether-hub) was not found in {}: build it \
+                 with `cargo build -p tether-hub` (same profile as this tether binary), or set \
+                 TETHER_HUB_PLUGIN to its path",
+                looked.join(", ")
+            ),
+            )
+        })
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .map_err(|e| io(e, "cannot run openssl"))?;
+    if !out.status.success() {
+        return Err(Error::new(
+            Code::Io,
+            format!(
+                "openssl {} failed: {}",
+                args.first().unwrap_or(&""),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Makes `DIR/ca.pem` (+ `ca.key`, to issue device certificates) and a server certificate
+/// for `localhost` and `127.0.0.1`, unless they exist; puts the CA in `DIR/trusted/`.
+fn ensure_pki(dir: &Path) -> Result<()> {
+    let trusted = dir.join("trusted");
+    std::fs::create_dir_all(&trusted).map_err(|e| io(e, trusted.display()))?;
+    let have = |f: &str| dir.join(f).is_file();
+    if have("ca.pem") && have("server.pem") && have("server.key") {
+        return Ok(());
+    }
+    require_program("openssl", "openssl")?;
+    if !(have("ca.pem") && have("ca.key")) {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=tether hub stand-in CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        )?;
+    }
+    std::fs::write(
+        dir.join("server.ext"),
+        "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n\
+         subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .map_err(|e| io(e, "server.ext"))?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "825",
+            "-out",
+            "server.pem",
+            "-extfile",
+            "server.ext",
+        ],
+    )?;
+    std::fs::copy(dir.join("ca.pem"), trusted.join("ca.pem"))
+        .map_err(|e| io(e, "trusted/ca.pem"))?;
+    Ok(())
+}
+
+/// The mosquitto configuration of the stand-in.
+fn config(dir: &Path, plugin: &Path, registry: &Path, port: u16, x509_port: u16) -> String {
+    let d = dir.display();
+    let tls = format!(
+        "certfile {d}/server.pem\nkeyfile {d}/server.key\ntls_version tlsv1.2\nciphers {HUB_CIPHERS}\n"
+    );
+    format!(
+        "# Written by `tether hub`: the local IoT Hub stand-in.\n\
+         # Run as the invoking user (mosquitto would switch to user `mosquitto` when root).\n\
+         user root\n\
+         # false: plugin settings apply to every listener, and the plugin receives TICK events.\n\
+         per_listener_settings false\n\
+         persistence false\n\
+         allow_anonymous false\n\
+         log_dest stderr\n\
+         log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
+         plugin {plugin}\n\
+         plugin_opt_registry {registry}\n\
+         plugin_opt_trust_dir {d}/x509-trust\n\
+         plugin_opt_trusted {d}/trusted\n\
+         \n\
+         # SAS devices\n\
+         listener {port} 127.0.0.1\n{tls}\n\
+         # X.509 devices: OpenSSL checks the chain against x509-trust (kept by the plugin), the\n\
+         # plugin checks the identity.\n\
+         listener {x509_port} 127.0.0.1\n{tls}\
+         capath {d}/x509-trust\n\
+         require_certificate true\n\
+         use_identity_as_username false\n",
+        plugin = plugin.display(),
+        registry = registry.display(),
+    )
+}
+
+/// OpenSSL configuration capping the protocol at TLS 1.2 (`tls_version` is only a minimum).
+const OPENSSL_TLS12: &str = "openssl_conf = openssl_init\n[openssl_init]\nssl_conf = ssl_sect\n\
+    [ssl_sect]\nsystem_default = system_default_sect\n\
+    [system_default_sect]\nMinProtocol = TLSv1.2\nMaxProtocol = TLSv1.2\n";
+
+fn accepts(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+}
+
+fn stop(child: &mut Child) {
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+pub fn run(argv: &[String]) -> Result<()> {
+    let args = Args::parse(argv, &["--registry", "--port", "--x509-port", "--dir"], &[])?;
+    if !args.positionals.is_empty() {
+        return Err(usage_error("hub takes no positional arguments"));
+    }
+    let registry = args
+        .value("--registry")
+        .ok_or_else(|| usage_error("hub needs --registry FILE"))?;
+    let port: u16 = args.number("--port", 0)?;
+    if port == 0 {
+        return Err(usage_error("hub needs --port PORT (1-65535)"));
+    }
+    let default_x509 = port
+        .checked_add(1)
+        .ok_or_else(|| usage_error("--port 65535 leaves no room for the X.509 port"))?;
+    let x509_port: u16 = args.number("--x509-port", default_x509)?;
+    if x509_port == 0 || x509_port == port {
+        return Err(usage_error("--x509-port must be another port than --port"));
+    }
+    let dir = args
+        .value("--dir")
+        .ok_or_else(|| usage_error("hub needs --dir DIR"))?;
+
+    let registry = std::fs::canonicalize(registry)
+        .map_err(|e| Error::new(Code::FileNotReadable, format!("registry {registry}: {e}")))?;
+    std::fs::create_dir_all(dir).map_err(|e| io(e, dir))?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| io(e, dir))?;
+    let mosquitto = require_program("mosquitto", "mosquitto")?;
+    let plugin = find_plugin()?;
+    ensure_pki(&dir)?;
+    std::fs::create_dir_all(dir.join("x509-trust")).map_err(|e| io(e, "x509-trust"))?;
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(&conf, config(&dir, &plugin, &registry, port, x509_port))
+        .map_err(|e| io(e, conf.display()))?;
+    let openssl_conf = dir.join("openssl-tls12.cnf");
+    std::fs::write(&openssl_conf, OPENSSL_TLS12).map_err(|e| io(e, openssl_conf.display()))?;
+
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let mut child = Command::new(&mosquitto)
+        .arg("-c")
+        .arg(&conf)
+        .env("OPENSSL_CONF", &openssl_conf)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| io(e, format!("cannot start {}", mosquitto.display())))?;
+
+    let exited = |child: &mut Child| -> Option<Error> {
+        match child.try_wait() {
+            Ok(Some(status)) => Some(Error::new(
+                Code::Io,
+                format!("mosquitto exited ({status}); its log above says why"),
+            )),
+            _ => None,
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(e) = exited(&mut child) {
+            return Err(e);
+        }
+        if STOP.load(Ordering::SeqCst) {
+            stop(&mut child);
+            return Ok(());
+        }
+        if accepts(port) && accepts(x509_port) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            stop(&mut child);
+            return Err(Error::new(
+                Code::Timeout,
+                format!("mosquitto did not accept on ports {port} and {x509_port} within 15 s"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("ready sas={port} x509={x509_port}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    loop {
+        if let Some(e) = exited(&mut child) {
+            return Err(e);
+        }
+        if STOP.load(Ordering::SeqCst) {
+            stop(&mut child);
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_has_both_listeners_tls12_and_the_plugin() {
+        let c = config(
+            Path::new("/d"),
+            Path::new("/p/libtether_hub.so"),
+            Path::new("/r.json"),
+            8883,
+            8884,
+        );
+        assert!(c.contains("per_listener_settings false\n"));
+        assert!(c.contains("plugin /p/libtether_hub.so\nplugin_opt_registry /r.json\n"));
+        assert!(c.contains("listener 8883 127.0.0.1\n"));
+        assert!(c.contains("listener 8884 127.0.0.1\n"));
+        assert_eq!(c.matches("tls_version tlsv1.2\n").count(), 2);
+        assert_eq!(c.matches(HUB_CIPHERS).count(), 2);
+        assert!(c.contains("require_certificate true\nuse_identity_as_username false\n"));
+    }
+}
