@@ -396,7 +396,7 @@ fn an_unreachable_hub_is_retried_with_growing_delays() {
 }
 
 fn cli(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tether"))
+    common::target_command(env!("CARGO_BIN_EXE_tether"))
         .args(args)
         .envs(envs.iter().copied())
         .output()
@@ -477,7 +477,7 @@ fn cli_listen_prints_c2d_and_answers_methods() {
     let ca = Pki::shared().path("ca.pem");
     let cs = format!("HostName=localhost;DeviceId={DEVICE};SharedAccessSignature={token}");
     let responses = Subscriber::start(broker.port, "$iothub/methods/res/#");
-    let mut listen = Command::new(env!("CARGO_BIN_EXE_tether"))
+    let mut listen = common::target_command(env!("CARGO_BIN_EXE_tether"))
         .args([
             "listen",
             "--count",

@@ -507,12 +507,34 @@ pub fn server_hello(version: u16, suite: u16) -> Vec<u8> {
     record
 }
 
+/// A command that runs `program`, a binary built for the test target: through
+/// `TETHER_TEST_RUNNER` when it is set (a cross target under qemu-user, which cannot start a
+/// foreign binary by itself without binfmt: `.ci/arm` sets it to the cargo runner), else directly.
+pub fn target_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match std::env::var("TETHER_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut cmd = Command::new(words.next().unwrap());
+            cmd.args(words).arg(program);
+            cmd
+        }
+        _ => Command::new(program),
+    }
+}
+
 /// Runs the `tether` CLI and returns (exit code, stdout, stderr).
 pub fn tether_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+    let out = target_command(env!("CARGO_BIN_EXE_tether"))
         .args(args)
         .output()
         .expect("the tether binary runs");
+    assert!(
+        !(out.status.code() == Some(127) && out.stdout.is_empty()),
+        "the tether binary did not start (exit 127: {}). A cross-built test under qemu-user \
+         needs TETHER_TEST_RUNNER set to the cargo runner, e.g. \
+         TETHER_TEST_RUNNER=\"qemu-arm -L /usr/arm-linux-gnueabihf\" (see .ci/arm)",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
