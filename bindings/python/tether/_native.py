@@ -203,6 +203,11 @@ PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     # identity primitives
     "tether_sas_token": (c_enum, [c_char_p, c_char_p, c_char_p, c_uint64, c_void_p, c_size_t, _SZ]),
     "tether_dps_derive_key": (c_enum, [c_char_p, c_char_p, c_void_p, c_size_t, _SZ]),
+    "tether_dps_provision": (
+        c_enum,
+        [c_char_p, c_uint16, c_char_p, c_char_p, c_char_p, c_bool, _H, c_uint32,
+         c_void_p, c_size_t, _SZ, c_void_p, c_size_t, _SZ],
+    ),
     "tether_x509_thumbprint": (c_enum, [c_void_p, c_size_t, c_uint32, c_void_p, c_size_t, _SZ]),
     "tether_connection_string_parse": (c_enum, [c_char_p, _HOUT]),
     "tether_connection_string_free": (None, [_H]),

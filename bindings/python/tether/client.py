@@ -279,14 +279,40 @@ class DeviceClient(Managed):
         return cls(out.value)
 
     @classmethod
-    def from_dps(cls, *args: Any, **kwargs: Any) -> "DeviceClient":
-        """Not available: the C API offers DPS primitives (key derivation, topics, payload
-        parsing) but no provisioning flow yet. Provision with your own MQTT client or the
-        CLI, then use ``from_connection_string``."""
-        raise NotImplementedError(
-            "DPS provisioning is not in the C API yet; use tether.derive_key and "
-            "from_connection_string with the assigned hub"
+    def from_dps(
+        cls,
+        id_scope: str,
+        registration_id: str,
+        device_key: Optional[str] = None,
+        *,
+        group_enrollment: bool = False,
+        endpoint: Optional[str] = None,
+        dps_port: int = 8883,
+        port: int = 8883,
+        ca_file: Optional[str] = None,
+        cert_file: Optional[str] = None,
+        key_file: Optional[str] = None,
+        timeout: float = 60.0,
+        **options: Any,
+    ) -> "DeviceClient":
+        """Provisions the device through the Device Provisioning Service (see
+        :func:`tether.provision`), then returns a client for the assigned hub and device id:
+        with ``device_key`` (SAS; for a group enrollment the key derived with
+        :func:`tether.derive_key`, and ``group_enrollment=True``), or with ``cert_file`` and
+        ``key_file`` (X.509). Blocks during provisioning; the client is not connected yet."""
+        from .provisioning import provision
+
+        hub, device_id = provision(
+            id_scope, registration_id, device_key, group_enrollment=group_enrollment,
+            endpoint=endpoint, port=dps_port, ca_file=ca_file, cert_file=cert_file,
+            key_file=key_file, timeout=timeout,
         )
+        if device_key is not None:
+            cs = f"HostName={hub};DeviceId={device_id};SharedAccessKey={device_key}"
+            return cls.from_connection_string(cs, ca_file=ca_file, port=port, **options)
+        if cert_file is None or key_file is None:
+            raise ValueError("from_dps needs device_key, or cert_file and key_file")
+        return cls.from_x509(hub, device_id, cert_file, key_file, ca_file=ca_file, port=port, **options)
 
     # -- connection -----------------------------------------------------------------
 

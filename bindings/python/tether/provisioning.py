@@ -1,0 +1,51 @@
+"""Device Provisioning Service: which IoT Hub does this device belong to?"""
+
+import ctypes
+from ctypes import byref, c_size_t
+from typing import Optional, Tuple
+
+from ._native import check, cstr, lib as _lib
+from .client import TlsConfig
+
+
+def provision(
+    id_scope: str,
+    registration_id: str,
+    device_key: Optional[str] = None,
+    *,
+    group_enrollment: bool = False,
+    endpoint: Optional[str] = None,
+    port: int = 8883,
+    ca_file: Optional[str] = None,
+    cert_file: Optional[str] = None,
+    key_file: Optional[str] = None,
+    timeout: float = 60.0,
+) -> Tuple[str, str]:
+    """Registers the device with DPS and returns ``(assigned_hub, device_id)``.
+
+    TLS 1.2 under the IoT Hub policy to ``endpoint`` (default
+    ``global.azure-devices-provisioning.net``), MQTT as the registration id, register, then
+    poll while DPS answers 202 (waiting its retry-after), all within ``timeout`` seconds.
+    Authenticates with ``device_key`` (an individual enrollment's key, or for a group
+    enrollment the key from :func:`tether.derive_key` with ``group_enrollment=True``) or, when
+    it is ``None``, with ``cert_file`` and ``key_file``. Raises :class:`tether.TetherError`
+    naming DPS's refusal."""
+    tls = None
+    if ca_file or cert_file or key_file:
+        tls = TlsConfig(ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+    try:
+        hub = ctypes.create_string_buffer(256)
+        device = ctypes.create_string_buffer(136)
+        hub_len, device_len = c_size_t(0), c_size_t(0)
+        check(
+            _lib.tether_dps_provision(
+                cstr(endpoint), port, cstr(id_scope), cstr(registration_id), cstr(device_key),
+                group_enrollment, tls._ptr() if tls is not None else None,
+                max(1, int(timeout * 1000)), hub, len(hub), byref(hub_len), device, len(device),
+                byref(device_len),
+            )
+        )
+        return hub.raw[: hub_len.value].decode(), device.raw[: device_len.value].decode()
+    finally:
+        if tls is not None:
+            tls.close()
