@@ -2,7 +2,8 @@
 //! cross-built and installed into a prefix with `cmake/install.sh --target`, the installed CLI
 //! answers known inputs under qemu-user, and the C example, cross-built with CMake and our
 //! toolchain file against that prefix (static and shared), completes a TLS 1.2 handshake with
-//! a TLS-1.2-only mosquitto listener on 127.0.0.1. The C ABI contract program of
+//! a TLS-1.2-only mosquitto listener on 127.0.0.1, and the cross-built `telemetry_sas` sends
+//! telemetry through the local IoT Hub stand-in under qemu. The C ABI contract program of
 //! tests/c_abi.rs (tests/c/abi_checks.c) is cross-compiled through the installed pkg-config
 //! file and runs under qemu as well.
 //!
@@ -309,8 +310,12 @@ fn cmake_cross_built_example_talks_tls12_to_the_local_broker(t: &Target) {
         pki,
         "allow_anonymous true",
     ));
+    let mut static_build = None;
     for link_static in ["ON", "OFF"] {
         let build = temp_dir(&format!("cmake-{}", t.rust));
+        if link_static == "ON" {
+            static_build = Some(build.clone());
+        }
         run(Command::new("cmake")
             .arg("-S")
             .arg(root().join("c-examples"))
@@ -346,6 +351,103 @@ fn cmake_cross_built_example_talks_tls12_to_the_local_broker(t: &Target) {
             "static={link_static}\nbroker log:\n{}",
             broker.log()
         );
+    }
+    // The cross-built device example sends telemetry through the local IoT Hub stand-in
+    // (host `tether hub`: mosquitto with the plugin verifying the SAS token it makes).
+    let hub = StandIn::start("arm-dev", ARM_DEVICE_KEY);
+    let program = static_build.expect("built").join("telemetry_sas");
+    let out = run(t
+        .emulated(&program)
+        .arg("3")
+        .env(
+            "TETHER_CONNECTION_STRING",
+            format!(
+                "HostName=arm-hub.azure-devices.net;DeviceId=arm-dev;\
+                 SharedAccessKey={ARM_DEVICE_KEY};GatewayHostName=localhost"
+            ),
+        )
+        .env("TETHER_PORT", hub.port.to_string())
+        .env("TETHER_CA_FILE", hub.dir.join("ca.pem")));
+    assert!(text(&out).0.ends_with("acked 3\n"), "{:?}", text(&out));
+    assert!(hub.log().contains("accepted \"arm-dev\""), "{}", hub.log());
+}
+
+const ARM_DEVICE_KEY: &str = "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg=";
+
+/// The local IoT Hub stand-in (`tether hub`, built for the host) with one SAS device.
+struct StandIn {
+    child: std::process::Child,
+    port: u16,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl StandIn {
+    fn start(device: &str, key: &str) -> StandIn {
+        use std::io::BufRead;
+        let cli = PathBuf::from(env!("CARGO_BIN_EXE_tether"));
+        assert!(
+            cli.with_file_name("libtether_hub.so").is_file(),
+            "the hub plugin is missing beside {}: run `cargo build --workspace --lib` (.ci/test does)",
+            cli.display()
+        );
+        let root = temp_dir("arm-hub");
+        let dir = root.join("hub");
+        let registry = root.join("registry.json");
+        std::fs::write(
+            &registry,
+            format!(
+                "{{\"hostName\": \"arm-hub.azure-devices.net\", \"certificateAuthorities\": [], \
+                 \"devices\": [{{\"deviceId\": \"{device}\", \"status\": \"enabled\", \
+                 \"authentication\": {{\"type\": \"sas\", \"symmetricKey\": \
+                 {{\"primaryKey\": \"{key}\"}}}}}}]}}"
+            ),
+        )
+        .unwrap();
+        let (port, x509) = (common::free_port(), common::free_port());
+        let log = root.join("hub.log");
+        let mut child = Command::new(&cli)
+            .args(["hub", "--registry"])
+            .arg(&registry)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--x509-port",
+                &x509.to_string(),
+                "--dir",
+            ])
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("tether hub starts");
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+        let hub = StandIn {
+            child,
+            port,
+            dir,
+            log,
+        };
+        assert_eq!(
+            line.trim(),
+            format!("ready sas={port} x509={x509}"),
+            "{}",
+            hub.log()
+        );
+        hub
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

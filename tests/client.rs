@@ -361,10 +361,16 @@ fn qos1_messages_survive_a_broker_restart() {
     let acked = wait_acks(&mut c, &lost, Duration::from_secs(20));
     assert_eq!(acked.len(), 10, "acked {acked:?}");
     let got = sub.messages(Duration::from_secs(2));
+    // At least once: every message arrives; QoS 1 allows duplicates, which are counted.
+    let mut duplicates = 0;
     for i in 0..10 {
         let line = format!("devices/dev-1/messages/events/ during {i}");
-        assert!(got.contains(&line), "{line} missing from {got:?}");
+        let copies = got.iter().filter(|l| **l == line).count();
+        assert!(copies >= 1, "{line} missing from {got:?}");
+        duplicates += copies - 1;
     }
+    assert_eq!(got.len(), 10 + duplicates, "only our messages: {got:?}");
+    eprintln!("broker restart: 10 of 10 QoS 1 messages delivered, {duplicates} duplicates");
     drop(broker);
 }
 
