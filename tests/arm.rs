@@ -446,7 +446,10 @@ impl StandIn {
 
 impl Drop for StandIn {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM, so that `tether hub` stops its mosquitto too (SIGKILL would orphan it).
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
