@@ -240,19 +240,7 @@ impl Client {
                 self.stream = Some(stream);
             }
             Err(e) => {
-                let retriable = matches!(
-                    e.code(),
-                    Code::Io
-                        | Code::Timeout
-                        | Code::ConnectFailed
-                        | Code::DnsFailed
-                        | Code::ConnectionClosed
-                );
-                let why = if retriable {
-                    Disconnect::Retriable(e)
-                } else {
-                    Disconnect::Fatal(e)
-                };
+                let why = Disconnect::for_error(e);
                 self.after_disconnect(&why, now);
                 self.events.push_back(Event::Disconnected(why));
             }

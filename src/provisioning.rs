@@ -16,7 +16,9 @@ use rustls::{ClientConfig, ClientConnection};
 use crate::auth::sas::{write_token, Resource, SasKey, MAX_TOKEN_LEN};
 use crate::error::{Code, Error, Result};
 use crate::handshake::{self, connect_tcp, io_error};
-use crate::mqtt::codec::{self, Connect, Decoded, Packet, Publish, DEFAULT_MAX_PACKET_SIZE};
+use crate::mqtt::codec::{
+    self, encode_to_vec, Connect, Decoded, Packet, Publish, DEFAULT_MAX_PACKET_SIZE,
+};
 use crate::mqtt::dps;
 use crate::mqtt::topics::build_string;
 
@@ -178,10 +180,7 @@ fn publish(topic: &str, payload: &[u8], pkid: u16) -> Result<Vec<u8>> {
         pkid,
         dup: false,
     };
-    let mut buf = vec![0u8; p.encoded_len()?];
-    let n = p.encode(&mut buf)?;
-    buf.truncate(n);
-    Ok(buf)
+    encode_to_vec(p.encoded_len(), |b| p.encode(b))
 }
 
 /// Registers the device with DPS; `now_unix` is the device clock (for the SAS token).
@@ -256,9 +255,9 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
         clean_session: true,
         will: None,
     };
-    let mut bytes = zeroize::Zeroizing::new(vec![0u8; connect.encoded_len()?]);
-    let n = connect.encode(&mut bytes)?;
-    link.send(&bytes[..n])?;
+    let bytes =
+        zeroize::Zeroizing::new(encode_to_vec(connect.encoded_len(), |b| connect.encode(b))?);
+    link.send(&bytes)?;
     loop {
         if let Received::ConnAck(code) = link.receive(deadline)? {
             code.result()
@@ -267,9 +266,9 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
         }
     }
     let filters = [(dps::DPS_SUBSCRIBE_TOPIC, 1u8)];
-    let mut sub = vec![0u8; codec::subscribe_len(1, &filters)?];
-    let n = codec::encode_subscribe(1, &filters, &mut sub)?;
-    link.send(&sub[..n])?;
+    link.send(&encode_to_vec(codec::subscribe_len(1, &filters), |b| {
+        codec::encode_subscribe(1, &filters, b)
+    })?)?;
     loop {
         if let Received::SubAck(codes) = link.receive(deadline)? {
             if codes.first() == Some(&0x80) {
@@ -291,9 +290,8 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
         let parsed = dps::parse_response_body(&body)?;
         match status {
             200 => {
-                let mut disconnect = [0u8; 2];
-                if let Ok(n) = codec::encode_disconnect(&mut disconnect) {
-                    let _ = link.send(&disconnect[..n]);
+                if let Ok(bytes) = encode_to_vec(Ok(2), codec::encode_disconnect) {
+                    let _ = link.send(&bytes);
                 }
                 return match (parsed.status, parsed.assigned_hub, parsed.device_id) {
                     (Some("assigned"), Some(hub), Some(device)) => {

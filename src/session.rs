@@ -28,7 +28,9 @@ use crate::auth::connection_string::{ConnectionString, Credential, KeySlot};
 use crate::auth::sas::{renew_at, write_token, Resource, MAX_TOKEN_LEN};
 use crate::error::{Code, Error, Result};
 use crate::handshake::{self, HelloSniffer};
-use crate::mqtt::codec::{self, Connect, Decoded, Packet, Publish, DEFAULT_MAX_PACKET_SIZE};
+use crate::mqtt::codec::{
+    self, encode_to_vec, Connect, Decoded, Packet, Publish, DEFAULT_MAX_PACKET_SIZE,
+};
 use crate::mqtt::properties::{parse_bag, PropertyBag};
 use crate::mqtt::topics::{self, TwinTopic, UsernameOptions};
 use crate::verify;
@@ -178,6 +180,27 @@ pub enum Disconnect {
 }
 
 impl Disconnect {
+    /// How a failed connection ends: retriable for network and transient server failures
+    /// (I/O, timeouts, refused or closed connections, name resolution, CONNACK 1-3, a
+    /// malformed packet), fatal for everything retrying will not fix.
+    pub fn for_error(error: Error) -> Disconnect {
+        let retriable = matches!(
+            error.code(),
+            Code::Io
+                | Code::Timeout
+                | Code::ConnectionClosed
+                | Code::ConnectFailed
+                | Code::DnsFailed
+                | Code::MqttConnectionRefused
+                | Code::MqttMalformed
+        );
+        if retriable {
+            Disconnect::Retriable(error)
+        } else {
+            Disconnect::Fatal(error)
+        }
+    }
+
     /// The error behind this disconnection, if any.
     pub fn error(&self) -> Option<&Error> {
         match self {
@@ -318,13 +341,6 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn encode(len: Result<usize>, write: impl FnOnce(&mut [u8]) -> Result<usize>) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; len?];
-    let n = write(&mut buf)?;
-    buf.truncate(n);
-    Ok(buf)
-}
-
 fn filters(sub: Subscription, device: &str) -> Result<Vec<String>> {
     Ok(match sub {
         Subscription::C2d => vec![topics::build_string(|s| {
@@ -427,7 +443,8 @@ impl Session {
             clean_session: true,
             will: None,
         };
-        let bytes = zeroize::Zeroizing::new(encode(connect.encoded_len(), |b| connect.encode(b))?);
+        let bytes =
+            zeroize::Zeroizing::new(encode_to_vec(connect.encoded_len(), |b| connect.encode(b))?);
         tls.writer()
             .write_all(&bytes)
             .map_err(|e| Error::new(Code::Io, format!("TLS buffer: {e}")))?;
@@ -653,7 +670,7 @@ impl Session {
                 let topic = publish.topic;
                 let payload = publish.payload.to_vec();
                 if publish.qos == 1 {
-                    let ack = encode(Ok(4), |b| codec::encode_puback(publish.pkid, b))?;
+                    let ack = encode_to_vec(Ok(4), |b| codec::encode_puback(publish.pkid, b))?;
                     self.write(&ack, now_ms)?;
                 }
                 self.on_publish(topic, payload)
@@ -812,7 +829,7 @@ impl Session {
             && link.ping_deadline_ms.is_none()
         {
             link.ping_deadline_ms = Some(now_ms.saturating_add(keep_alive_ms));
-            let ping = encode(Ok(2), codec::encode_pingreq)?;
+            let ping = encode_to_vec(Ok(2), codec::encode_pingreq)?;
             self.write(&ping, now_ms)?;
         }
         Ok(())
@@ -874,7 +891,7 @@ impl Session {
 
     fn send_disconnect(&mut self, now_ms: u64) {
         if self.state == State::Connected {
-            if let Ok(bytes) = encode(Ok(2), codec::encode_disconnect) {
+            if let Ok(bytes) = encode_to_vec(Ok(2), codec::encode_disconnect) {
                 let _ = self.write(&bytes, now_ms);
             }
         }
@@ -884,21 +901,7 @@ impl Session {
     }
 
     fn fail(&mut self, error: Error) {
-        let retriable = matches!(
-            error.code(),
-            Code::Io
-                | Code::Timeout
-                | Code::ConnectionClosed
-                | Code::ConnectFailed
-                | Code::DnsFailed
-                | Code::MqttConnectionRefused
-                | Code::MqttMalformed
-        );
-        self.close(if retriable {
-            Disconnect::Retriable(error)
-        } else {
-            Disconnect::Fatal(error)
-        });
+        self.close(Disconnect::for_error(error));
     }
 
     /// Ends the transport connection. The link's buffered output (a DISCONNECT, an alert)
@@ -938,7 +941,7 @@ impl Session {
             pkid,
             dup,
         };
-        let bytes = encode(publish.encoded_len(), |b| publish.encode(b))?;
+        let bytes = encode_to_vec(publish.encoded_len(), |b| publish.encode(b))?;
         self.write(&bytes, now_ms)
     }
 
@@ -1037,7 +1040,7 @@ impl Session {
         }
         let pkid = self.allocate_pkid();
         let with_qos: Vec<(&str, u8)> = all.iter().map(|f| (f.as_str(), 1u8)).collect();
-        let bytes = encode(codec::subscribe_len(pkid, &with_qos), |b| {
+        let bytes = encode_to_vec(codec::subscribe_len(pkid, &with_qos), |b| {
             codec::encode_subscribe(pkid, &with_qos, b)
         })?;
         self.write(&bytes, now_ms)?;

@@ -93,6 +93,18 @@ impl ConnectReturnCode {
     }
 }
 
+/// Encodes one packet into a new buffer: `len` is the packet's encoded size (from its
+/// `encoded_len` or `*_len` function), `write` one of the encoders in this module.
+pub fn encode_to_vec(
+    len: Result<usize>,
+    write: impl FnOnce(&mut [u8]) -> Result<usize>,
+) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len?];
+    let n = write(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
 /// A last-will message for CONNECT.
 #[derive(Clone, Copy, Debug)]
 pub struct Will<'a> {
