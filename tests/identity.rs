@@ -506,7 +506,7 @@ fn cli_connection_string_token_verifies_and_errors_exit_nonzero() {
             "TETHER_RESULT_SAS_KEY_INVALID",
         ),
         (
-            vec!["sas-token", "--resource", "h/devices/a", "--key", "AAAA"],
+            vec!["sas-token", "--resource", "h/devices/a"],
             "TETHER_RESULT_INVALID_ARGUMENT",
         ),
         (

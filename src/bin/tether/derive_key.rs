@@ -4,20 +4,26 @@ use tether::auth::dps::derive_device_key;
 use tether::auth::sas::SasKey;
 use tether::Result;
 
-use crate::args::{usage_error, Args};
+/// Print a device's key for a DPS symmetric-key group enrollment
+///
+/// The key is HMAC-SHA256 of the registration id under the group key: derive it on the
+/// production line and store only it on the device, never the group key.
+#[derive(clap::Args, Debug)]
+#[command(after_help = after_help!(
+"  tether derive-key --group-key \"$GROUP_KEY\" --registration-id sn-007"
+))]
+pub struct DeriveKeyArgs {
+    /// The enrollment group's key (base64)
+    #[arg(long, value_name = "K")]
+    group_key: String,
+    /// The device's registration id
+    #[arg(long, value_name = "ID")]
+    registration_id: String,
+}
 
-pub fn run(argv: &[String]) -> Result<()> {
-    let args = Args::parse(argv, &["--group-key", "--registration-id"], &[])?;
-    if !args.positionals.is_empty() {
-        return Err(usage_error("derive-key takes no positional arguments"));
-    }
-    let group = args
-        .value("--group-key")
-        .ok_or_else(|| usage_error("derive-key needs --group-key K"))?;
-    let id = args
-        .value("--registration-id")
-        .ok_or_else(|| usage_error("derive-key needs --registration-id ID"))?;
-    let key = derive_device_key(&SasKey::from_base64_named(group, "group key")?, id)?;
+pub fn run(args: DeriveKeyArgs) -> Result<()> {
+    let group = SasKey::from_base64_named(&args.group_key, "group key")?;
+    let key = derive_device_key(&group, &args.registration_id)?;
     println!("{}", key.to_base64().as_str());
     Ok(())
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tether::{Code, Error, Result};
 
-use crate::args::{usage_error, Args};
+use crate::opts::usage_error;
 
 /// The plugin's file name (the `tether-hub` crate's cdylib).
 const PLUGIN_FILE: &str = "libtether_hub.so";
@@ -256,28 +256,44 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-pub fn run(argv: &[String]) -> Result<()> {
-    let args = Args::parse(argv, &["--registry", "--port", "--x509-port", "--dir"], &[])?;
-    if !args.positionals.is_empty() {
-        return Err(usage_error("hub takes no positional arguments"));
-    }
-    let registry = args
-        .value("--registry")
-        .ok_or_else(|| usage_error("hub needs --registry FILE"))?;
-    let port: u16 = args.number("--port", 0)?;
-    if port == 0 {
-        return Err(usage_error("hub needs --port PORT (1-65535)"));
-    }
-    let default_x509 = port
-        .checked_add(1)
-        .ok_or_else(|| usage_error("--port 65535 leaves no room for the X.509 port"))?;
-    let x509_port: u16 = args.number("--x509-port", default_x509)?;
-    if x509_port == 0 || x509_port == port {
+/// Run the local IoT Hub stand-in: mosquitto under IoT Hub's rules
+///
+/// mosquitto with IoT Hub's TLS policy and the tether-hub plugin, which checks every device
+/// against the registry file (SAS tokens, X.509 thumbprints or CAs, status, topics). Listens on 127.0.0.1: SAS devices on --port, X.509 devices on --x509-port. Makes a test
+/// PKI in DIR when absent (devices trust DIR/ca.pem). Prints `ready sas=PORT x509=PORT2` when
+/// both ports accept; stops on Ctrl-C or SIGTERM. Needs mosquitto, openssl and the plugin
+/// (libtether_hub.so: `cargo build --workspace`).
+#[derive(clap::Args, Debug)]
+#[command(after_help = after_help!(
+"  tether hub --registry hub/example-registry.json --port 8883 --dir /tmp/hub
+  tether hub --registry registry.json --port 9000 --x509-port 9443 --dir hub-pki"
+))]
+pub struct HubArgs {
+    /// The identity registry (JSON, IoT Hub's device identity shape); re-read when it changes
+    #[arg(long, value_name = "FILE")]
+    registry: String,
+    /// Port for SAS devices
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    port: u16,
+    /// Port for X.509 devices [default: PORT + 1]
+    #[arg(long, value_name = "PORT2", value_parser = clap::value_parser!(u16).range(1..))]
+    x509_port: Option<u16>,
+    /// Folder for the PKI, the broker configuration and the trusted certificates
+    #[arg(long, value_name = "DIR")]
+    dir: String,
+}
+
+pub fn run(args: HubArgs) -> Result<()> {
+    let (registry, port, dir) = (args.registry.as_str(), args.port, args.dir.as_str());
+    let x509_port = match args.x509_port {
+        Some(p) => p,
+        None => port
+            .checked_add(1)
+            .ok_or_else(|| usage_error("--port 65535 leaves no room for the X.509 port"))?,
+    };
+    if x509_port == port {
         return Err(usage_error("--x509-port must be another port than --port"));
     }
-    let dir = args
-        .value("--dir")
-        .ok_or_else(|| usage_error("hub needs --dir DIR"))?;
 
     let registry = std::fs::canonicalize(registry)
         .map_err(|e| Error::new(Code::FileNotReadable, format!("registry {registry}: {e}")))?;

@@ -1,88 +1,183 @@
-//! `tether`: the command-line tool. Each subcommand lives in its own module.
+//! `tether`: the command-line tool. One module per subcommand, each with its own
+//! `#[derive(clap::Args)]` struct and a `run`; [`Command`] has one variant per module.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-mod args;
+use clap::{CommandFactory, Parser, Subcommand};
+use tether::{Code, Result};
+
+/// The exit statuses, listed in every help text.
+macro_rules! exit_codes {
+    () => {
+        "Exit status: 0 success, 1 other failure, 2 usage error, 3 TLS or certificate,\n\
+         4 identity (key, token, certificate, refused credentials), 5 MQTT, 6 network."
+    };
+}
+
+/// A subcommand's help footer: its examples, then the exit statuses.
+macro_rules! after_help {
+    ($examples:literal) => {
+        concat!("Examples:\n", $examples, "\n\n", exit_codes!())
+    };
+}
+
+mod completions;
 mod derive_key;
 mod device;
 mod hub;
 mod listen;
+mod opts;
 mod sas_token;
 mod send;
 mod thumbprint;
 mod tls_check;
+mod twin;
 
-const USAGE: &str = "\
-usage: tether <command> [options]
+/// Connect devices to Azure IoT Hub under its TLS policy: check servers, make tokens and
+/// keys, send and receive as a device, run a local IoT Hub stand-in.
+#[derive(Parser, Debug)]
+#[command(
+    name = "tether",
+    version = tether::VERSION,
+    arg_required_else_help = true,
+    after_help = concat!(
+        "Every command that connects reads the same environment when its flag is absent:\n\
+         TETHER_CONNECTION_STRING, TETHER_CA_FILE, TETHER_PORT, TETHER_CERT_FILE, TETHER_KEY_FILE.\n\
+         `tether help COMMAND` or `tether COMMAND --help` shows a command's options and examples.\n\n",
+        exit_codes!()
+    )
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-commands:
-  tls-check HOST[:PORT] [--ca FILE] [--cert FILE --key FILE] [--tls13] [--timeout SECONDS]
-      Connect with the IoT Hub TLS policy (TLS 1.2, strong ECDHE suites; default port 8883)
-      and print the negotiated version and suite, then the server chain.
-  sas-token --resource R --key K (--expiry UNIX | --ttl SECONDS) [--key-name N]
-  sas-token --connection-string CS [--ttl SECONDS]
-      Print a SAS token (R is the unencoded HOST/devices/ID[/modules/ID] or
-      SCOPE/registrations/ID; default lifetime 3600 s).
-  derive-key --group-key K --registration-id ID
-      Print a device's key for a DPS symmetric-key group enrollment.
-  thumbprint FILE
-      Print the SHA1 and SHA256 thumbprints of a certificate (PEM or DER).
-  send [--count N] [--qos 0|1] [--property K=V]... MESSAGE
-      Send telemetry as the device; prints 'sent N acked M' and succeeds only when every
-      QoS 1 message was acknowledged.
-  listen [--status N] [--count N] [--timeout SECONDS]
-      Print cloud-to-device messages and direct-method requests (answered with status N,
-      default 200).
-      send and listen take [--connection-string CS] [--ca FILE] [--port N]
-      [--cert FILE --key FILE] [--ttl SECONDS] [-v], defaulting to TETHER_CONNECTION_STRING,
-      TETHER_CA_FILE, TETHER_PORT, TETHER_CERT_FILE and TETHER_KEY_FILE.
-  hub --registry FILE --port PORT [--x509-port PORT2] --dir DIR
-      Run the local IoT Hub stand-in: mosquitto on 127.0.0.1 with TLS 1.2, the hub's suites
-      and the tether-hub plugin checking SAS tokens and X.509 devices against the registry
-      (SAS devices on PORT, X.509 devices on PORT2, default PORT+1). Makes a test PKI in DIR
-      when absent (devices trust DIR/ca.pem). Prints `ready sas=PORT x509=PORT2`; stops on
-      Ctrl-C or SIGTERM.
-  version
-      Print the library version.
-";
+#[derive(Subcommand, Debug)]
+enum Command {
+    TlsCheck(tls_check::TlsCheckArgs),
+    SasToken(sas_token::SasTokenArgs),
+    DeriveKey(derive_key::DeriveKeyArgs),
+    Thumbprint(thumbprint::ThumbprintArgs),
+    Send(send::SendArgs),
+    Listen(listen::ListenArgs),
+    Twin(twin::TwinArgs),
+    Hub(hub::HubArgs),
+    Completions(completions::CompletionsArgs),
+    /// Print the library version
+    #[command(after_help = exit_codes!())]
+    Version,
+}
 
-fn main() -> ExitCode {
-    let mut argv = std::env::args().skip(1);
-    let command = argv.next();
-    let rest: Vec<String> = argv.collect();
-    let result = match command.as_deref() {
-        Some("tls-check") => tls_check::run(&rest),
-        Some("sas-token") => sas_token::run(&rest),
-        Some("derive-key") => derive_key::run(&rest),
-        Some("thumbprint") => thumbprint::run(&rest),
-        Some("send") => send::run(&rest),
-        Some("listen") => listen::run(&rest),
-        Some("hub") => hub::run(&rest),
-        Some("version" | "--version" | "-V") => {
-            println!("tether {}", tether::VERSION);
-            Ok(())
-        }
-        Some("help" | "--help" | "-h") => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        Some(other) => Err(args::usage_error(format!("unknown command \"{other}\""))),
-        None => Err(args::usage_error("no command given")),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tether: {e} ({})", e.code().name());
-            if e.code() == tether::Code::InvalidArgument {
-                eprint!("{USAGE}");
+impl Command {
+    fn run(self) -> Result<()> {
+        match self {
+            Command::TlsCheck(args) => tls_check::run(args),
+            Command::SasToken(args) => sas_token::run(args),
+            Command::DeriveKey(args) => derive_key::run(args),
+            Command::Thumbprint(args) => thumbprint::run(args),
+            Command::Send(args) => send::run(args),
+            Command::Listen(args) => listen::run(args),
+            Command::Twin(args) => twin::run(args),
+            Command::Hub(args) => hub::run(args),
+            Command::Completions(args) => completions::run(args),
+            Command::Version => {
+                println!("tether {}", tether::VERSION);
+                Ok(())
             }
-            ExitCode::from(exit_code(e.code()))
         }
     }
 }
 
+fn main() -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e, &argv),
+    };
+    match cli.command.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e.code();
+            if code == Code::InvalidArgument {
+                usage_line(&e.to_string(), &argv);
+            } else {
+                eprintln!("tether: {e} ({})", code.name());
+            }
+            ExitCode::from(exit_code(code))
+        }
+    }
+}
+
+/// Help and version go to standard output with status 0; anything else clap refuses is a
+/// usage error in one line.
+fn clap_error(e: clap::Error, argv: &[OsString]) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        // `tether` alone: the overview, on standard error, as a usage error.
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(2)
+        }
+        _ => {
+            usage_line(&clap_cause(&e), argv);
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints `tether: CAUSE (TETHER_RESULT_INVALID_ARGUMENT); try 'tether CMD --help'`.
+fn usage_line(cause: &str, argv: &[OsString]) {
+    eprintln!(
+        "tether: {cause} ({}); try '{} --help'",
+        Code::InvalidArgument.name(),
+        command_path(argv)
+    );
+}
+
+/// The cause of a clap error (and its tips) on one line, without the usage it appends.
+fn clap_cause(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut cause = String::new();
+    for paragraph in text.split("\n\n") {
+        let paragraph = paragraph.trim();
+        if let Some(rest) = paragraph.strip_prefix("error: ") {
+            cause = squash(rest);
+        } else if let Some(tip) = paragraph.strip_prefix("tip: ") {
+            cause = format!("{cause} ({})", squash(tip));
+        }
+    }
+    if cause.is_empty() {
+        squash(&text)
+    } else {
+        cause
+    }
+}
+
+/// `tether` followed by the subcommands named on the command line, e.g. `tether twin get`.
+fn command_path(argv: &[OsString]) -> String {
+    let mut cmd = Cli::command();
+    let mut path = vec!["tether".to_owned()];
+    for arg in argv.iter().skip(1).filter_map(|a| a.to_str()) {
+        if arg.starts_with('-') {
+            continue;
+        }
+        let Some(sub) = cmd.find_subcommand(arg).cloned() else {
+            break;
+        };
+        path.push(sub.get_name().to_owned());
+        cmd = sub;
+    }
+    path.join(" ")
+}
+
 /// Exit status by area: 2 usage, 3 TLS, 4 identity, 5 MQTT, 6 network, 1 otherwise.
-fn exit_code(code: tether::Code) -> u8 {
+fn exit_code(code: Code) -> u8 {
     match code as u32 {
         3 => 2,
         100..=199 => 3,
@@ -90,5 +185,16 @@ fn exit_code(code: tether::Code) -> u8 {
         300..=399 => 5,
         400..=499 => 6,
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

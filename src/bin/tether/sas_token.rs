@@ -3,9 +3,10 @@
 use rustls::time_provider::TimeProvider;
 use tether::auth::connection_string::ConnectionString;
 use tether::auth::sas::{Expiry, Resource, SasKey, SasToken, DEFAULT_TTL_SECS};
+use tether::client::env;
 use tether::Result;
 
-use crate::args::{usage_error, Args};
+use crate::opts::usage_error;
 
 /// The OS clock, read once here (the library itself never reads the wall clock).
 #[derive(Debug)]
@@ -17,63 +18,83 @@ impl TimeProvider for SystemClock {
     }
 }
 
-pub fn run(argv: &[String]) -> Result<()> {
-    let args = Args::parse(
-        argv,
-        &[
-            "--resource",
-            "--key",
-            "--key-name",
-            "--expiry",
-            "--ttl",
-            "--connection-string",
-        ],
-        &[],
-    )?;
-    if !args.positionals.is_empty() {
-        return Err(usage_error("sas-token takes no positional arguments"));
-    }
-    let ttl = args
-        .value("--ttl")
-        .map(|_| args.number("--ttl", 0u64))
-        .transpose()?;
-    let token = if let Some(cs) = args.value("--connection-string") {
-        for flag in ["--resource", "--key", "--key-name", "--expiry"] {
-            if args.value(flag).is_some() {
-                return Err(usage_error(format!(
-                    "{flag} cannot be combined with --connection-string"
-                )));
-            }
+/// Print a SAS token for a device, a module, a DPS registration or a hub policy
+///
+/// From a resource and a base64 key (--resource, --key), or from a device connection string
+/// (--connection-string, else TETHER_CONNECTION_STRING). The token lives 3600 s unless
+/// --ttl or --expiry says otherwise.
+#[derive(clap::Args, Debug)]
+#[command(after_help = after_help!(
+"  tether sas-token --resource myhub.azure-devices.net/devices/dev1 --key \"$KEY\"
+  tether sas-token --resource SCOPE/registrations/dev1 --key \"$KEY\" --key-name registration --ttl 600
+  tether sas-token --connection-string 'HostName=...;DeviceId=dev1;SharedAccessKey=...'
+  TETHER_CONNECTION_STRING='HostName=...' tether sas-token --ttl 86400"
+))]
+pub struct SasTokenArgs {
+    /// Resource, unencoded: HOST/devices/ID[/modules/ID], HOST, or SCOPE/registrations/ID
+    #[arg(
+        long,
+        value_name = "R",
+        requires = "key",
+        conflicts_with = "connection_string"
+    )]
+    resource: Option<String>,
+    /// Base64 key that signs the token
+    #[arg(long, value_name = "K", requires = "resource")]
+    key: Option<String>,
+    /// Policy or key name (skn), e.g. `registration` for a DPS group enrollment
+    #[arg(long, value_name = "N", requires = "resource")]
+    key_name: Option<String>,
+    /// Expiry as Unix seconds (instead of --ttl)
+    #[arg(
+        long,
+        value_name = "UNIX",
+        conflicts_with = "ttl",
+        requires = "resource"
+    )]
+    expiry: Option<u64>,
+    /// Lifetime in seconds from now [default: 3600]
+    #[arg(long, value_name = "SECONDS")]
+    ttl: Option<u64>,
+    /// Device connection string with SharedAccessKey [env: TETHER_CONNECTION_STRING, when
+    /// --resource is absent]
+    #[arg(long, value_name = "CS")]
+    connection_string: Option<String>,
+}
+
+pub fn run(args: SasTokenArgs) -> Result<()> {
+    let ttl_secs = args.ttl.unwrap_or(DEFAULT_TTL_SECS);
+    let token = match (&args.resource, &args.key) {
+        (Some(resource), Some(key)) => {
+            let expiry = match args.expiry {
+                Some(at) => Expiry::At(at),
+                None => Expiry::In { ttl_secs },
+            };
+            let resource = Resource::parse(resource)?;
+            let key = SasKey::from_base64(key)?;
+            SasToken::generate(
+                &resource,
+                &key,
+                args.key_name.as_deref(),
+                expiry,
+                &SystemClock,
+            )?
         }
-        let cs = ConnectionString::parse(cs)?;
-        let ttl_secs = ttl.unwrap_or(DEFAULT_TTL_SECS);
-        cs.sas_token(Expiry::In { ttl_secs }, &SystemClock)?
-    } else {
-        let resource = args.value("--resource").ok_or_else(|| {
-            usage_error("sas-token needs --resource R --key K, or --connection-string CS")
-        })?;
-        let key = args
-            .value("--key")
-            .ok_or_else(|| usage_error("sas-token needs --key K"))?;
-        let expiry = match (args.value("--expiry"), ttl) {
-            (Some(_), None) => Expiry::At(args.number("--expiry", 0u64)?),
-            (None, Some(ttl_secs)) => Expiry::In { ttl_secs },
-            (Some(_), Some(_)) => return Err(usage_error("give --expiry or --ttl, not both")),
-            (None, None) => {
-                return Err(usage_error(
-                    "sas-token needs --expiry UNIX or --ttl SECONDS",
-                ))
-            }
-        };
-        let resource = Resource::parse(resource)?;
-        let key = SasKey::from_base64(key)?;
-        SasToken::generate(
-            &resource,
-            &key,
-            args.value("--key-name"),
-            expiry,
-            &SystemClock,
-        )?
+        _ => {
+            let cs = match args.connection_string {
+                Some(cs) => cs,
+                None => std::env::var(env::CONNECTION_STRING)
+                    .ok()
+                    .filter(|cs| !cs.is_empty())
+                    .ok_or_else(|| {
+                        usage_error(format!(
+                            "sas-token needs --resource R --key K, --connection-string CS or {}",
+                            env::CONNECTION_STRING
+                        ))
+                    })?,
+            };
+            ConnectionString::parse(&cs)?.sas_token(Expiry::In { ttl_secs }, &SystemClock)?
+        }
     };
     println!("{}", token.as_str());
     Ok(())

@@ -1,16 +1,18 @@
-//! `tether tls-check HOST[:PORT]`: can this device reach that server under the IoT Hub policy?
+//! `tether tls-check [HOST[:PORT]]`: can this device reach that server under the IoT Hub
+//! policy?
 
 use std::time::Duration;
 
+use tether::auth::connection_string::ConnectionString;
 use tether::cert::format_utc;
+use tether::client;
 use tether::handshake;
-use tether::policy::TlsPolicy;
 use tether::Result;
 
-use crate::args::{usage_error, Args};
+use crate::opts::{print_json, usage_error, PortOpt, TlsOpts};
 
-/// Splits `HOST[:PORT]` (IPv6 as `[::1]:PORT`); the default port is IoT Hub's MQTT port.
-fn host_port(target: &str) -> Result<(String, u16)> {
+/// Splits `HOST[:PORT]` (IPv6 as `[::1]:PORT`); without a port, `default_port`.
+fn host_port(target: &str, default_port: u16) -> Result<(String, u16)> {
     let bad_port = |p: &str| usage_error(format!("\"{p}\" is not a port number"));
     if let Some(rest) = target.strip_prefix('[') {
         let (host, after) = rest
@@ -18,7 +20,7 @@ fn host_port(target: &str) -> Result<(String, u16)> {
             .ok_or_else(|| usage_error(format!("\"{target}\": missing ']'")))?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| bad_port(p))?,
-            None => 8883,
+            None => default_port,
         };
         return Ok((host.to_owned(), port));
     }
@@ -26,38 +28,88 @@ fn host_port(target: &str) -> Result<(String, u16)> {
         Some((host, p)) if !host.contains(':') => {
             Ok((host.to_owned(), p.parse().map_err(|_| bad_port(p))?))
         }
-        _ => Ok((target.to_owned(), 8883)),
+        _ => Ok((target.to_owned(), default_port)),
     }
 }
 
-pub fn run(argv: &[String]) -> Result<()> {
-    let args = Args::parse(
-        argv,
-        &["--ca", "--cert", "--key", "--timeout"],
-        &["--tls13"],
-    )?;
-    let [target] = args.positionals.as_slice() else {
-        return Err(usage_error("tls-check takes one HOST[:PORT]"));
+/// Check that a server meets the IoT Hub TLS policy (TLS 1.2, strong ECDHE suites)
+///
+/// Connects to HOST[:PORT], completes the handshake under the policy and prints the
+/// negotiated version and suite, then the server's chain and the trust anchor. A refusal
+/// names its cause (old TLS version, weak suite, expired or wrong-host certificate, clock).
+#[derive(clap::Args, Debug)]
+#[command(after_help = after_help!(
+"  tether tls-check myhub.azure-devices.net
+  tether tls-check localhost:8883 --ca ca.pem --json
+  TETHER_CONNECTION_STRING='HostName=myhub...' tether tls-check   # the device's hub
+  tether tls-check localhost:8884 --ca ca.pem --cert dev.pem --key dev.key"
+))]
+pub struct TlsCheckArgs {
+    /// Server to check, HOST[:PORT] ([::1]:PORT for IPv6); default: the host of
+    /// TETHER_CONNECTION_STRING (its GatewayHostName, else HostName)
+    #[arg(value_name = "HOST[:PORT]")]
+    target: Option<String>,
+    #[command(flatten)]
+    port: PortOpt,
+    #[command(flatten)]
+    tls: TlsOpts,
+    /// Give up after this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    timeout: u64,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: TlsCheckArgs) -> Result<()> {
+    let (host, port) = match &args.target {
+        Some(target) => host_port(target, args.port.or_default())?,
+        None => {
+            let cs = std::env::var(client::env::CONNECTION_STRING).map_err(|_| {
+                usage_error(format!(
+                    "give HOST[:PORT], or set {} to check the device's hub",
+                    client::env::CONNECTION_STRING
+                ))
+            })?;
+            let cs = ConnectionString::parse(&cs)?;
+            (cs.connect_host().to_owned(), args.port.or_default())
+        }
     };
-    let (host, port) = host_port(target)?;
     if port == 0 {
         return Err(usage_error("port must not be 0"));
     }
-    let mut policy = TlsPolicy::new();
-    policy.enable_tls13(args.has("--tls13"));
-    for ca in args.values("--ca") {
-        policy.add_ca_file(ca)?;
-    }
-    match (args.value("--cert"), args.value("--key")) {
-        (Some(cert), Some(key)) => {
-            policy.set_client_cert_files(cert, key)?;
-        }
-        (None, None) => {}
-        _ => return Err(usage_error("--cert and --key go together")),
-    }
-    let timeout = Duration::from_secs(args.number("--timeout", 10u64)?);
+    let policy = args.tls.policy()?;
     let config = policy.build()?;
-    let negotiated = handshake::check(&host, port, config, policy.has_client_cert(), timeout)?;
+    let negotiated = handshake::check(
+        &host,
+        port,
+        config,
+        policy.has_client_cert(),
+        Duration::from_secs(args.timeout),
+    )?;
+    if args.json {
+        let chain: Vec<serde_json::Value> = negotiated
+            .chain
+            .iter()
+            .map(|cert| {
+                serde_json::json!({
+                    "subject": cert.subject,
+                    "issuer": cert.issuer,
+                    "not_after": format_utc(cert.not_after),
+                    "not_after_unix": cert.not_after,
+                })
+            })
+            .collect();
+        print_json(&serde_json::json!({
+            "host": host,
+            "port": port,
+            "version": negotiated.version,
+            "suite": negotiated.suite,
+            "chain": chain,
+            "trust_anchor": negotiated.anchor,
+        }));
+        return Ok(());
+    }
     println!("{} {}", negotiated.version, negotiated.suite);
     for (depth, cert) in negotiated.chain.iter().enumerate() {
         println!("{depth} subject: {}", cert.subject);
@@ -78,14 +130,15 @@ mod tests {
     #[test]
     fn splits_host_and_port() {
         assert_eq!(
-            host_port("hub.example").unwrap(),
+            host_port("hub.example", 8883).unwrap(),
             ("hub.example".into(), 8883)
         );
         assert_eq!(
-            host_port("localhost:9000").unwrap(),
+            host_port("localhost:9000", 8883).unwrap(),
             ("localhost".into(), 9000)
         );
-        assert_eq!(host_port("[::1]:9000").unwrap(), ("::1".into(), 9000));
-        assert!(host_port("localhost:x").is_err());
+        assert_eq!(host_port("[::1]:9000", 8883).unwrap(), ("::1".into(), 9000));
+        assert!(host_port("localhost:x", 8883).is_err());
+        assert_eq!(host_port("h", 9).unwrap(), ("h".into(), 9));
     }
 }

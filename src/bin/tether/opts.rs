@@ -1,0 +1,122 @@
+//! What the subcommands share: the device-connection options and the `TETHER_*` environment
+//! they fall back to (one place, names from `tether::client::env`), payloads from an
+//! argument, a file or standard input, and JSON output.
+
+use std::io::Read;
+use std::time::Duration;
+
+use clap::Args;
+use tether::client::env;
+use tether::policy::TlsPolicy;
+use tether::{Code, Error, Result};
+
+/// An invalid-argument error for the command line (exit status 2).
+pub fn usage_error(message: impl Into<String>) -> Error {
+    Error::new(Code::InvalidArgument, message)
+}
+
+/// TLS options of every command that makes a connection.
+#[derive(Args, Debug, Clone)]
+pub struct TlsOpts {
+    /// Extra trusted CA certificate (PEM or DER), e.g. a local hub's test CA; repeatable
+    #[arg(long = "ca", value_name = "FILE", env = env::CA_FILE)]
+    pub ca: Vec<String>,
+    /// Client certificate chain (PEM or DER) for X.509 authentication or mutual TLS
+    #[arg(long, value_name = "FILE", env = env::CERT_FILE, requires = "key")]
+    pub cert: Option<String>,
+    /// Private key of --cert (PEM or DER; PKCS#8, SEC1 or PKCS#1)
+    #[arg(long, value_name = "FILE", env = env::KEY_FILE, requires = "cert")]
+    pub key: Option<String>,
+    /// Allow TLS 1.3 as well as TLS 1.2 (IoT Hub's policy is TLS 1.2)
+    #[arg(long)]
+    pub tls13: bool,
+}
+
+impl TlsOpts {
+    /// The IoT Hub TLS policy with these options applied.
+    pub fn policy(&self) -> Result<TlsPolicy> {
+        let mut policy = TlsPolicy::new();
+        policy.enable_tls13(self.tls13);
+        for ca in &self.ca {
+            policy.add_ca_file(ca)?;
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            policy.set_client_cert_files(cert, key)?;
+        }
+        Ok(policy)
+    }
+}
+
+/// The port: `--port`, else `TETHER_PORT`, else IoT Hub's MQTT port.
+#[derive(Args, Debug, Clone)]
+pub struct PortOpt {
+    /// TCP port [default: 8883]
+    #[arg(long, value_name = "N", env = env::PORT,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+}
+
+impl PortOpt {
+    pub fn or_default(&self) -> u16 {
+        self.port
+            .unwrap_or(tether::client::ClientOptions::default().port)
+    }
+}
+
+/// Options of the commands that connect as a device (send, listen, twin).
+#[derive(Args, Debug, Clone)]
+pub struct DeviceOpts {
+    /// Device connection string (HostName=...;DeviceId=...;SharedAccessKey=... or x509=true)
+    #[arg(long, value_name = "CS", env = env::CONNECTION_STRING, hide_env_values = true)]
+    pub connection_string: Option<String>,
+    #[command(flatten)]
+    pub port: PortOpt,
+    #[command(flatten)]
+    pub tls: TlsOpts,
+    /// Lifetime of the SAS tokens made from the key, in seconds [default: 3600]
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl: Option<u64>,
+    /// Give up after this many seconds
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Timestamped diagnostics on standard error (TCP, TLS version and suite, retries)
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+}
+
+impl DeviceOpts {
+    /// `--timeout`, or `default_secs`.
+    pub fn timeout_or(&self, default_secs: u64) -> Duration {
+        Duration::from_secs(self.timeout.unwrap_or(default_secs))
+    }
+}
+
+/// Reads a payload given as text, `@FILE` (the file's bytes) or `-` (standard input).
+pub fn payload(spec: &str) -> Result<Vec<u8>> {
+    if spec == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).map_err(|e| {
+            Error::new(
+                Code::Io,
+                format!("cannot read the payload from standard input: {e}"),
+            )
+        })?;
+        Ok(buf)
+    } else if let Some(file) = spec.strip_prefix('@') {
+        std::fs::read(file)
+            .map_err(|e| Error::new(Code::FileNotReadable, format!("payload file {file}: {e}")))
+    } else {
+        Ok(spec.as_bytes().to_vec())
+    }
+}
+
+/// A received payload for JSON output: the parsed document when it is JSON, else the text.
+pub fn json_payload(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// Prints one JSON document on one line.
+pub fn print_json(value: &serde_json::Value) {
+    println!("{value}");
+}
