@@ -1,6 +1,6 @@
 //! The C ABI: a thin, mechanical skin over each layer, one file per exported concept.
 //!
-//! Conventions (also in README.md, "API conventions"):
+//! Conventions (also in docs/api-conventions.md):
 //! - every exported function runs inside [`panic::guard`] (or its pointer/void variants),
 //!   so a panic becomes `TETHER_RESULT_PANIC` and never unwinds into C;
 //! - pointer, length and UTF-8 checks go through the helpers in this file, so each error
