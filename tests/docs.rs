@@ -53,7 +53,9 @@ fn cc() -> Command {
     let mut cmd = Command::new("cc");
     cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
         .arg("-I")
-        .arg(root().join("include"));
+        .arg(root().join("include"))
+        .arg("-I")
+        .arg(env!("TETHER_RUSTLS_INCLUDE")); // rustls.h, for the rustls-ffi bridge
     cmd
 }
 
@@ -63,6 +65,17 @@ fn c_snippets_in_the_docs_compile() {
     let mut compiled = Vec::new();
     for file in markdown_files() {
         let text = std::fs::read_to_string(&file).unwrap();
+        // No C in the docs escapes the compiler: every C block is marked compilable.
+        for line in text.lines().map(str::trim_start) {
+            assert!(
+                !(line.starts_with("```c")
+                    && line != "```c compile"
+                    && !line.starts_with("```cmake")
+                    && !line.starts_with("```csharp")),
+                "{}: a C block that is not ```c compile: {line}",
+                file.display()
+            );
+        }
         for (i, block) in compilable_blocks(&text).into_iter().enumerate() {
             let name = format!("{}-{i}", file.file_stem().unwrap().to_string_lossy());
             let source = dir.join(format!("{name}.c"));
