@@ -406,6 +406,8 @@ pub mod env {
     pub const CERT_FILE: &str = "TETHER_CERT_FILE";
     /// The device private key (PEM or DER file) for X.509 authentication.
     pub const KEY_FILE: &str = "TETHER_KEY_FILE";
+    /// All of them. An empty variable counts as unset.
+    pub const ALL: [&str; 5] = [CONNECTION_STRING, CA_FILE, PORT, CERT_FILE, KEY_FILE];
 }
 
 fn env_var(name: &str) -> Result<Option<String>> {

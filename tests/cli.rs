@@ -267,6 +267,12 @@ fn usage_errors_are_one_line_naming_the_cause_and_the_help() {
             "tether tls-check",
         ),
         (
+            vec!["send", "x"],
+            vec![("TETHER_PORT", "abc")],
+            "'abc' for '--port <N>': invalid digit found in string (from TETHER_PORT)",
+            "tether send",
+        ),
+        (
             vec!["listen", "--port", "0"],
             vec![],
             "'0'",
@@ -493,7 +499,10 @@ fn tls_check_reads_tether_ca_file_port_and_connection_string_and_prints_json() {
     );
     assert!(chain[0]["not_after_unix"].as_i64().unwrap() > now() as i64);
     // Everything from the environment: the host is the connection string's gateway.
-    let (code, out, err) = output(&["tls-check", "--json", "--tls13"], &envs(&env));
+    // Empty variables count as unset, as in the library.
+    let mut all = envs(&env);
+    all.extend([("TETHER_CERT_FILE", ""), ("TETHER_KEY_FILE", "")]);
+    let (code, out, err) = output(&["tls-check", "--json", "--tls13"], &all);
     assert_eq!(code, 0, "{err}");
     assert_eq!(json(&out)["host"], "localhost");
     // The flags win over the environment.

@@ -90,6 +90,12 @@ impl Command {
 }
 
 fn main() -> ExitCode {
+    // As in the library (`tether::client::env`), an empty TETHER_* variable is unset.
+    for name in tether::client::env::ALL {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(name);
+        }
+    }
     let argv: Vec<OsString> = std::env::args_os().collect();
     let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
@@ -124,7 +130,7 @@ fn clap_error(e: clap::Error, argv: &[OsString]) -> ExitCode {
             ExitCode::from(2)
         }
         _ => {
-            usage_line(&clap_cause(&e), argv);
+            usage_line(&format!("{}{}", clap_cause(&e), env_source(&e, argv)), argv);
             ExitCode::from(2)
         }
     }
@@ -159,10 +165,33 @@ fn clap_cause(e: &clap::Error) -> String {
     }
 }
 
-/// `tether` followed by the subcommands named on the command line, e.g. `tether twin get`.
-fn command_path(argv: &[OsString]) -> String {
+/// ` (from TETHER_X)` when the value clap refused came from the environment, not a flag.
+fn env_source(e: &clap::Error, argv: &[OsString]) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return String::new();
+    };
+    let cmd = subcommand(argv);
+    for a in cmd.get_arguments() {
+        let (Some(long), Some(env)) = (a.get_long(), a.get_env()) else {
+            continue;
+        };
+        let flag = format!("--{long}");
+        let given = argv.iter().any(|v| {
+            v.to_str()
+                .is_some_and(|v| v == flag || v.starts_with(&format!("{flag}=")))
+        });
+        if arg.starts_with(&format!("{flag} ")) && !given {
+            return format!(" (from {})", env.to_string_lossy());
+        }
+    }
+    String::new()
+}
+
+/// The deepest subcommand named on the command line (its bin name is `tether twin get`).
+fn subcommand(argv: &[OsString]) -> clap::Command {
     let mut cmd = Cli::command();
-    let mut path = vec!["tether".to_owned()];
+    cmd.build();
     for arg in argv.iter().skip(1).filter_map(|a| a.to_str()) {
         if arg.starts_with('-') {
             continue;
@@ -170,10 +199,15 @@ fn command_path(argv: &[OsString]) -> String {
         let Some(sub) = cmd.find_subcommand(arg).cloned() else {
             break;
         };
-        path.push(sub.get_name().to_owned());
         cmd = sub;
     }
-    path.join(" ")
+    cmd
+}
+
+/// `tether` followed by the subcommands named on the command line, e.g. `tether twin get`.
+fn command_path(argv: &[OsString]) -> String {
+    let cmd = subcommand(argv);
+    cmd.get_bin_name().unwrap_or("tether").to_owned()
 }
 
 /// Exit status by area: 2 usage, 3 TLS, 4 identity, 5 MQTT, 6 network, 1 otherwise.
