@@ -16,6 +16,11 @@
 #define TETHER_VERSION_STRING "0.1.0"
 
 /*
+ A buffer of this many bytes holds any twin request id with its NUL (a decimal `u64`).
+ */
+#define TETHER_REQUEST_ID_CAP 21
+
+/*
  Subscribe to cloud-to-device messages (`tether_client_subscribe`).
  */
 #define TETHER_SUBSCRIBE_C2D 1
@@ -100,6 +105,16 @@
  Length of a derived key in base64 (without the NUL): 44.
  */
 #define TETHER_DPS_DERIVED_KEY_LEN 44
+
+/*
+ A buffer of this many bytes holds any assigned IoT Hub host name with its NUL.
+ */
+#define TETHER_DPS_HUB_CAP 254
+
+/*
+ A buffer of this many bytes holds any device id with its NUL.
+ */
+#define TETHER_DPS_DEVICE_ID_CAP 129
 
 /*
  Failures.
@@ -495,7 +510,8 @@ typedef struct tether_client_options {
    */
   uint32_t max_inflight;
   /*
-   Timeout for TCP connect, and for TLS + CONNACK, milliseconds (default 10000).
+   Timeout for TCP connect, and for TLS + CONNACK, milliseconds (default 10000; 0 is
+   refused with `TETHER_RESULT_INVALID_ARGUMENT`).
    */
   uint32_t connect_timeout_ms;
   /*
@@ -1004,9 +1020,11 @@ enum tether_result tether_client_event_property(const struct tether_client *clie
 /*
  Requests the twin document; the TWIN_RESPONSE event with the request id written to
  `request_id` (NUL-terminated, capacity `cap`, length in `*request_id_len`) carries it.
- Subscribes to twin topics if needed. Results: `TETHER_RESULT_OK`,
- `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_STATE` (not connected),
- `TETHER_RESULT_BUFFER_TOO_SMALL` (the request was sent; `*request_id_len` = length).
+ Subscribes to twin topics if needed. `cap` must be at least `TETHER_REQUEST_ID_CAP`:
+ the buffer is checked before anything is sent. Results: `TETHER_RESULT_OK`,
+ `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_ARGUMENT` (buffers overlap),
+ `TETHER_RESULT_INVALID_STATE` (not connected), `TETHER_RESULT_BUFFER_TOO_SMALL`
+ (nothing sent; `*request_id_len` = `TETHER_REQUEST_ID_CAP - 1`).
  */
 enum tether_result tether_client_twin_get(struct tether_client *client,
                                           char *request_id,
@@ -1443,10 +1461,11 @@ enum tether_result tether_dps_parse_body(const uint8_t *body,
    device key derived with `tether_dps_derive_key` (and `group_enrollment` true); NULL to
    authenticate with the client certificate in `tls` (X.509).
  - `tls`: NULL for the IoT Hub defaults.
- - outputs: NUL-terminated; 254 bytes always fit a host name and 129 a device id. When a
-   buffer is too small the device is registered nonetheless: the result is
-   `TETHER_RESULT_BUFFER_TOO_SMALL` with both lengths set, and calling again returns the
-   same assignment.
+ - outputs: NUL-terminated; `hub_cap` must be at least `TETHER_DPS_HUB_CAP` (254, any
+   host name) and `device_id_cap` at least `TETHER_DPS_DEVICE_ID_CAP` (129, any device
+   id). Every argument, these capacities included, is checked before anything is sent:
+   a smaller buffer gives `TETHER_RESULT_BUFFER_TOO_SMALL` with both lengths set to those
+   sizes minus the NUL, and the device is not registered.
 
  Results: `TETHER_RESULT_OK`; argument results; `TETHER_RESULT_SAS_KEY_INVALID`,
  `TETHER_RESULT_ID_INVALID`; `TETHER_RESULT_NOT_AUTHORIZED` (DPS refused the credentials or
@@ -1515,11 +1534,17 @@ size_t tether_live_handles(void);
  `TETHER_LOG_DEBUG`), process-wide, replacing any previous one; NULL removes it.
 
  The callback runs on the thread that called into the library (for example inside
- `tether_client_poll`), possibly on several threads if several use the library; it must
- not call back into tether. `user_data` is passed back unchanged and must stay valid until
- the callback is replaced or removed.
+ `tether_client_poll`), possibly on several threads at once if several use the library;
+ it must not call back into tether (lines logged from inside it are dropped).
+ `user_data` is passed back unchanged.
 
- Results: `TETHER_RESULT_OK`, `TETHER_RESULT_INVALID_ARGUMENT` (level out of range).
+ Replacing or removing the callback waits until every call of the old one that is under
+ way on other threads has returned, and no call of the old one starts afterwards: once
+ this function returns, the old `user_data` may be freed.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_INVALID_ARGUMENT` (level out of range),
+ `TETHER_RESULT_INVALID_STATE` (called from inside the log callback, where waiting for
+ the callback to return would never end; nothing changed).
  */
 enum tether_result tether_set_log_callback(uint32_t max_level,
                                            tether_log_callback callback,

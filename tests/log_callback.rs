@@ -52,9 +52,10 @@ unsafe extern "C" fn slow_callback(user: *mut c_void, _: u32, _: *const c_char, 
     }
     if canary.reentrant_result.load(Ordering::SeqCst) == 0 {
         // SAFETY: a plain call; it must refuse rather than wait for itself.
-        let code =
-            unsafe { tether_set_log_callback(TETHER_LOG_DEBUG, None, std::ptr::null_mut()) };
-        canary.reentrant_result.store(code as u32 + 1, Ordering::SeqCst);
+        let code = unsafe { tether_set_log_callback(TETHER_LOG_DEBUG, None, std::ptr::null_mut()) };
+        canary
+            .reentrant_result
+            .store(code as u32 + 1, Ordering::SeqCst);
     }
     canary.inside.fetch_sub(1, Ordering::SeqCst);
 }
@@ -144,7 +145,8 @@ fn removing_or_replacing_the_callback_waits_for_calls_under_way() {
         }
         canaries.push(std::mem::replace(&mut current, next));
     }
-    unsafe { tether_set_log_callback(TETHER_LOG_DEBUG, None, std::ptr::null_mut()) };
+    let code = unsafe { tether_set_log_callback(TETHER_LOG_DEBUG, None, std::ptr::null_mut()) };
+    assert_eq!(code, Code::Ok);
     stop.store(true, Ordering::SeqCst);
     for t in threads {
         t.join().unwrap();
@@ -154,7 +156,10 @@ fn removing_or_replacing_the_callback_waits_for_calls_under_way() {
         .iter()
         .map(|c| c.violations.load(Ordering::SeqCst))
         .sum();
-    let calls: usize = canaries.iter().map(|c| c.calls.load(Ordering::SeqCst)).sum();
+    let calls: usize = canaries
+        .iter()
+        .map(|c| c.calls.load(Ordering::SeqCst))
+        .sum();
     assert!(calls >= 20, "only {calls} callback calls");
     assert_eq!(violations, 0, "{violations} calls saw freed user_data");
     // From inside the callback the call is refused instead of waiting for itself forever.
