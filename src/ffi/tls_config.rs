@@ -161,9 +161,12 @@ impl tether_tls_config_builder {
 
     /// Authenticates the device with a client certificate (mutual TLS). `chain` holds the
     /// leaf certificate first, then any intermediates (PEM, or DER certificates back to
-    /// back); `key` is its private key (PEM or DER; PKCS#8, SEC1 or PKCS#1). Both are copied;
-    /// the library keeps the key in memory it zeroes when the configuration is freed, so the
-    /// caller may wipe its copy after the call.
+    /// back); `key` is its private key (PEM or DER; PKCS#8, SEC1 or PKCS#1). The caller may
+    /// wipe its copy after the call. tether makes no copy of a DER key and wipes the buffer
+    /// it decodes a PEM key into; the parsed key then lives inside ring's key pair until the
+    /// configuration is freed, and ring frees it without wiping (a dependency's copy tether
+    /// cannot reach; use `tether_tls_config_builder_set_client_signer` to keep the key out
+    /// of process memory).
     ///
     /// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
     /// `TETHER_RESULT_CERT_MALFORMED`, `TETHER_RESULT_PRIVATE_KEY_MALFORMED`,
