@@ -446,6 +446,10 @@ static void connection_strings(void) {
            TETHER_RESULT_NULL_ARGUMENT);
     EXPECT(X(tether_connection_string_module_id)(the_cs, NULL, 9, &len),
            TETHER_RESULT_NULL_ARGUMENT);
+    /* extreme clocks and lifetimes */
+    NO_PANIC(tether_connection_string_sas_token(the_cs, UINT64_MAX, UINT64_MAX, buf, sizeof buf, &len));
+    NO_PANIC(tether_connection_string_sas_token(the_cs, 0, 0, buf, sizeof buf, &len));
+    NO_PANIC(tether_sas_token("h/devices/d", KEY, NULL, UINT64_MAX, buf, sizeof buf, &len));
     CHECK(X(tether_connection_string_auth)(the_cs) == TETHER_AUTH_SAS_KEY);
     CHECK(X(tether_connection_string_auth)(NULL) == 0);
     EXPECT(X(tether_connection_string_set_secondary_key)(the_cs, NULL), TETHER_RESULT_NULL_ARGUMENT);
@@ -619,6 +623,10 @@ static void clients(tether_tls_config *tls) {
            TETHER_RESULT_OK);
     CHECK(tether_client_inflight(client) == 1);
     CHECK(X(tether_client_inflight)(NULL) == 0);
+    EXPECT(tether_client_send_telemetry(client, (const uint8_t *)"x", 1, NULL, NULL, 0, 2, &id),
+           TETHER_RESULT_MQTT_QOS_UNSUPPORTED);
+    NO_PANIC(tether_client_send_telemetry(client, (const uint8_t *)"x", 1, NULL, NULL, 0, 255, &id));
+    CHECK(tether_client_inflight(client) == 1);
     EXPECT(X(tether_client_subscribe)(client, 0), TETHER_RESULT_INVALID_ARGUMENT);
     EXPECT(X(tether_client_subscribe)(client, 64), TETHER_RESULT_INVALID_ARGUMENT);
     EXPECT(X(tether_client_subscribe)(NULL, TETHER_SUBSCRIBE_C2D), TETHER_RESULT_NULL_ARGUMENT);
@@ -725,6 +733,10 @@ static void sessions(void) {
     NO_PANIC(tether_session_connect(s, UINT64_MAX));
     NO_PANIC(tether_session_handle_timeout(s, UINT64_MAX));
     NO_PANIC(tether_session_send_telemetry(s, (const uint8_t *)"x", 1, NULL, NULL, 0, 1, UINT64_MAX, &id));
+    NO_PANIC(tether_session_send_telemetry(s, (const uint8_t *)"x", 1, NULL, NULL, 0, 9, now, &id));
+    NO_PANIC(tether_session_subscribe(s, TETHER_SUBSCRIBE_TWIN, UINT64_MAX));
+    NO_PANIC(tether_session_respond_method(s, "1", 65535, NULL, 0, UINT64_MAX));
+    NO_PANIC(tether_session_disconnect(s, UINT64_MAX));
     X(tether_session_free)(s);
     X(tether_session_free)(NULL);
 }
