@@ -306,6 +306,9 @@ struct Inflight {
 
 struct Link {
     tls: ClientConnection,
+    /// The encoded CONNECT (it holds the SAS token), written to `tls` once the handshake is
+    /// complete: rustls would otherwise keep a plaintext copy it does not wipe until then.
+    connect_packet: Option<zeroize::Zeroizing<Vec<u8>>>,
     sniffer: HelloSniffer,
     handshake_reported: bool,
     tls_version: String,
@@ -445,12 +448,10 @@ impl Session {
         };
         let bytes =
             zeroize::Zeroizing::new(encode_to_vec(connect.encoded_len(), |b| connect.encode(b))?);
-        tls.writer()
-            .write_all(&bytes)
-            .map_err(|e| Error::new(Code::Io, format!("TLS buffer: {e}")))?;
         verify::clear_record();
         self.link = Some(Link {
             tls,
+            connect_packet: Some(bytes),
             sniffer: HelloSniffer::default(),
             handshake_reported: false,
             tls_version: String::new(),
@@ -600,6 +601,12 @@ impl Session {
                 .map(|s| format!("{:?}", s.suite()))
                 .unwrap_or_default();
             link.sniffer = HelloSniffer::default();
+            if let Some(connect) = link.connect_packet.take() {
+                link.tls
+                    .writer()
+                    .write_all(&connect)
+                    .map_err(|e| Error::new(Code::Io, format!("TLS buffer: {e}")))?;
+            }
         }
         // Packets that arrived before a close_notify (a CONNACK refusal, say) count first.
         self.read_packets(now_ms)?;

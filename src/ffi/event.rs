@@ -227,22 +227,13 @@ pub(crate) unsafe fn properties_arg(
     if count == 0 {
         return Ok(bag);
     }
-    if keys.is_null() || values.is_null() {
-        return Err(Error::new(
-            Code::NullArgument,
-            "`keys` and `values` must not be NULL when property_count > 0",
-        ));
-    }
-    for i in 0..count {
-        // SAFETY: both arrays hold `count` pointers per the contract.
-        let key = unsafe { text_arg(*keys.add(i), "keys[i]") }?;
-        let value_ptr = unsafe { *values.add(i) };
-        let value = if value_ptr.is_null() {
-            None
-        } else {
-            // SAFETY: non-NULL and NUL-terminated per the contract.
-            Some(unsafe { text_arg(value_ptr, "values[i]") }?)
-        };
+    // SAFETY: both arrays hold `count` pointers per the contract.
+    let keys = unsafe { crate::ffi::array_arg(keys, count, "keys") }?;
+    let values = unsafe { crate::ffi::array_arg(values, count, "values") }?;
+    for (key, value) in keys.iter().zip(values) {
+        // SAFETY: NUL-terminated (values: or NULL) per the contract.
+        let key = unsafe { text_arg(*key, "keys[i]") }?;
+        let value = unsafe { crate::ffi::topics::opt_text_arg(*value, "values[i]") }?;
         bag.try_append(key, value)?;
     }
     Ok(bag)
