@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 mod args;
+mod audit;
 mod derive_key;
 mod device;
 mod hub;
@@ -42,6 +43,10 @@ commands:
       (SAS devices on PORT, X.509 devices on PORT2, default PORT+1). Makes a test PKI in DIR
       when absent (devices trust DIR/ca.pem). Prints `ready sas=PORT x509=PORT2`; stops on
       Ctrl-C or SIGTERM.
+  audit (--listen [HOST:]PORT | --pcap FILE) [--json] [--cert FILE --key FILE] [--count N]
+        [--timeout SECONDS]
+      Will a device survive IoT Hub's TLS enforcement? Audit each device's ClientHello
+      (devices pointed at the listener, or a tcpdump capture); see docs/audit.md.
   version
       Print the library version.
 ";
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
     let command = argv.next();
     let rest: Vec<String> = argv.collect();
     let result = match command.as_deref() {
+        Some("audit") => return audit::main(&rest),
         Some("tls-check") => tls_check::run(&rest),
         Some("sas-token") => sas_token::run(&rest),
         Some("derive-key") => derive_key::run(&rest),
