@@ -431,7 +431,9 @@ fn parse_hello_body(body: &[u8]) -> Result<ClientHello, HelloError> {
                     }
                 }
             }
-            0x000a => hello.groups = Some(u16_list(e.vec16("supported_groups")?, "supported_groups")?),
+            0x000a => {
+                hello.groups = Some(u16_list(e.vec16("supported_groups")?, "supported_groups")?)
+            }
             0x000d => {
                 hello.signature_algorithms = Some(u16_list(
                     e.vec16("signature_algorithms")?,
@@ -440,8 +442,10 @@ fn parse_hello_body(body: &[u8]) -> Result<ClientHello, HelloError> {
             }
             0x0017 => hello.extended_master_secret = true,
             0x002b => {
-                hello.supported_versions =
-                    Some(u16_list(e.vec8("supported_versions")?, "supported_versions")?)
+                hello.supported_versions = Some(u16_list(
+                    e.vec8("supported_versions")?,
+                    "supported_versions",
+                )?)
             }
             0xff01 => hello.renegotiation_info = true,
             _ => {}
@@ -585,7 +589,10 @@ fn versions_text(versions: &[u16]) -> String {
     let mut v: Vec<u16> = versions.to_vec();
     v.sort_unstable();
     v.dedup();
-    let names: Vec<String> = v.iter().map(|v| version_name(*v).replace("v", " ")).collect();
+    let names: Vec<String> = v
+        .iter()
+        .map(|v| version_name(*v).replace("v", " "))
+        .collect();
     match names.len() {
         0 => "no TLS version".into(),
         1 => names[0].clone(),
@@ -594,7 +601,10 @@ fn versions_text(versions: &[u16]) -> String {
 }
 
 fn is_rsa_key_exchange(suite: u16) -> bool {
-    matches!(suite, 0x0001..=0x000a | 0x002f | 0x0035 | 0x003c | 0x003d | 0x009c | 0x009d)
+    matches!(
+        suite,
+        0x0001..=0x000a | 0x002f | 0x0035 | 0x003c | 0x003d | 0x009c | 0x009d
+    )
 }
 
 /// Weighs a ClientHello against IoT Hub's enforced TLS policy.
@@ -611,9 +621,14 @@ pub fn audit(hello: &ClientHello) -> Report {
     let versions = hello.versions();
     if !hello.offers_tls12() {
         if hello.max_version() < 0x0303 {
+            let offered = if hello.supported_versions.is_some() {
+                format!("offers {} only", versions_text(&versions))
+            } else {
+                format!("offers {} at most", versions_text(&[hello.max_version()]))
+            };
             fail(
                 "no-tls12",
-                format!("offers {} only; IoT Hub requires TLS 1.2", versions_text(&versions)),
+                format!("{offered}; IoT Hub requires TLS 1.2"),
                 "enable TLS 1.2 in the device's TLS stack (OpenSSL 1.0.1 or later: do not cap \
                  the version at TLS 1.1; mbed TLS: MBEDTLS_SSL_PROTO_TLS1_2; wolfSSL: \
                  wolfTLSv1_2_client_method)",
@@ -646,19 +661,26 @@ pub fn audit(hello: &ClientHello) -> Report {
         .filter(|s| !(0x1301..=0x1305).contains(s))
         .collect();
     if !preferred && !accepted {
-        let only_rsa = !tls12_suites.is_empty() && tls12_suites.iter().all(|s| is_rsa_key_exchange(*s));
+        let only_rsa =
+            !tls12_suites.is_empty() && tls12_suites.iter().all(|s| is_rsa_key_exchange(*s));
         let offered = if tls12_suites.is_empty() {
             "only TLS 1.3 cipher suites".to_owned()
         } else {
-            let names: Vec<String> = tls12_suites.iter().take(6).map(|s| suite_name(*s)).collect();
+            let names: Vec<String> = tls12_suites
+                .iter()
+                .take(6)
+                .map(|s| suite_name(*s))
+                .collect();
             let more = tls12_suites.len().saturating_sub(6);
-            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
             format!("{}{more}", names.join(", "))
         };
         let problem = if only_rsa {
-            format!(
-                "offers RSA key exchange only ({offered}); IoT Hub requires ECDHE key exchange"
-            )
+            format!("offers RSA key exchange only ({offered}); IoT Hub requires ECDHE key exchange")
         } else {
             format!("offers none of IoT Hub's cipher suites (it offers {offered})")
         };
@@ -678,7 +700,11 @@ pub fn audit(hello: &ClientHello) -> Report {
                 format!(
                     "offers no curve the hub's ECDHE uses (it offers {}; the hub uses secp256r1 \
                      or secp384r1)",
-                    if names.is_empty() { "none".into() } else { names.join(", ") }
+                    if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    }
                 ),
                 "enable secp256r1 (P-256) for ECDHE (OpenSSL: -groups P-256:P-384 or \
                  SSL_CTX_set1_groups_list; mbed TLS: MBEDTLS_ECP_DP_SECP256R1_ENABLED)",
@@ -693,7 +719,11 @@ pub fn audit(hello: &ClientHello) -> Report {
                 format!(
                     "cannot verify the hub's RSA certificate chain: its signature algorithms \
                      ({}) include no RSA with SHA-256 or stronger",
-                    if names.is_empty() { "none".into() } else { names.join(", ") }
+                    if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    }
                 ),
                 "enable rsa_pkcs1_sha256 (and RSA-PSS) signature verification (mbed TLS: \
                  MBEDTLS_RSA_C, MBEDTLS_SHA256_C; OpenSSL: -sigalgs RSA+SHA256:RSA-PSS+SHA256)",
@@ -745,8 +775,7 @@ pub fn audit(hello: &ClientHello) -> Report {
     if hello.signature_algorithms.is_none() && hello.offers_tls12() {
         warn(
             "no-signature-algorithms",
-            "sends no signature_algorithms extension; a TLS 1.2 server then assumes SHA-1"
-                .into(),
+            "sends no signature_algorithms extension; a TLS 1.2 server then assumes SHA-1".into(),
             "send signature_algorithms with rsa_pkcs1_sha256 (any TLS 1.2 stack configured \
              for TLS 1.2 does)",
         );
@@ -851,7 +880,11 @@ impl Report {
             .map(|f| {
                 format!(
                     "{{\"severity\":\"{}\",\"id\":\"{}\",\"problem\":{},\"fix\":{}}}",
-                    if f.severity == Verdict::WillFail { "fail" } else { "warning" },
+                    if f.severity == Verdict::WillFail {
+                        "fail"
+                    } else {
+                        "warning"
+                    },
                     f.id,
                     json_string(&f.problem),
                     json_string(&f.fix)
@@ -887,7 +920,11 @@ impl Report {
             h.sni.as_deref().unwrap_or("none")
         );
         for f in &self.findings {
-            let tag = if f.severity == Verdict::WillFail { "FAIL" } else { "warn" };
+            let tag = if f.severity == Verdict::WillFail {
+                "FAIL"
+            } else {
+                "warn"
+            };
             out.push_str(&format!("  {tag} {}\n       fix: {}\n", f.problem, f.fix));
         }
         out
@@ -898,7 +935,11 @@ impl Report {
 pub fn error_json(err: &HelloError) -> String {
     format!(
         "{{\"verdict\":\"{}\",\"error\":\"{}\",\"message\":{}}}",
-        if matches!(err, HelloError::Sslv2 { .. }) { "will-fail" } else { "unreadable" },
+        if matches!(err, HelloError::Sslv2 { .. }) {
+            "will-fail"
+        } else {
+            "unreadable"
+        },
         err.name(),
         json_string(&err.to_string())
     )

@@ -91,7 +91,9 @@ pub fn hellos_in_capture(bytes: &[u8], name: &str) -> Result<Vec<CapturedHello>>
             "{name} is not a pcap or pcapng capture (it starts with {:02x?})",
             &bytes[..bytes.len().min(8)]
         )),
-        _ => bad_capture(format!("{name} is truncated: its capture header is incomplete")),
+        _ => bad_capture(format!(
+            "{name} is truncated: its capture header is incomplete"
+        )),
     })?;
     let mut flows: HashMap<(SocketAddr, SocketAddr), Flow> = HashMap::new();
     let mut legacy_linktype = 1i32;
@@ -159,8 +161,9 @@ pub fn hellos_in_capture(bytes: &[u8], name: &str) -> Result<Vec<CapturedHello>>
             let stream = flow.stream();
             // A client's first flight starts with a handshake record holding type 1, or an
             // SSLv2-format hello; servers' start with type 2. Other protocols are skipped.
-            let is_hello = (stream.len() >= 6 && stream[0] == 22 && stream[1] == 3 && stream[5] == 1)
-                || (stream.len() >= 3 && stream[0] & 0x80 != 0 && stream[2] == 1);
+            let is_hello =
+                (stream.len() >= 6 && stream[0] == 22 && stream[1] == 3 && stream[5] == 1)
+                    || (stream.len() >= 3 && stream[0] & 0x80 != 0 && stream[2] == 1);
             is_hello.then(|| {
                 (
                     flow.order,
@@ -212,8 +215,9 @@ fn tcp_segment(linktype: i32, frame: &[u8]) -> Option<Segment<'_>> {
         0 | 108 => {
             // BSD loopback: a 4-byte address family in host or network order.
             let family = frame.get(..4)?;
-            let af = u32::from_le_bytes([family[0], family[1], family[2], family[3]])
-                .min(u32::from_be_bytes([family[0], family[1], family[2], family[3]]));
+            let af = u32::from_le_bytes([family[0], family[1], family[2], family[3]]).min(
+                u32::from_be_bytes([family[0], family[1], family[2], family[3]]),
+            );
             (if af == 2 { 0x0800 } else { 0x86dd }, frame.get(4..)?)
         }
         _ => return None,
@@ -272,4 +276,106 @@ fn tcp_segment(linktype: i32, frame: &[u8]) -> Option<Segment<'_>> {
         syn: tcp.get(13)? & 0x02 != 0,
         payload: tcp.get(data_offset..)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Ethernet frame with IPv6 and a TCP segment.
+    fn frame_v6(src_port: u16, dst_port: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&0x86ddu16.to_be_bytes());
+        let mut ip = vec![0x60, 0, 0, 0];
+        ip.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        ip.extend_from_slice(&[6, 64]);
+        ip.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        ip.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        let mut tcp = src_port.to_be_bytes().to_vec();
+        tcp.extend_from_slice(&dst_port.to_be_bytes());
+        tcp.extend_from_slice(&seq.to_be_bytes());
+        tcp.extend_from_slice(&[0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        tcp.extend_from_slice(payload);
+        f.extend(ip);
+        f.extend(tcp);
+        f
+    }
+
+    fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+        let padded = body.len().div_ceil(4) * 4;
+        let total = (12 + padded) as u32;
+        let mut b = kind.to_le_bytes().to_vec();
+        b.extend_from_slice(&total.to_le_bytes());
+        b.extend_from_slice(body);
+        b.resize(8 + padded, 0);
+        b.extend_from_slice(&total.to_le_bytes());
+        b
+    }
+
+    fn pcapng(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut shb = 0x1a2b3c4du32.to_le_bytes().to_vec();
+        shb.extend_from_slice(&[1, 0, 0, 0]);
+        shb.extend_from_slice(&(-1i64).to_le_bytes());
+        let mut out = block(0x0a0d0d0a, &shb);
+        let mut idb = 1u16.to_le_bytes().to_vec(); // Ethernet
+        idb.extend_from_slice(&[0, 0]);
+        idb.extend_from_slice(&65535u32.to_le_bytes());
+        out.extend(block(1, &idb));
+        for f in frames {
+            let mut epb = 0u32.to_le_bytes().to_vec();
+            epb.extend_from_slice(&[0; 8]);
+            epb.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            epb.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            epb.extend_from_slice(f);
+            out.extend(block(6, &epb));
+        }
+        out
+    }
+
+    #[test]
+    fn pcapng_ipv6_hello_split_and_out_of_order_is_reassembled() {
+        let hello = crate::audit::tests::hello(0x0302, &[0xc013], &[]);
+        let (a, b) = hello.split_at(20);
+        let isn = 1000u32;
+        let frames = vec![
+            frame_v6(50000, 8883, isn, 0x02, &[]),                    // SYN
+            frame_v6(8883, 50000, 7, 0x12, &[]),                      // SYN-ACK
+            frame_v6(50000, 8883, isn + 1 + 20, 0x18, b),             // second half first
+            frame_v6(50000, 8883, isn + 1, 0x18, a),                  // then the first
+            frame_v6(50000, 8883, isn + 1, 0x18, a),                  // a retransmission
+            frame_v6(8883, 50000, 8, 0x18, &[21, 3, 3, 0, 2, 2, 40]), // server alert
+        ];
+        let found = hellos_in_capture(&pcapng(&frames), "test.pcapng").unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].client.to_string(), "[::1]:50000");
+        assert_eq!(found[0].server.port(), 8883);
+        let h = found[0].hello.as_ref().unwrap();
+        assert_eq!(
+            (h.legacy_version, h.cipher_suites.clone()),
+            (0x0302, vec![0xc013])
+        );
+    }
+
+    #[test]
+    fn bad_captures_are_named() {
+        let e = hellos_in_capture(b"[package]\nname = \"x\"\n", "Cargo.toml").unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("Cargo.toml is not a pcap or pcapng capture"),
+            "{}",
+            e.message()
+        );
+        let hello = crate::audit::tests::hello(0x0303, &[0xc02f], &[]);
+        let file = pcapng(&[frame_v6(1, 2, 0, 0x18, &hello)]);
+        let e = hellos_in_capture(&file[..file.len() - 10], "cut.pcapng").unwrap_err();
+        assert!(
+            e.message().starts_with("cut.pcapng is truncated"),
+            "{}",
+            e.message()
+        );
+        assert!(hellos_in_capture(&[], "empty")
+            .unwrap_err()
+            .message()
+            .contains("empty"));
+    }
 }

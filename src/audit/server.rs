@@ -120,12 +120,15 @@ fn complete(
         }
         if received.len() > MAX_CONNECT_LEN {
             break parse_connect(&received, now_unix)?.ok_or_else(|| {
-                Error::new(Code::MqttPacketTooLarge, "the device's CONNECT is too large")
+                Error::new(
+                    Code::MqttPacketTooLarge,
+                    "the device's CONNECT is too large",
+                )
             })?;
         }
-        let n = tls_stream.read(&mut buf).map_err(|e| {
-            crate::handshake::io_error(e, "waiting for the device's MQTT CONNECT")
-        })?;
+        let n = tls_stream
+            .read(&mut buf)
+            .map_err(|e| crate::handshake::io_error(e, "waiting for the device's MQTT CONNECT"))?;
         if n == 0 {
             return Err(Error::new(
                 Code::ConnectionClosed,
@@ -135,7 +138,7 @@ fn complete(
         received.extend_from_slice(&buf[..n]);
     };
     zeroize::Zeroize::zeroize(&mut received); // the CONNECT held the password
-    // CONNACK accepted, so the device goes on to publish and disconnect by itself.
+                                              // CONNACK accepted, so the device goes on to publish and disconnect by itself.
     let _ = tls_stream.write_all(&[0x20, 0x02, 0x00, 0x00]);
     let _ = tls_stream.flush();
     let _ = stream.set_read_timeout(Some(timeout.min(Duration::from_secs(2))));

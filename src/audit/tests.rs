@@ -59,7 +59,11 @@ fn good_extensions() -> Vec<(u16, Vec<u8>)> {
 
 #[test]
 fn a_compliant_hello_is_ok_and_its_fields_are_read() {
-    let bytes = hello(0x0303, &[0x1a1a, 0xc02f, 0xc030, 0x009c], &good_extensions());
+    let bytes = hello(
+        0x0303,
+        &[0x1a1a, 0xc02f, 0xc030, 0x009c],
+        &good_extensions(),
+    );
     let report = audit_bytes(&bytes).unwrap();
     assert_eq!(report.verdict, Verdict::Ok, "{:?}", report.findings);
     let h = &report.hello;
@@ -69,7 +73,9 @@ fn a_compliant_hello_is_ok_and_its_fields_are_read() {
     assert!(h.extended_master_secret && h.secure_renegotiation());
     assert_eq!(h.max_version(), 0x0303);
     let json = report.to_json();
-    assert!(json.starts_with("{\"verdict\":\"ok\",\"max_version\":\"TLSv1.2\",\"tls12_offered\":true"));
+    assert!(
+        json.starts_with("{\"verdict\":\"ok\",\"max_version\":\"TLSv1.2\",\"tls12_offered\":true")
+    );
     assert!(json.contains("{\"code\":\"0x009c\",\"name\":\"TLS_RSA_WITH_AES_128_GCM_SHA256 (0x009c)\",\"class\":\"refused\"}"));
 }
 
@@ -80,7 +86,7 @@ fn tls11_only_will_fail_with_the_fix() {
     assert_eq!(report.findings[0].id, "no-tls12");
     assert_eq!(
         report.findings[0].problem,
-        "offers TLS 1.0 and TLS 1.1 only; IoT Hub requires TLS 1.2"
+        "offers TLS 1.1 at most; IoT Hub requires TLS 1.2"
     );
     assert!(report.findings[0].fix.contains("OpenSSL 1.0.1 or later"));
     assert!(report.findings.iter().any(|f| f.id == "no-hub-suite"));
@@ -94,7 +100,9 @@ fn cbc_sha256_only_is_a_warning_and_rsa_only_a_failure() {
     assert_eq!(report.findings[0].id, "cbc-only");
     let report = audit_bytes(&hello(0x0303, &[0x002f, 0x009c], &good_extensions())).unwrap();
     assert_eq!(report.verdict, Verdict::WillFail);
-    assert!(report.findings[0].problem.starts_with("offers RSA key exchange only"));
+    assert!(report.findings[0]
+        .problem
+        .starts_with("offers RSA key exchange only"));
 }
 
 #[test]
@@ -104,7 +112,9 @@ fn tls13_only_missing_curve_and_signatures_fail() {
     let report = audit_bytes(&hello(0x0303, &[0x1301], &ext)).unwrap();
     assert!(!report.hello.offers_tls12());
     assert_eq!(report.findings[0].id, "no-tls12");
-    assert!(report.findings[0].problem.starts_with("offers TLS 1.3 only"));
+    assert!(report.findings[0]
+        .problem
+        .starts_with("offers TLS 1.3 only"));
 
     let mut ext = good_extensions();
     ext[1] = (0x000a, list16(&[29]));
@@ -129,7 +139,11 @@ fn missing_sni_ems_and_renegotiation_are_warnings() {
     let ids: Vec<&str> = report.findings.iter().map(|f| f.id).collect();
     assert_eq!(
         ids,
-        ["no-sni", "no-extended-master-secret", "no-secure-renegotiation"]
+        [
+            "no-sni",
+            "no-extended-master-secret",
+            "no-secure-renegotiation"
+        ]
     );
 }
 
@@ -163,7 +177,10 @@ fn bad_input_gives_named_errors() {
         parse_client_hello(&v2),
         Err(HelloError::Sslv2 { version: 0x0301 })
     );
-    assert!(parse_client_hello(&v2).unwrap_err().to_string().contains("TLSv1.0"));
+    assert!(parse_client_hello(&v2)
+        .unwrap_err()
+        .to_string()
+        .contains("TLSv1.0"));
     assert_eq!(
         parse_client_hello(b"GET / HTTP/1.1\r\n"),
         Err(HelloError::NotTls { first_byte: b'G' })
@@ -175,7 +192,10 @@ fn bad_input_gives_named_errors() {
     let good = hello(0x0303, &[0xc02f], &good_extensions());
     for cut in [1, 4, 5, 9, good.len() - 1] {
         assert!(
-            matches!(parse_client_hello(&good[..cut]), Err(HelloError::Truncated { .. })),
+            matches!(
+                parse_client_hello(&good[..cut]),
+                Err(HelloError::Truncated { .. })
+            ),
             "cut at {cut}"
         );
     }
@@ -198,7 +218,10 @@ fn bad_input_gives_named_errors() {
     let mut bad = good.clone();
     let n = bad.len();
     bad[n - 3] = 0x40; // renegotiation_info claims 0x4001 bytes
-    assert!(matches!(parse_client_hello(&bad), Err(HelloError::Malformed(_))));
+    assert!(matches!(
+        parse_client_hello(&bad),
+        Err(HelloError::Malformed(_))
+    ));
 }
 
 #[test]

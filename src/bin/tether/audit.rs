@@ -49,7 +49,10 @@ pub struct AuditArgs {
 }
 
 #[derive(Parser)]
-#[command(name = "tether audit", about = "Will this device survive IoT Hub's TLS enforcement?")]
+#[command(
+    name = "tether audit",
+    about = "Will this device survive IoT Hub's TLS enforcement?"
+)]
 struct Cli {
     #[command(flatten)]
     args: AuditArgs,
@@ -57,7 +60,9 @@ struct Cli {
 
 /// Entry from today's hand-written dispatcher: parses `argv` (after `audit`) with clap.
 pub fn main(argv: &[String]) -> std::process::ExitCode {
-    let cli = match Cli::try_parse_from(std::iter::once("tether audit".to_owned()).chain(argv.iter().cloned())) {
+    let cli = match Cli::try_parse_from(
+        std::iter::once("tether audit".to_owned()).chain(argv.iter().cloned()),
+    ) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -107,7 +112,9 @@ fn render(
         out.push_str(&format!(",\"audit\":{audit}"));
         match connect {
             Some(Ok(c)) => out.push_str(&format!(",\"connect\":{}", c.to_json())),
-            Some(Err(e)) => out.push_str(&format!(",\"connect_error\":{}", json_string(e.message()))),
+            Some(Err(e)) => {
+                out.push_str(&format!(",\"connect_error\":{}", json_string(e.message())))
+            }
             None => {}
         }
         out.push_str("}\n");
@@ -119,7 +126,14 @@ fn render(
         }
         match report {
             Ok(r) => out.push_str(&format!(" {}", r.to_text())),
-            Err(e) => out.push_str(&format!(" {}: {e}\n", if matches!(e, HelloError::Sslv2 { .. }) { "will-fail" } else { "unreadable" })),
+            Err(e) => out.push_str(&format!(
+                " {}: {e}\n",
+                if matches!(e, HelloError::Sslv2 { .. }) {
+                    "will-fail"
+                } else {
+                    "unreadable"
+                }
+            )),
         }
         match connect {
             Some(Ok(c)) => out.push_str(&format!("  {}\n", c.to_text())),
@@ -161,8 +175,14 @@ fn run_pcap(path: &std::path::Path, json: bool) -> i32 {
             status = 3;
         }
         let _ = out.write_all(
-            render(json, &h.client.to_string(), Some(&h.server.to_string()), &report, None)
-                .as_bytes(),
+            render(
+                json,
+                &h.client.to_string(),
+                Some(&h.server.to_string()),
+                &report,
+                None,
+            )
+            .as_bytes(),
         );
     }
     status
@@ -194,11 +214,15 @@ fn run_listen(args: &AuditArgs) -> Result<i32, (i32, String)> {
                 std::fs::read(p).map_err(|e| (1, format!("cannot read {}: {e}", p.display())))
             };
             let key_pem = zeroize::Zeroizing::new(read(key)?);
-            Some(hub_server_config(&read(cert)?, &key_pem).map_err(|e| (1, e.message().to_owned()))?)
+            Some(
+                hub_server_config(&read(cert)?, &key_pem)
+                    .map_err(|e| (1, e.message().to_owned()))?,
+            )
         }
         _ => None,
     };
-    let listener = TcpListener::bind(addr).map_err(|e| (6, format!("cannot listen on {addr}: {e}")))?;
+    let listener =
+        TcpListener::bind(addr).map_err(|e| (6, format!("cannot listen on {addr}: {e}")))?;
     listener
         .set_nonblocking(true)
         .map_err(|e| (6, format!("listener: {e}")))?;
@@ -229,7 +253,9 @@ fn run_listen(args: &AuditArgs) -> Result<i32, (i32, String)> {
                 let (seen, failed, output) = (seen.clone(), failed.clone(), output.clone());
                 workers.push(std::thread::spawn(move || {
                     let Session { report, connect } = serve(stream, config, per_device, now_unix());
-                    if fails(&report) || matches!(connect, Some(Err(_))) && config_completes(&report) {
+                    if fails(&report)
+                        || matches!(connect, Some(Err(_))) && config_completes(&report)
+                    {
                         failed.store(true, Ordering::SeqCst);
                     }
                     let text = render(json, &peer.to_string(), None, &report, connect.as_ref());
