@@ -392,22 +392,23 @@ typedef enum tether_result {
 
 /*
  The audit's verdict on a ClientHello.
+
  */
 typedef enum tether_audit_verdict {
   /*
    The hub will accept the device's TLS handshake.
    */
-  TETHER_AUDIT_VERDICT_TETHER_AUDIT_VERDICT_OK = 0,
+  TETHER_AUDIT_VERDICT_OK = 0,
   /*
    The hub will accept it, but something is worth fixing (CBC suites only, no SNI, no
    extended master secret, ...): the report says what.
    */
-  TETHER_AUDIT_VERDICT_TETHER_AUDIT_VERDICT_OK_WITH_WARNINGS = 1,
+  TETHER_AUDIT_VERDICT_OK_WITH_WARNINGS = 1,
   /*
    The hub will refuse it (no TLS 1.2, none of its suites, no usable curve or RSA
    signature algorithm): the report says why and how to fix it.
    */
-  TETHER_AUDIT_VERDICT_TETHER_AUDIT_VERDICT_WILL_FAIL = 2,
+  TETHER_AUDIT_VERDICT_WILL_FAIL = 2,
 } tether_audit_verdict;
 
 /*

@@ -11,6 +11,8 @@ use crate::ffi::panic::guard;
 use crate::ffi::{bytes_arg, out_arg, write_text};
 
 /// The audit's verdict on a ClientHello.
+///
+/// cbindgen:prefix-with-name=false
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum tether_audit_verdict {

@@ -40,7 +40,8 @@ pub struct AuditArgs {
     /// The server certificate's private key (PEM).
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
-    /// Stop after N devices (listener).
+    /// Stop after N devices (listener). Connections that send nothing (port probes) are
+    /// neither reported nor counted.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// Stop after SECONDS (listener); also the per-device read timeout cap.
@@ -237,9 +238,8 @@ fn run_listen(args: &AuditArgs) -> Result<i32, (i32, String)> {
     let failed = Arc::new(AtomicBool::new(false));
     let output = Arc::new(Mutex::new(()));
     let mut workers = Vec::new();
-    let mut accepted = 0u64;
     loop {
-        if args.count.is_some_and(|n| accepted >= n) {
+        if args.count.is_some_and(|n| seen.load(Ordering::SeqCst) >= n) {
             break;
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -247,12 +247,14 @@ fn run_listen(args: &AuditArgs) -> Result<i32, (i32, String)> {
         }
         match listener.accept() {
             Ok((stream, peer)) => {
-                accepted += 1;
                 let _ = stream.set_nonblocking(false);
                 let (config, json) = (config.clone(), args.json);
                 let (seen, failed, output) = (seen.clone(), failed.clone(), output.clone());
                 workers.push(std::thread::spawn(move || {
                     let Session { report, connect } = serve(stream, config, per_device, now_unix());
+                    if report == Err(HelloError::Empty) {
+                        return; // a port probe or health check, not a device
+                    }
                     if fails(&report)
                         || matches!(connect, Some(Err(_))) && config_completes(&report)
                     {
