@@ -511,3 +511,107 @@ fn c_program_audits_openssls_own_hellos() {
     );
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
+
+#[test]
+fn the_hub_stand_in_logs_each_devices_verdict_and_still_relays_it() {
+    require("mosquitto", "mosquitto");
+    require("mosquitto_pub", "mosquitto-clients");
+    let plugin = Path::new(env!("CARGO_BIN_EXE_tether"))
+        .parent()
+        .unwrap()
+        .join("libtether_hub.so");
+    assert!(
+        plugin.is_file(),
+        "{} is missing: build it with `cargo build -p tether-hub` (.ci/test does)",
+        plugin.display()
+    );
+    let root_dir = temp_dir("audit-hub");
+    let host = "audit-hub.azure-devices.net";
+    let key = "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg=";
+    let registry = root_dir.join("registry.json");
+    std::fs::write(
+        &registry,
+        format!(
+            r#"{{"hostName": "{host}", "certificateAuthorities": [], "devices": [{{"deviceId": "d1",
+            "status": "enabled", "authentication": {{"type": "sas", "symmetricKey":
+            {{"primaryKey": "{key}", "secondaryKey": ""}}}}}}]}}"#
+        ),
+    )
+    .unwrap();
+    let (port, x509) = (free_port(), free_port());
+    let log = root_dir.join("hub.log");
+    let dir = root_dir.join("hub");
+    let mut hub = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["hub", "--registry"])
+        .arg(&registry)
+        .args(["--port", &port.to_string(), "--x509-port", &x509.to_string(), "--dir"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(hub.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(ready.trim(), format!("ready sas={port} x509={x509}"), "{}", read_log());
+    let (code, token, _) = tether_cli(&[
+        "sas-token",
+        "--resource",
+        &format!("{host}/devices/d1"),
+        "--key",
+        key,
+        "--ttl",
+        "600",
+    ]);
+    assert_eq!(code, 0);
+    let tls11_conf = root_dir.join("tls11.cnf");
+    std::fs::write(
+        &tls11_conf,
+        "openssl_conf = openssl_init\n[openssl_init]\nssl_conf = ssl_sect\n[ssl_sect]\n\
+         system_default = system_default_sect\n[system_default_sect]\n\
+         MinProtocol = TLSv1\nMaxProtocol = TLSv1.1\nCipherString = DEFAULT@SECLEVEL=0\n",
+    )
+    .unwrap();
+    let publish = |openssl_conf: Option<&Path>| {
+        let mut cmd = Command::new("mosquitto_pub");
+        if let Some(conf) = openssl_conf {
+            cmd.env("OPENSSL_CONF", conf).args(["--tls-version", "tlsv1.1"]);
+        }
+        cmd.args(["-h", "localhost", "-p", &port.to_string(), "--cafile"])
+            .arg(dir.join("ca.pem"))
+            .args(["-i", "d1", "-u", &format!("{host}/d1/?api-version=2021-04-12")])
+            .args(["-P", token.trim(), "-t", "devices/d1/messages/events/", "-m", "x"])
+            .output()
+            .unwrap()
+    };
+    let old = publish(Some(&tls11_conf));
+    let modern = publish(None);
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && !read_log().contains(needle) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        read_log()
+    };
+    let text = wait_for(" sni=localhost ok");
+    let _ = Command::new("kill")
+        .args(["-TERM", &hub.id().to_string()])
+        .status();
+    let _ = hub.wait();
+    assert!(!old.status.success(), "the hub stand-in accepted TLS 1.1");
+    assert!(
+        modern.status.success(),
+        "the relay broke a good device: {}\n{text}",
+        String::from_utf8_lossy(&modern.stderr)
+    );
+    let audits: Vec<&str> = text.lines().filter(|l| l.starts_with("audit 127.0.0.1:")).collect();
+    assert_eq!(audits.len(), 2, "{text}");
+    assert!(
+        audits[0].contains(" sni=localhost will-fail: offers TLS 1.1 at most; IoT Hub requires TLS 1.2 (fix: enable TLS 1.2"),
+        "{text}"
+    );
+    assert!(audits[1].ends_with(" sni=localhost ok"), "{text}");
+}

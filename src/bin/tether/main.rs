@@ -7,6 +7,7 @@ mod audit;
 mod derive_key;
 mod device;
 mod hub;
+mod hub_audit;
 mod listen;
 mod sas_token;
 mod send;
