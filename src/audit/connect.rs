@@ -151,3 +151,88 @@ impl ConnectFacts {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::sas::{write_token, Resource, SasKey, MAX_TOKEN_LEN};
+    use crate::mqtt::codec::Connect;
+
+    fn connect_bytes(client_id: &str, username: Option<&str>, password: Option<&str>) -> Vec<u8> {
+        let c = Connect {
+            client_id,
+            username,
+            password,
+            keep_alive_s: 60,
+            clean_session: true,
+            will: None,
+        };
+        let mut out = vec![0u8; c.encoded_len().unwrap()];
+        c.encode(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn connect_facts_name_the_shape_and_expiry_but_never_the_signature() {
+        let key = SasKey::from_base64("NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg=").unwrap();
+        let mut buf = [0u8; MAX_TOKEN_LEN];
+        let token = write_token(
+            &Resource::device("h.azure-devices.net", "d1").unwrap(),
+            &key,
+            None,
+            1_800_000_600,
+            &mut buf,
+        )
+        .unwrap()
+        .to_owned();
+        let bytes = connect_bytes(
+            "d1",
+            Some("h.azure-devices.net/d1/?api-version=2021-04-12"),
+            Some(&token),
+        );
+        assert_eq!(parse_connect(&bytes[..bytes.len() - 1], 0).unwrap(), None);
+        let facts = parse_connect(&bytes, 1_800_000_000).unwrap().unwrap();
+        assert!(facts.username_shape_ok);
+        assert_eq!(facts.api_version.as_deref(), Some("2021-04-12"));
+        assert_eq!(facts.sas_expires_in, Some(600));
+        assert_eq!(
+            facts.sas_resource.as_deref(),
+            Some("h.azure-devices.net/devices/d1")
+        );
+        let sig = token
+            .split("sig=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap();
+        for out in [facts.to_json(), facts.to_text(), format!("{facts:?}")] {
+            assert!(!out.contains(sig) && !out.contains("sig="), "{out}");
+        }
+        assert!(facts.to_text().contains("SAS token expires in 600 s"));
+        let expired = parse_connect(&bytes, 1_800_000_700).unwrap().unwrap();
+        assert!(expired.to_text().contains("SAS token expired 100 s ago"));
+    }
+
+    #[test]
+    fn a_wrong_user_name_shape_and_x509_devices_are_reported() {
+        let facts = parse_connect(&connect_bytes("d1", Some("d1"), Some("secret")), 0)
+            .unwrap()
+            .unwrap();
+        assert!(!facts.username_shape_ok);
+        assert_eq!(facts.password_kind, "other");
+        assert!(!facts.to_json().contains("secret"));
+        let facts = parse_connect(
+            &connect_bytes("d1", Some("h/d1/?api-version=2021-04-12"), None),
+            0,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (facts.username_shape_ok, facts.password_kind),
+            (true, "none")
+        );
+        let err = parse_connect(&[0x30, 2, 0, 0], 0).unwrap_err();
+        assert_eq!(err.code(), Code::MqttMalformed);
+    }
+}
