@@ -646,3 +646,69 @@ fn the_hub_stand_in_logs_each_devices_verdict_and_still_relays_it() {
     );
     assert!(audits[1].ends_with(" sni=localhost ok"), "{text}");
 }
+
+#[test]
+fn a_hello_split_across_tcp_segments_is_reassembled_live_and_from_the_capture() {
+    require("python3", "python3");
+    let dir = temp_dir("audit-split");
+    let port = free_port();
+    let tcpdump = Tcpdump::start(port, dir.join("split.pcap"));
+    let listener = Listener::start(port, &["--count", "1", "--timeout", "120"]);
+    // Python's ssl writes its hello into a memory BIO; it goes out in three TCP segments.
+    let script = format!(
+        "import socket, ssl, time\n\
+         ctx = ssl.create_default_context()\n\
+         ctx.check_hostname = False\n\
+         ctx.verify_mode = ssl.CERT_NONE\n\
+         inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()\n\
+         obj = ctx.wrap_bio(inc, out, server_hostname='split.example')\n\
+         try:\n    obj.do_handshake()\nexcept ssl.SSLWantReadError:\n    pass\n\
+         hello = out.read()\n\
+         s = socket.create_connection(('127.0.0.1', {port}))\n\
+         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n\
+         for part in (hello[:3], hello[3:60], hello[60:]):\n    s.sendall(part)\n    time.sleep(0.3)\n\
+         s.recv(100)\n"
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live = listener.next("the split hello");
+    assert!(live.contains("\"audit\":{\"verdict\":\"ok\""), "{live}");
+    assert!(live.contains("\"sni\":\"split.example\""), "{live}");
+    assert_eq!(listener.wait(), 0);
+    let capture = tcpdump.stop();
+    // The capture holds the hello in three segments (plus the handshake and the alert).
+    let (code, stdout, stderr) =
+        tether_cli(&["audit", "--pcap", capture.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("\"audit\":{\"verdict\":\"ok\""), "{stdout}");
+    assert!(stdout.contains("\"sni\":\"split.example\""), "{stdout}");
+    let segments = Command::new("tcpdump")
+        .args(["-r"])
+        .arg(&capture)
+        .args([
+            "-n",
+            "tcp",
+            "dst",
+            "port",
+            &port.to_string(),
+            "and",
+            "tcp[tcpflags] & tcp-push != 0",
+        ])
+        .output()
+        .unwrap();
+    let pushed = String::from_utf8_lossy(&segments.stdout).lines().count();
+    assert!(
+        pushed >= 3,
+        "expected the hello in 3 segments:\n{}",
+        String::from_utf8_lossy(&segments.stdout)
+    );
+}
