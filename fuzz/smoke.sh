@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${SECONDS_PER_TARGET:-20}"
-for target in mqtt_decode topic_parsers property_bag; do
+for target in $(cargo +nightly fuzz list); do
     echo "== fuzz ${target} (${secs} s)"
     mkdir -p "corpus/${target}"
     cargo +nightly fuzz run "${target}" "corpus/${target}" -- -max_total_time="${secs}" -rss_limit_mb=2048

@@ -411,6 +411,27 @@ typedef enum tether_result {
 } tether_result;
 
 /*
+ The audit's verdict on a ClientHello.
+
+ */
+typedef enum tether_audit_verdict {
+  /*
+   The hub will accept the device's TLS handshake.
+   */
+  TETHER_AUDIT_VERDICT_OK = 0,
+  /*
+   The hub will accept it, but something is worth fixing (CBC suites only, no SNI, no
+   extended master secret, ...): the report says what.
+   */
+  TETHER_AUDIT_VERDICT_OK_WITH_WARNINGS = 1,
+  /*
+   The hub will refuse it (no TLS 1.2, none of its suites, no usable curve or RSA
+   signature algorithm): the report says why and how to fix it.
+   */
+  TETHER_AUDIT_VERDICT_WILL_FAIL = 2,
+} tether_audit_verdict;
+
+/*
  What a polled event is.
 
  */
@@ -914,6 +935,39 @@ typedef struct tether_method_request {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/*
+ Audits a ClientHello against IoT Hub's enforced TLS policy (since 31 August 2025: TLS 1.2,
+ ECDHE-RSA with AES-GCM preferred, ECDHE-RSA with AES-CBC-SHA256/384 still accepted,
+ everything else refused).
+
+ - `hello`, `hello_len` (in): the bytes the device sends first on the TCP connection: one
+   or more TLS handshake records holding the ClientHello. Not modified, not kept.
+ - `verdict_out` (out, not NULL): the verdict.
+ - `report`, `report_cap`, `report_len` (out): the report as one NUL-terminated JSON
+   object: `verdict`, `max_version`, `tls12_offered`, `versions`, `sni`, `suites` (each
+   with `code`, `name`, `class`: `preferred`/`accepted`/`refused`), `groups`,
+   `signature_algorithms`, `extended_master_secret`, `secure_renegotiation`, and
+   `findings` (each with `severity` `fail` or `warning`, a stable `id`, the `problem` in
+   plain words and the `fix`). When `report_cap` is too small nothing is written,
+   `*report_len` is set to the length needed (without the NUL) and the result is
+   `TETHER_RESULT_BUFFER_TOO_SMALL`. `report` may be NULL when `report_cap` is 0 (size
+   query). `report` must not overlap `hello`.
+
+ Outputs are written only on success. Thread-safe; no state; does not read the clock.
+
+ Results: `TETHER_RESULT_OK`; `TETHER_RESULT_NULL_ARGUMENT`;
+ `TETHER_RESULT_INVALID_ARGUMENT` (the bytes are not a readable ClientHello: empty,
+ an SSLv2-format hello (which the hub refuses), not a TLS handshake record, another
+ handshake message, truncated, oversized or malformed: `tether_last_error` names which;
+ or `report` overlaps `hello`); `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ */
+enum tether_result tether_audit_client_hello(const uint8_t *hello,
+                                             size_t hello_len,
+                                             enum tether_audit_verdict *verdict_out,
+                                             char *report,
+                                             size_t report_cap,
+                                             size_t *report_len);
 
 /*
  Returns the default client options: port 8883, keep-alive 60 s, token lifetime

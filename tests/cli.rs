@@ -144,6 +144,7 @@ fn every_subcommand_answers_help_with_examples_and_exit_codes() {
         "listen",
         "twin",
         "hub",
+        "audit",
         "completions",
         "version",
     ] {

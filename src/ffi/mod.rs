@@ -13,6 +13,7 @@
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)] // every exported function documents its contract in prose
 
+pub mod audit;
 pub mod client;
 pub mod codec;
 pub mod connection_string;

@@ -949,6 +949,52 @@ static void topics_and_codec(void) {
     }
 }
 
+static void audit(void) {
+    /* A minimal TLS 1.2 ClientHello offering the two GCM suites, no extensions. */
+    uint8_t hello[54] = {0x16, 0x03, 0x01, 0x00, 0x31, 0x01, 0x00, 0x00, 0x2d, 0x03, 0x03};
+    uint8_t junk[300];
+    char report[4096];
+    size_t len = 0, need = 0, n;
+    enum tether_audit_verdict verdict = TETHER_AUDIT_VERDICT_OK;
+    int i;
+    printf("audit\n");
+    for (i = 11; i < 43; i++) hello[i] = (uint8_t)i; /* random */
+    hello[43] = 0x00;                                 /* session id */
+    hello[44] = 0x00; hello[45] = 0x04;
+    hello[46] = 0xc0; hello[47] = 0x2f; hello[48] = 0xc0; hello[49] = 0x30;
+    hello[50] = 0x01; hello[51] = 0x00;               /* compression: null */
+    hello[52] = 0x00; hello[53] = 0x00;               /* no extensions */
+    EXPECT(X(tether_audit_client_hello)(hello, sizeof hello, &verdict, NULL, 0, &need),
+           TETHER_RESULT_BUFFER_TOO_SMALL);
+    CHECK(need > 0 && need < sizeof report);
+    EXPECT(tether_audit_client_hello(hello, sizeof hello, &verdict, report, need, &len),
+           TETHER_RESULT_BUFFER_TOO_SMALL);
+    EXPECT(tether_audit_client_hello(hello, sizeof hello, &verdict, report, need + 1, &len),
+           TETHER_RESULT_OK);
+    CHECK(len == need && report[len] == 0 && report[0] == '{');
+    CHECK(verdict != TETHER_AUDIT_VERDICT_WILL_FAIL);
+    EXPECT(tether_audit_client_hello(NULL, sizeof hello, &verdict, report, sizeof report, &len),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(tether_audit_client_hello(hello, sizeof hello, NULL, report, sizeof report, &len),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(tether_audit_client_hello(hello, sizeof hello, &verdict, report, sizeof report, NULL),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(tether_audit_client_hello(hello, 0, &verdict, report, sizeof report, &len),
+           TETHER_RESULT_INVALID_ARGUMENT);
+    /* the report overlapping the hello, and the length inside the report */
+    memcpy(ARENA, hello, sizeof hello);
+    EXPECT(tether_audit_client_hello((const uint8_t *)ARENA, sizeof hello, &verdict, ARENA + 8, 2048,
+                                     &len),
+           TETHER_RESULT_INVALID_ARGUMENT);
+    EXPECT(tether_audit_client_hello(hello, sizeof hello, &verdict, ARENA, 2048, (size_t *)ARENA),
+           TETHER_RESULT_INVALID_ARGUMENT);
+    for (i = 0; i < 300; i++) {
+        n = random_fill(junk, sizeof junk, 0);
+        if (i % 2) memcpy(junk, hello, n < sizeof hello ? n : sizeof hello); /* truncated */
+        NO_PANIC(tether_audit_client_hello(junk, n, &verdict, report, sizeof report, &len));
+    }
+}
+
 int main(int argc, char **argv) {
     tether_tls_config *tls;
     int i;
@@ -966,6 +1012,7 @@ int main(int argc, char **argv) {
     property_bags();
     dps(tls);
     topics_and_codec();
+    audit();
     misc(argv[1]);
     X(tether_tls_config_free)(tls);
     X(tether_connection_string_free)(the_cs);

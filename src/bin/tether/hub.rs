@@ -3,6 +3,9 @@
 //! only, the hub's four ECDHE suites, the `tether-hub` auth plugin), runs mosquitto on
 //! 127.0.0.1 in the foreground and stops it on SIGINT/SIGTERM.
 //!
+//! Each device's ClientHello is audited on the way in (a log line per device with the
+//! verdict IoT Hub's enforced TLS policy would give; see `hub_audit.rs`).
+//!
 //! SAS devices connect on PORT; X.509 devices on PORT2 (mosquitto only asks for a client
 //! certificate on a listener that requires one). The plugin (`libtether_hub.so`) is found, in
 //! this order, at `$TETHER_HUB_PLUGIN`, beside the `tether` binary (cargo's target folder),
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use tether::{Code, Error, Result};
 
+use crate::hub_audit;
 use crate::opts::usage_error;
 
 /// The plugin's file name (the `tether-hub` crate's cdylib).
@@ -304,6 +308,11 @@ pub fn run(args: HubArgs) -> Result<()> {
     ensure_pki(&dir)?;
     std::fs::create_dir_all(dir.join("x509-trust")).map_err(|e| io(e, "x509-trust"))?;
     let conf = dir.join("mosquitto.conf");
+    // mosquitto listens on internal ports; the audit relays own the public ones.
+    let (inner, inner_x509) = (hub_audit::internal_port()?, hub_audit::internal_port()?);
+    hub_audit::start(port, inner)?;
+    hub_audit::start(x509_port, inner_x509)?;
+    let (port, x509_port, public) = (inner, inner_x509, (port, x509_port));
     std::fs::write(&conf, config(&dir, &plugin, &registry, port, x509_port))
         .map_err(|e| io(e, conf.display()))?;
     let openssl_conf = dir.join("openssl-tls12.cnf");
@@ -352,7 +361,7 @@ pub fn run(args: HubArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    println!("ready sas={port} x509={x509_port}");
+    println!("ready sas={} x509={}", public.0, public.1);
     use std::io::Write;
     let _ = std::io::stdout().flush();
     loop {
