@@ -13,28 +13,26 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let key = SasKey::from_base64(KEY).unwrap();
+    // A real-looking signature next to the input: no error may quote it.
+    const SIG: &str = "dIMMdDDBGFR8eqAfYkiMxoOphaFMPtMgj7Wg%2FYB1AvU%3D";
     for candidate in [
         text.to_owned(),
         format!("SharedAccessSignature {text}"),
         format!("SharedAccessSignature sr=h%2Fdevices%2Fd&sig={text}&se=1900000000"),
+        format!("SharedAccessSignature sr={text}&sig={SIG}&se=1900000000"),
+        format!("SharedAccessSignature sig={SIG}&{text}"),
     ] {
         match sas::parse(&candidate) {
             Ok(parsed) => {
                 let _ = parsed.resource().map(|r| (r.uri(), r.encoded()));
             }
-            Err(e) => {
-                if let Some(sig) = candidate.split("sig=").nth(1) {
-                    let sig = sig.split('&').next().unwrap_or("");
-                    if sig.len() >= 16 {
-                        assert!(!e.message().contains(sig), "{e:?}");
-                    }
-                }
-            }
+            Err(e) => assert!(text.contains(SIG) || !e.message().contains(SIG), "{e:?}"),
         }
-        if let Ok(v) = sas::verify(&candidate, &key, 1_800_000_000) {
-            // Only a token this key signed verifies: re-signing must give the same token.
-            let resource = v.resource().expect("a verified token has a resource");
-            let _ = resource;
+        match sas::verify(&candidate, &key, 1_800_000_000) {
+            Ok(v) => {
+                let _ = v.resource();
+            }
+            Err(e) => assert!(text.contains(SIG) || !e.message().contains(SIG), "{e:?}"),
         }
         let _ = SasToken::from_text(&candidate);
     }
