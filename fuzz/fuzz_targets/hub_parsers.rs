@@ -59,10 +59,18 @@ fuzz_target!(|data: &[u8]| {
             expires_unix: None,
             kind: "sas",
         };
-        for access in [Access::Read, Access::Write, Access::Subscribe, Access::Unsubscribe] {
+        for access in [
+            Access::Read,
+            Access::Write,
+            Access::Subscribe,
+            Access::Unsubscribe,
+        ] {
             for qos in [0, 1, 2] {
                 if authorize(&session, access, text, qos).is_ok() && access != Access::Unsubscribe {
-                    assert!(text.starts_with("$iothub/") || text.starts_with("devices/d/"), "{text}");
+                    assert!(
+                        text.starts_with("$iothub/") || text.starts_with("devices/d/"),
+                        "{text}"
+                    );
                     assert!(access != Access::Write || qos <= 1);
                 }
             }

@@ -38,7 +38,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = Resource::parse(text).map(|r| {
         let encoded = r.encoded();
-        assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)));
+        assert!(encoded
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)));
     });
     let _ = sas::url_decode(text);
     let _ = SasKey::from_base64(text);

@@ -102,8 +102,15 @@ fuzz_target!(|data: &[u8]| {
     pump(&mut session, &mut server, now_ms);
     let mut plain = Vec::new();
     let _ = server.reader().read_to_end(&mut plain);
-    assert_eq!(plain.first().map(|b| b >> 4), Some(1), "CONNECT comes first");
-    server.writer().write_all(&[0x20, 0x02, 0x00, 0x00]).unwrap();
+    assert_eq!(
+        plain.first().map(|b| b >> 4),
+        Some(1),
+        "CONNECT comes first"
+    );
+    server
+        .writer()
+        .write_all(&[0x20, 0x02, 0x00, 0x00])
+        .unwrap();
     assert!(pump(&mut session, &mut server, now_ms));
 
     // Then the fuzz input, in chunks: each chunk's first byte is its length.
