@@ -1,4 +1,5 @@
-//! The device session fed arbitrary broker bytes after a real TLS 1.2 handshake.
+//! The device session fed arbitrary broker bytes after a real TLS 1.2 handshake (or, for
+//! input starting with 0xFF, arbitrary plaintext in place of the server's handshake).
 //!
 //! An in-memory rustls server (test certificate for localhost, `fuzz/certs/`) completes the
 //! handshake with the session under the IoT Hub policy, reads its CONNECT, accepts it with a
@@ -90,6 +91,20 @@ fuzz_target!(|data: &[u8]| {
         .send_telemetry(b"{\"t\":1}", &PropertyBag::new(), 1, now_ms)
         .unwrap();
     session.connect(now_ms).unwrap();
+    // Input starting with 0xFF: plaintext bytes from a hostile or downgraded server during
+    // the handshake (the session's ServerHello sniffer and its naming of TLS refusals).
+    if let Some(raw) = data.strip_prefix(&[0xFF]) {
+        let mut out = Vec::new();
+        session.poll_output(&mut out);
+        for chunk in raw.chunks(97) {
+            if session.handle_input(chunk, now_ms).is_err() {
+                break;
+            }
+            session.poll_output(&mut out);
+        }
+        while session.poll_event().is_some() {}
+        return;
+    }
     let mut server = ServerConnection::new(server_config.clone()).unwrap();
     for _ in 0..8 {
         if !server.is_handshaking() {
