@@ -33,7 +33,8 @@ fuzz_target!(|data: &[u8]| {
             Ok(r) => {
                 let _ = r.identity("d", None);
             }
-            Err(e) => assert!(!e.message().contains(KEY), "{e:?}"),
+            // (An error may name the entry: unless the input put the key text there itself.)
+            Err(e) => assert!(text.contains(KEY) || !e.message().contains(KEY), "{e:?}"),
         }
     }
     // A SAS connection to a registry with one device: the input as the password (a token),
