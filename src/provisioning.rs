@@ -295,6 +295,7 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
                 }
                 return match (parsed.status, parsed.assigned_hub, parsed.device_id) {
                     (Some("assigned"), Some(hub), Some(device)) => {
+                        dps::check_assignment(hub, device)?;
                         crate::log!(
                             crate::log::Level::Info,
                             "{reg} assigned to {hub} as {device}"

@@ -60,8 +60,9 @@ pub struct UserName<'a> {
 /// Reads `{host}/{deviceId}[/{moduleId}]/?api-version=...[&...]`.
 pub fn parse_username(username: &str) -> Result<UserName<'_>> {
     let shape = "user name must be {hostName}/{deviceId}[/{moduleId}]/?api-version=...";
+    // The last "/?": ids may contain '?' (never '/'), the percent-encoded query never "/?".
     let (path, query) = username
-        .split_once("/?")
+        .rsplit_once("/?")
         .ok_or_else(|| refuse(Code::NotAuthorized, format!("{shape} (no \"/?\")")))?;
     if !query.split('&').any(|p| {
         p.strip_prefix("api-version=")
@@ -681,7 +682,16 @@ mod tests {
             }
         );
         assert!(parse_username("h/d/m/x/?api-version=1").is_err());
-        assert!(parse_username("h/d#/?api-version=1").is_err());
+        assert!(parse_username("h/d d/?api-version=1").is_err());
+        // Every character IoT Hub allows in ids, '?' included (even first).
+        assert_eq!(
+            parse_username("h/?d#+;$'(1)/m?:%/?api-version=1&DeviceClientType=a%2Fb").unwrap(),
+            UserName {
+                host: "h",
+                device: "?d#+;$'(1)",
+                module: Some("m?:%")
+            }
+        );
         assert!(parse_username("h/d/?api-version=").is_err());
     }
 }

@@ -158,6 +158,34 @@ fn invalid(message: impl Into<String>) -> Error {
     Error::new(Code::InvalidArgument, message)
 }
 
+/// A JSON error by position only: serde's own messages quote the offending value
+/// (`invalid type: string "..."`), which may be a key, and this error is logged on every
+/// reload. Only a missing field's name (from our schema) is kept.
+fn json_error(e: serde_json::Error) -> Error {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "could not be read",
+        Category::Syntax => "is not JSON",
+        Category::Eof => "ends too early",
+        Category::Data => {
+            "does not match the registry format (a wrong type, an unknown name, or a missing field)"
+        }
+    };
+    let text = e.to_string();
+    let missing = text
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field)
+        .filter(|f| f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .map(|f| format!(": missing field {f}"))
+        .unwrap_or_default();
+    invalid(format!(
+        "registry is not valid: it {what} at line {} column {}{missing} (values are never shown: they may be keys)",
+        e.line(),
+        e.column()
+    ))
+}
+
 fn key(text: &Option<String>, what: &str) -> Result<Option<Box<SasKey>>> {
     match text.as_deref() {
         None | Some("") => Ok(None),
@@ -178,8 +206,7 @@ impl Registry {
     /// Reads and checks the registry text. `base` is the folder that relative CA paths are
     /// resolved against.
     pub fn parse(text: &str, base: &Path) -> Result<Registry> {
-        let file: RegistryFile = serde_json::from_str(text)
-            .map_err(|e| invalid(format!("registry is not valid: {e}")))?;
+        let file: RegistryFile = serde_json::from_str(text).map_err(json_error)?;
         check_host(&file.host_name).map_err(|e| e.context("registry hostName"))?;
         let mut authorities = Vec::new();
         for ca in &file.certificate_authorities {
@@ -384,6 +411,54 @@ mod tests {
         let twice = r#"{"deviceId": "d", "status": "enabled", "authentication": {"type": "certificateAuthority"}}"#;
         let e = registry(&format!("{twice},{twice}")).unwrap_err();
         assert!(e.message().contains("twice"), "{e:?}");
+    }
+
+    #[test]
+    fn malformed_json_errors_give_the_position_and_never_a_value() {
+        const SECRET: &str = "c2VjcmV0LWtleS0xMjM0NTY3ODkw";
+        let cases = [
+            // symmetricKey as a string instead of an object
+            format!(
+                r#"{{"deviceId": "d", "status": "enabled", "authentication": {{"type": "sas", "symmetricKey": "{SECRET}"}}}}"#
+            ),
+            // a key that is not a string
+            format!(
+                r#"{{"deviceId": "d", "status": "enabled", "authentication": {{"type": "sas", "symmetricKey": {{"primaryKey": ["{SECRET}"]}}}}}}"#
+            ),
+            // broken JSON right after a key
+            format!(
+                r#"{{"deviceId": "d", "status": "enabled", "authentication": {{"type": "sas", "symmetricKey": {{"primaryKey": "{SECRET}" "x"}}}}}}"#
+            ),
+            // a key in place of the type
+            format!(
+                r#"{{"deviceId": "d", "status": "enabled", "authentication": {{"type": "{SECRET}"}}}}"#
+            ),
+            // a key where a thumbprint object belongs
+            format!(
+                r#"{{"deviceId": "d", "status": "enabled", "authentication": {{"type": "selfSigned", "x509Thumbprint": "{SECRET}"}}}}"#
+            ),
+            // a key as the status
+            format!(
+                r#"{{"deviceId": "d", "status": "{SECRET}", "authentication": {{"type": "certificateAuthority"}}}}"#
+            ),
+        ];
+        for case in &cases {
+            let e = registry(case).unwrap_err();
+            assert!(!e.message().contains("c2VjcmV0"), "{e:?}");
+            assert!(e.message().contains("registry is not valid"), "{e:?}");
+            assert!(e.message().contains(" at line 1 column "), "{e:?}");
+        }
+        let e = registry(
+            r#"{"status": "enabled", "authentication": {"type": "certificateAuthority"}}"#,
+        )
+        .unwrap_err();
+        assert!(e.message().contains("missing field deviceId"), "{e:?}");
+        let e = Registry::parse(
+            "{\n  \"hostName\": \"h\",\n  \"devices\": [",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(e.message().contains("ends too early at line 3"), "{e:?}");
     }
 
     #[test]

@@ -278,7 +278,9 @@ pub const TETHER_DPS_DEVICE_ID_CAP: usize = 129;
 ///   sizes minus the NUL, and the device is not registered.
 ///
 /// Results: `TETHER_RESULT_OK`; argument results; `TETHER_RESULT_SAS_KEY_INVALID`,
-/// `TETHER_RESULT_ID_INVALID`; `TETHER_RESULT_NOT_AUTHORIZED` (DPS refused the credentials or
+/// `TETHER_RESULT_ID_INVALID` (also for a DPS reply whose `assignedHub` is not a host name or
+/// whose `deviceId` is not a device id a connection string can carry, e.g. one holding
+/// `;GatewayHostName=...`); `TETHER_RESULT_NOT_AUTHORIZED` (DPS refused the credentials or
 /// the registration: the message gives DPS's status and text); `TETHER_RESULT_TIMEOUT`; TLS
 /// (100-199) and network (400-499) results.
 #[no_mangle]

@@ -308,7 +308,14 @@ class DeviceClient(Managed):
             key_file=key_file, timeout=timeout,
         )
         if device_key is not None:
+            # provision() has checked the hub as a host name and the id as a device id a
+            # connection string can carry; the round trip makes sure no field was injected.
             cs = f"HostName={hub};DeviceId={device_id};SharedAccessKey={device_key}"
+            from .primitives import parse_connection_string
+
+            parsed = parse_connection_string(cs)
+            if (parsed["host_name"], parsed["device_id"], parsed["module_id"]) != (hub, device_id, None):
+                raise ValueError("the DPS assignment does not fit in a connection string")
             return cls.from_connection_string(cs, ca_file=ca_file, port=port, **options)
         if cert_file is None or key_file is None:
             raise ValueError("from_dps needs device_key, or cert_file and key_file")
