@@ -27,7 +27,8 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Back-off: first delay is twice this (default 500 ms).
     pub retry_min_ms: u32,
-    /// Back-off cap (default 60 s).
+    /// Back-off cap (default 60 s). A connection that stays up this long resets the
+    /// back-off.
     pub retry_max_ms: u32,
     /// Random jitter added to each delay, at most (default 2 s).
     pub retry_jitter_ms: u32,
@@ -62,6 +63,8 @@ pub struct Client {
     /// When the next connection attempt is due (`None`: no automatic attempt).
     retry_at_ms: Option<u64>,
     attempt_started_ms: u64,
+    /// When the current connection was accepted by the hub.
+    connected_at_ms: Option<u64>,
     /// Events for the application, each with the acknowledgement to send once it is taken.
     events: VecDeque<(Event, Option<InboundAck>)>,
     /// Output taken from the session that the socket has not accepted yet. New output is
@@ -99,6 +102,7 @@ impl Client {
             stream: None,
             retry_at_ms: None,
             attempt_started_ms: 0,
+            connected_at_ms: None,
             events: VecDeque::new(),
             out: Vec::new(),
             clock: system_now_ms,
@@ -325,7 +329,7 @@ impl Client {
                             String::new()
                         }
                     );
-                    self.backoff.reset();
+                    self.connected_at_ms = Some(now);
                 }
                 Event::Disconnected(why) => {
                     // Send what is left (DISCONNECT, close_notify, an alert), then close.
@@ -339,6 +343,18 @@ impl Client {
                 _ => {}
             }
             self.events.push_back((event, ack));
+        }
+    }
+
+    /// Starts the back-off afresh after a connection that stayed up for at least the longest
+    /// retry delay. A connection that the hub accepts and then loses at once (a broker that
+    /// sends something we cannot take, a link that drops every record) keeps backing off
+    /// instead of reconnecting at the shortest delay forever.
+    fn reset_backoff_if_healthy(&mut self, now: u64) {
+        if let Some(at) = self.connected_at_ms.take() {
+            if now.saturating_sub(at) >= u64::from(self.options.retry_max_ms) {
+                self.backoff.reset();
+            }
         }
     }
 
@@ -357,6 +373,7 @@ impl Client {
                 self.retry_at_ms = Some(now);
             }
             Disconnect::Retriable(error) => {
+                self.reset_backoff_if_healthy(now);
                 let took = now.saturating_sub(self.attempt_started_ms);
                 let delay = self.backoff.next_delay_ms(took);
                 crate::log!(

@@ -362,6 +362,8 @@ struct Inflight {
     id: u64,
     topic: String,
     payload: Vec<u8>,
+    /// When it was last written to a connection (`None`: queued while disconnected).
+    sent_ms: Option<u64>,
 }
 
 struct Link {
@@ -827,6 +829,9 @@ impl Session {
         let resend = self.resend_order();
         for (pkid, topic, payload) in &resend {
             self.write_publish(topic, payload, 1, *pkid, true, now_ms)?;
+            if let Some(m) = self.inflight.get_mut(pkid) {
+                m.sent_ms = Some(now_ms);
+            }
         }
         let link = self.link.as_ref().expect("connected sessions have a link");
         let key = match &self.config.credential {
@@ -934,6 +939,18 @@ impl Session {
                 return Ok(());
             }
         }
+        if let Some(deadline) = self.ack_deadline() {
+            if now_ms >= deadline {
+                return Err(Error::new(
+                    Code::Timeout,
+                    format!(
+                        "no PUBACK from {} within the keep-alive: the connection is stalled",
+                        self.config.server_name
+                    ),
+                ));
+            }
+        }
+        let link = self.link.as_mut().expect("connected sessions have a link");
         if let Some(deadline) = link.ping_deadline_ms {
             if now_ms >= deadline {
                 return Err(Error::new(
@@ -956,6 +973,18 @@ impl Session {
         Ok(())
     }
 
+    /// When the oldest QoS 1 message written on this connection is overdue: unacknowledged
+    /// for a keep-alive period means the connection is stalled even while we keep sending
+    /// (which holds the keep-alive ping back).
+    fn ack_deadline(&self) -> Option<u64> {
+        let keep_alive_ms = u64::from(self.config.options.keep_alive_secs) * 1000;
+        if keep_alive_ms == 0 || self.state != State::Connected {
+            return None;
+        }
+        let oldest = self.inflight.values().filter_map(|m| m.sent_ms).min()?;
+        Some(oldest.saturating_add(keep_alive_ms))
+    }
+
     /// When [`Session::handle_timeout`] should next be called (Unix ms), if ever.
     pub fn next_deadline(&self) -> Option<u64> {
         match self.state {
@@ -966,10 +995,15 @@ impl Session {
                 let keep_alive_ms = u64::from(self.config.options.keep_alive_secs) * 1000;
                 let ping = (keep_alive_ms > 0 && link.ping_deadline_ms.is_none())
                     .then(|| link.last_sent_ms.saturating_add(keep_alive_ms));
-                [ping, link.ping_deadline_ms, link.renew_at_ms]
-                    .into_iter()
-                    .flatten()
-                    .min()
+                [
+                    ping,
+                    link.ping_deadline_ms,
+                    link.renew_at_ms,
+                    self.ack_deadline(),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
             }
         }
     }
@@ -1220,6 +1254,7 @@ impl Session {
                 id,
                 topic,
                 payload: payload.to_vec(),
+                sent_ms: (self.state == State::Connected).then_some(now_ms),
             },
         );
         Ok(id)
