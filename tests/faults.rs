@@ -92,7 +92,7 @@ impl Report {
         let fatal: Vec<_> = self
             .disconnects
             .iter()
-            .filter(|d| !d.will_retry())
+            .filter(|d| matches!(d, Disconnect::Fatal(_)))
             .collect();
         assert!(fatal.is_empty(), "{what}: became fatal: {fatal:?}");
         assert!(
