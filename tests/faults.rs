@@ -19,20 +19,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::faults::{
-    open_fds, raw_publish, rss_kib, Fault, FaultProxy, ScriptedBroker, Seen, ServiceBroker,
+    device_client, open_fds, raw_publish, rss_kib, Fault, FaultProxy, ScriptedBroker, Seen,
+    ServiceBroker, DEVICE, KEY,
 };
 use common::Pki;
 use mqttbytes::v4;
-use tether::auth::connection_string::ConnectionString;
 use tether::auth::sas::SasKey;
-use tether::client::{Client, ClientOptions};
+use tether::client::Client;
 use tether::mqtt::properties::PropertyBag;
 use tether::policy::TlsPolicy;
-use tether::session::{Disconnect, Event, SessionConfig};
+use tether::session::{Disconnect, Event};
 use tether::Code;
 
-const DEVICE: &str = "dev-1";
-const KEY: &str = "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg=";
 const RETRY_MIN_MS: u32 = 300;
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -41,26 +39,7 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn device(port: u16, keep_alive_secs: u16) -> Client {
-    let cs = ConnectionString::parse(&format!(
-        "HostName=localhost;DeviceId={DEVICE};SharedAccessKey={KEY}"
-    ))
-    .unwrap();
-    let mut policy = TlsPolicy::new();
-    policy.add_ca_file(&Pki::shared().path("ca.pem")).unwrap();
-    let mut config =
-        SessionConfig::from_connection_string(&cs, policy.build().unwrap(), false).unwrap();
-    config.options.keep_alive_secs = keep_alive_secs;
-    Client::new(
-        config,
-        ClientOptions {
-            port,
-            retry_min_ms: RETRY_MIN_MS,
-            retry_max_ms: 8_000,
-            retry_jitter_ms: 100,
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap()
+    device_client(port, keep_alive_secs, RETRY_MIN_MS, 8_000)
 }
 
 /// What one fault run observed.

@@ -18,6 +18,40 @@ use mqttbytes::v4;
 
 use super::{free_port, require, wait_for_port, Mosquitto, Pki};
 
+/// The device the fault tests and the soak run connect as (mosquitto accepts anyone).
+pub const DEVICE: &str = "dev-1";
+pub const KEY: &str = "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg=";
+
+/// A client for [`DEVICE`] on 127.0.0.1:`port` (as `localhost`, trusting the test CA).
+pub fn device_client(
+    port: u16,
+    keep_alive_secs: u16,
+    retry_min_ms: u32,
+    retry_max_ms: u32,
+) -> tether::client::Client {
+    let cs = tether::auth::connection_string::ConnectionString::parse(&format!(
+        "HostName=localhost;DeviceId={DEVICE};SharedAccessKey={KEY}"
+    ))
+    .unwrap();
+    let mut policy = tether::policy::TlsPolicy::new();
+    policy.add_ca_file(&Pki::shared().path("ca.pem")).unwrap();
+    let mut config =
+        tether::session::SessionConfig::from_connection_string(&cs, policy.build().unwrap(), false)
+            .unwrap();
+    config.options.keep_alive_secs = keep_alive_secs;
+    tether::client::Client::new(
+        config,
+        tether::client::ClientOptions {
+            port,
+            retry_min_ms,
+            retry_max_ms,
+            retry_jitter_ms: 100,
+            ..tether::client::ClientOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 /// What the proxy does to one connection. Times count from when it accepted the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -311,12 +345,12 @@ impl Received {
         let deadline = Instant::now() + timeout;
         loop {
             let lines = self.lines.lock().unwrap().clone();
+            let unique: std::collections::HashSet<&String> = lines.iter().collect();
             let missing: Vec<String> = wanted
                 .iter()
-                .filter(|w| !lines.contains(w))
+                .filter(|w| !unique.contains(w))
                 .cloned()
                 .collect();
-            let unique: std::collections::BTreeSet<&String> = lines.iter().collect();
             let duplicates = lines.len() - unique.len();
             if missing.is_empty() || Instant::now() >= deadline {
                 return (missing, duplicates);
