@@ -388,15 +388,7 @@ fn undecodable_messages_are_handed_over_raw_and_the_connection_stays_up() {
     }
     // Every one of them was acknowledged once taken.
     std::thread::sleep(Duration::from_millis(300));
-    let acks: Vec<u16> = broker
-        .seen()
-        .into_iter()
-        .filter_map(|(_, s)| match s {
-            Seen::PubAck { pkid } => Some(pkid),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(acks, (1..=bad.len() as u16).collect::<Vec<_>>());
+    assert_eq!(broker.acks(), (1..=bad.len() as u16).collect::<Vec<_>>());
 }
 
 #[test]
@@ -411,16 +403,6 @@ fn a_received_qos1_message_is_acknowledged_only_once_polled() {
         conn.send_raw(&both);
         while conn.next(Duration::from_secs(30)).is_some() {}
     });
-    let acks = |broker: &ScriptedBroker| -> Vec<u16> {
-        broker
-            .seen()
-            .into_iter()
-            .filter_map(|(_, s)| match s {
-                Seen::PubAck { pkid } => Some(pkid),
-                _ => None,
-            })
-            .collect()
-    };
     let mut client = device(broker.port, 30);
     client.connect(Duration::from_secs(20)).unwrap();
     let first = poll_for(&mut client, Duration::from_secs(10), |e| {
@@ -433,7 +415,7 @@ fn a_received_qos1_message_is_acknowledged_only_once_polled() {
     // The second message has arrived but the application has not taken it: no PUBACK.
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(
-        acks(&broker),
+        broker.acks(),
         vec![1],
         "acknowledged before the application had it"
     );
@@ -443,10 +425,10 @@ fn a_received_qos1_message_is_acknowledged_only_once_polled() {
         "{second:?}"
     );
     let deadline = Instant::now() + Duration::from_secs(5);
-    while acks(&broker).len() < 2 && Instant::now() < deadline {
+    while broker.acks().len() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(acks(&broker), vec![1, 2]);
+    assert_eq!(broker.acks(), vec![1, 2]);
 }
 
 #[test]
@@ -658,4 +640,55 @@ fn dps_provisioning_deadline_covers_a_dribbled_handshake() {
         took < Duration::from_millis(1000 + 700),
         "provision(1 s) took {took:?}"
     );
+}
+
+#[test]
+fn c_programs_get_undecodable_messages_as_events_and_stay_connected() {
+    let _serial = serial();
+    common::require("cc", "gcc");
+    let topic = format!("devices/{DEVICE}/messages/devicebound/a=%zz");
+    let sent = topic.clone();
+    let broker = ScriptedBroker::start(move |conn| {
+        conn.accept();
+        conn.publish(&sent, 1, 1, b"raw-body");
+        conn.publish(
+            &format!("devices/{DEVICE}/messages/devicebound/"),
+            1,
+            2,
+            b"good",
+        );
+        while conn.next(Duration::from_secs(30)).is_some() {}
+    });
+    let dir = common::temp_dir("c-undecodable");
+    let program = dir.join("undecodable");
+    common::run(
+        std::process::Command::new("cc")
+            .args(["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror"])
+            .arg(format!("-I{}", common::root().join("include").display()))
+            .arg(common::root().join("tests/c/undecodable.c"))
+            .arg("-o")
+            .arg(&program)
+            .arg(common::lib_dir().join("libtether.a"))
+            .args(["-lpthread", "-lm", "-ldl", "-lrt", "-lutil", "-lgcc_s"]),
+    );
+    let out = common::run(
+        std::process::Command::new(&program)
+            .env(
+                "TETHER_CONNECTION_STRING",
+                format!("HostName=localhost;DeviceId={DEVICE};SharedAccessKey={KEY}"),
+            )
+            .env("TETHER_CA_FILE", Pki::shared().path("ca.pem"))
+            .env("TETHER_PORT", broker.port.to_string()),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "undecodable {topic} raw-body TETHER_RESULT_PROPERTY_BAG_INVALID "
+        )),
+        "{stdout}"
+    );
+    assert_eq!(lines[1], "c2d good");
+    assert_eq!(broker.acks(), vec![1, 2]);
 }

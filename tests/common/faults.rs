@@ -546,6 +546,17 @@ impl ScriptedBroker {
     pub fn accepts(&self) -> Vec<Instant> {
         self.accepts.lock().unwrap().clone()
     }
+
+    /// The packet ids of the PUBACKs the client sent, in order.
+    pub fn acks(&self) -> Vec<u16> {
+        self.seen()
+            .into_iter()
+            .filter_map(|(_, s)| match s {
+                Seen::PubAck { pkid } => Some(pkid),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 fn server_config() -> Arc<rustls::ServerConfig> {
