@@ -242,10 +242,14 @@ impl Client {
                 let now = (self.clock)();
                 let _ = self.session.handle_input(&buf[..n], now);
             }
+            // A signal may interrupt a read with a timeout (EINTR even under SA_RESTART):
+            // not a network failure.
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => self.session.connection_lost(io_error(e, "receiving")),
         }

@@ -538,6 +538,7 @@ fn drive_until<S: Read + Write>(
         before_io(stream)?;
         let n = match stream.read(&mut buf) {
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
             Err(e) => return Err(io_error(e, "waiting for the server's TLS handshake")),
         };
