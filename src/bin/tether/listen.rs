@@ -52,6 +52,18 @@ pub fn run(argv: &[String]) -> Result<()> {
                 client.respond_method(&request_id, status, b"{}")?;
                 seen += 1;
             }
+            Some(Event::Undecodable {
+                topic,
+                payload,
+                reason,
+            }) => {
+                println!(
+                    "undecodable {topic} ({}) {}",
+                    reason.code().name(),
+                    String::from_utf8_lossy(&payload)
+                );
+                seen += 1;
+            }
             _ => {}
         }
     }
