@@ -522,6 +522,33 @@ fn the_in_flight_queue_is_bounded() {
 }
 
 #[test]
+fn unsent_output_is_bounded_for_qos0_and_drains() {
+    let mut s = session(keys(false), SessionOptions::default());
+    let (mut hub, _) = connected(&mut s, T0);
+    // 255 KiB messages while the driver takes no output: four fit in the 1 MiB bound.
+    let body = vec![7u8; 255 * 1024];
+    let mut accepted = 0;
+    let err = loop {
+        match s.send_telemetry(&body, &PropertyBag::new(), 0, T0) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted <= 4, "the output bound was not applied");
+    };
+    assert_eq!(err.code(), Code::QueueFull, "{err}");
+    assert_eq!(accepted, 4);
+    // QoS 1 is refused too while the output is full (nothing is queued on the side).
+    let err = s
+        .send_telemetry(&body, &PropertyBag::new(), 1, T0)
+        .unwrap_err();
+    assert_eq!(err.code(), Code::QueueFull);
+    assert_eq!(s.inflight(), 0);
+    // Once the output is taken, sending works again.
+    hub.pump(&mut s, T0);
+    s.send_telemetry(&body, &PropertyBag::new(), 0, T0).unwrap();
+}
+
+#[test]
 fn a_hub_certificate_for_another_host_is_a_fatal_named_refusal() {
     let mut s = session(keys(false), SessionOptions::default());
     let mut hub = Hub::with_cert("wrong-host.pem", "wrong-host.key");
