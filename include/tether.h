@@ -476,6 +476,14 @@ typedef enum tether_event_kind {
    `tether_last_error` gives the message.
    */
   TETHER_EVENT_DISCONNECTED = 8,
+  /*
+   A message from the hub whose topic or properties could not be decoded, handed over
+   as received instead of being dropped; the connection stays up, and a QoS 1 message
+   is acknowledged once polled. `name`: the topic; `payload`; `error`: why
+   (`TETHER_RESULT_TOPIC_INVALID`, `TETHER_RESULT_PROPERTY_BAG_INVALID`...);
+   `tether_last_error` gives the message.
+   */
+  TETHER_EVENT_UNDECODABLE = 9,
 } tether_event_kind;
 
 /*
@@ -562,7 +570,7 @@ typedef struct tether_event {
   uint64_t message_id;
   /*
    METHOD_REQUEST: the method; CONNECTED: `TLSv1.2 <suite>`; SUBSCRIPTION_REFUSED: the
-   filter. NUL-terminated.
+   filter; UNDECODABLE: the topic. NUL-terminated.
    */
   const char *name;
   /*
@@ -590,11 +598,12 @@ typedef struct tether_event {
    */
   size_t property_count;
   /*
-   DISCONNECTED: why.
+   DISCONNECTED, UNDECODABLE: why.
    */
   enum tether_result error;
   /*
-   DISCONNECTED: whether the client reconnects by itself on later polls.
+   DISCONNECTED: whether the client reconnects by itself on later polls (tether decides
+   once: only refusals no retry can fix are final; see docs/reliability.md).
    */
   bool will_retry;
 } tether_event;
@@ -1032,7 +1041,9 @@ enum tether_result tether_client_connect(struct tether_client *client, uint32_t 
  `*message_id_out` (may be NULL) receives the id the TELEMETRY_ACKED event will carry.
  Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
  `TETHER_RESULT_MQTT_QOS_UNSUPPORTED`, `TETHER_RESULT_MQTT_PACKET_TOO_LARGE` (over 256 KiB),
- `TETHER_RESULT_QUEUE_FULL`, `TETHER_RESULT_INVALID_STATE` (QoS 0 while disconnected),
+ `TETHER_RESULT_QUEUE_FULL` (`max_inflight` QoS 1 messages unacknowledged, or more than
+ 1 MiB of output waiting for a slow network: back-pressure, try again after a poll),
+ `TETHER_RESULT_INVALID_STATE` (QoS 0 while disconnected),
  `TETHER_RESULT_PROPERTY_BAG_INVALID` (empty key).
  */
 enum tether_result tether_client_send_telemetry(struct tether_client *client,
@@ -1790,7 +1801,9 @@ enum tether_result tether_session_connection_lost(struct tether_session *session
 
 /*
  Writes the next event to `*event_out` (`TETHER_EVENT_NONE` when there is none). The
- event's pointers stay valid until the next call or `tether_session_free`.
+ event's pointers stay valid until the next call or `tether_session_free`. A received
+ QoS 1 message is acknowledged to the hub by this call (at-least-once): send the
+ session's output afterwards.
  */
 enum tether_result tether_session_poll_event(struct tether_session *session,
                                              struct tether_event *event_out);
@@ -1805,7 +1818,9 @@ enum tether_result tether_session_event_property(const struct tether_session *se
 
 /*
  Sends telemetry; arguments and results as `tether_client_send_telemetry`. QoS 1
- messages are queued while disconnected.
+ messages are queued while disconnected. While more than 1 MiB of output waits to be
+ taken with `tether_session_poll_output`, new messages are refused with
+ `TETHER_RESULT_QUEUE_FULL` (back-pressure).
  */
 enum tether_result tether_session_send_telemetry(struct tether_session *session,
                                                  const uint8_t *payload,

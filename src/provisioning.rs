@@ -235,11 +235,12 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
         handshake::server_name(&request.endpoint)?,
     )
     .map_err(|e| Error::new(Code::TlsHandshakeFailed, format!("TLS setup: {e}")))?;
-    handshake::drive(
+    handshake::drive_by(
         &mut tls,
         &mut stream,
         &request.endpoint,
         request.has_client_cert,
+        deadline,
     )?;
     let mut link = Link {
         tls,

@@ -259,7 +259,9 @@ impl tether_client {
     /// `*message_id_out` (may be NULL) receives the id the TELEMETRY_ACKED event will carry.
     /// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
     /// `TETHER_RESULT_MQTT_QOS_UNSUPPORTED`, `TETHER_RESULT_MQTT_PACKET_TOO_LARGE` (over 256 KiB),
-    /// `TETHER_RESULT_QUEUE_FULL`, `TETHER_RESULT_INVALID_STATE` (QoS 0 while disconnected),
+    /// `TETHER_RESULT_QUEUE_FULL` (`max_inflight` QoS 1 messages unacknowledged, or more than
+    /// 1 MiB of output waiting for a slow network: back-pressure, try again after a poll),
+    /// `TETHER_RESULT_INVALID_STATE` (QoS 0 while disconnected),
     /// `TETHER_RESULT_PROPERTY_BAG_INVALID` (empty key).
     #[no_mangle]
     pub unsafe extern "C" fn tether_client_send_telemetry(

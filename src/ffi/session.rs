@@ -179,7 +179,9 @@ impl tether_session {
     }
 
     /// Writes the next event to `*event_out` (`TETHER_EVENT_NONE` when there is none). The
-    /// event's pointers stay valid until the next call or `tether_session_free`.
+    /// event's pointers stay valid until the next call or `tether_session_free`. A received
+    /// QoS 1 message is acknowledged to the hub by this call (at-least-once): send the
+    /// session's output afterwards.
     #[no_mangle]
     pub unsafe extern "C" fn tether_session_poll_event(
         session: *mut tether_session,
@@ -214,7 +216,9 @@ impl tether_session {
     }
 
     /// Sends telemetry; arguments and results as `tether_client_send_telemetry`. QoS 1
-    /// messages are queued while disconnected.
+    /// messages are queued while disconnected. While more than 1 MiB of output waits to be
+    /// taken with `tether_session_poll_output`, new messages are refused with
+    /// `TETHER_RESULT_QUEUE_FULL` (back-pressure).
     #[no_mangle]
     pub unsafe extern "C" fn tether_session_send_telemetry(
         session: *mut tether_session,

@@ -144,6 +144,10 @@ namespace Tether
         public event Action<DesiredPropertiesPatch> DesiredPropertiesUpdated;
         /// <summary>Raised when the hub refuses a subscription; the argument is the topic filter.</summary>
         public event Action<string> SubscriptionRefused;
+        /// <summary>A message from the hub that could not be decoded, handed over raw (topic in
+        /// <c>Description</c>, body in <c>Message</c>, reason in <c>ConnectionStatus</c>); the
+        /// connection stays up.</summary>
+        public event Action<ClientEvent> UndecodableMessageReceived;
 
         /// <summary>
         /// Creates a client for <c>HostName=...;DeviceId=...;SharedAccessKey=...</c> (or
@@ -531,6 +535,11 @@ namespace Tether
                     e.ConnectionStatus = new ConnectionStatus(ev.Error,
                         ev.Error == Result.Ok ? "disconnected" : Interop.LastError(), ev.WillRetry != 0);
                     break;
+                case EventKind.Undecodable:
+                    e.Description = Interop.FromUtf8(ev.Name);
+                    e.Message = new Message(Interop.Bytes(ev.Payload, ev.PayloadLen), new Dictionary<string, string>());
+                    e.ConnectionStatus = new ConnectionStatus(ev.Error, Interop.LastError(), true);
+                    break;
             }
             return e;
         }
@@ -588,6 +597,9 @@ namespace Tether
                     break;
                 case EventKind.Disconnected:
                     Raise(Disconnected, e.ConnectionStatus);
+                    break;
+                case EventKind.Undecodable:
+                    Raise(UndecodableMessageReceived, e);
                     break;
             }
         }

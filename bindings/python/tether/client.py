@@ -108,6 +108,16 @@ class SubscriptionRefused:
 
 
 @dataclass
+class Undecodable:
+    """A message from the hub whose topic or properties could not be decoded, as received."""
+
+    topic: str
+    payload: bytes
+    code: int
+    name: str
+
+
+@dataclass
 class Disconnected:
     code: int
     name: str
@@ -400,7 +410,8 @@ class DeviceClient(Managed):
     def poll(self, timeout: float = 1.0) -> Optional[object]:
         """Runs the connection for up to ``timeout`` seconds and returns the next event
         (``Connected``, ``Acked``, ``Message``, ``MethodRequest``, ``TwinResponse``,
-        ``DesiredPatch``, ``SubscriptionRefused``, ``Disconnected``), or ``None``. Events
+        ``DesiredPatch``, ``SubscriptionRefused``, ``Disconnected``, ``Undecodable``), or
+        ``None``. Events
         with a handler set are also passed to the handler; others are kept for the
         ``receive_*`` methods."""
         return self._poll(timeout)
@@ -457,6 +468,10 @@ class DeviceClient(Managed):
         if kind == n.EVENT_SUBSCRIPTION_REFUSED:
             n_logger().warning("subscription refused: %s", (ev.name or b"").decode("utf-8"))
             return SubscriptionRefused((ev.name or b"").decode("utf-8"))
+        if kind == n.EVENT_UNDECODABLE:
+            return Undecodable(
+                (ev.name or b"").decode("utf-8", "replace"), payload, ev.error, n.result_name(ev.error)
+            )
         if kind == n.EVENT_DISCONNECTED:
             d = Disconnected(ev.error, n.result_name(ev.error), bool(ev.will_retry))
             if not d.will_retry:
@@ -598,6 +613,7 @@ __all__ = [
     "Acked",
     "SubscriptionRefused",
     "Disconnected",
+    "Undecodable",
     "TwinError",
     "TlsConfig",
     "ClosedError",
