@@ -183,7 +183,11 @@ class DeviceClient(Managed):
         super().__init__(handle)
         self._event = n.Event()
         self._subscribed = 0
-        self._acked: Set[int] = set()
+        # QoS 1 ids sent and not yet acknowledged: bounded by the client's max_inflight
+        # (the core refuses more with QUEUE_FULL), so memory stays flat over any number of
+        # sends. An id is acknowledged when it is at most _last_id and no longer pending.
+        self._pending: Set[int] = set()
+        self._last_id = 0
         self._twin: Dict[str, TwinResponse] = {}
         self._messages: Deque[Message] = collections.deque()
         self._methods: Deque[MethodRequest] = collections.deque()
@@ -366,27 +370,34 @@ class DeviceClient(Managed):
                 self._ptr(), data, len(data), keys, values, count, qos, byref(mid)
             )
         )
+        self._last_id = max(self._last_id, mid.value)
+        if qos:
+            self._pending.add(mid.value)
         return mid.value
 
     send_message = send  # the name azure-iot-device uses
 
     def wait_acked(self, ids: Union[int, Iterable[int]], timeout: float = 30.0) -> None:
-        """Polls until every message in ``ids`` is acknowledged by the hub; raises
-        TetherTimeout when ``timeout`` seconds pass first."""
-        wanted = {ids} if isinstance(ids, int) else set(ids)
-        done = wanted & self._acked
-        self._acked -= done
-        wanted -= done
+        """Polls until every message in ``ids`` is acknowledged by the hub (a QoS 0 id is
+        done once sent); raises TetherTimeout when ``timeout`` seconds pass first and
+        ValueError for an id this client never returned."""
+        wanted = self._unacked(ids)
         deadline = time.monotonic() + timeout
         while wanted:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TetherTimeout(f"{len(wanted)} message(s) not acknowledged within {timeout} s")
-            ev = self._poll(remaining)
-            if isinstance(ev, Acked) and ev.message_id in wanted:
-                wanted.discard(ev.message_id)
-                self._acked.discard(ev.message_id)
+            self._poll(remaining)
+            wanted &= self._pending
         return None
+
+    def _unacked(self, ids: Union[int, Iterable[int]]) -> Set[int]:
+        """The ids among ``ids`` still waiting for their acknowledgement."""
+        wanted = {ids} if isinstance(ids, int) else set(ids)
+        unknown = sorted(i for i in wanted if not 0 < i <= self._last_id)
+        if unknown:
+            raise ValueError(f"not a message id this client returned: {unknown[:5]}")
+        return wanted & self._pending
 
     # -- the pump -------------------------------------------------------------------
 
@@ -406,7 +417,7 @@ class DeviceClient(Managed):
         if kind == n.EVENT_NONE:
             return None
         if kind == n.EVENT_TELEMETRY_ACKED:
-            self._acked.add(ev.message_id)
+            self._pending.discard(ev.message_id)
             return Acked(ev.message_id)
         payload = ctypes.string_at(ev.payload, ev.payload_len) if ev.payload else b""
         if kind == n.EVENT_C2D:
