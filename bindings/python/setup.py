@@ -42,6 +42,10 @@ def _copy_prebuilt() -> bool:
     return True
 
 
+# setuptools copies build/lib into the wheel and never empties it: a library from an earlier
+# build (a prebuilt one, another machine's) would ride along. Start from nothing.
+shutil.rmtree(HERE / "build", ignore_errors=True)
+
 rust_extensions = []
 if not _copy_prebuilt():
     for old in (HERE / "tether").glob("linux-*/libtether.so"):
