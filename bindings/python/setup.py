@@ -69,7 +69,10 @@ class BinaryDistribution(Distribution):
 
 cmdclass = {}
 try:
-    from wheel.bdist_wheel import bdist_wheel
+    try:
+        from setuptools.command.bdist_wheel import bdist_wheel  # setuptools >= 70.1
+    except ImportError:
+        from wheel.bdist_wheel import bdist_wheel  # type: ignore[no-redef]
 
     class PlatformWheel(bdist_wheel):
         def finalize_options(self) -> None:

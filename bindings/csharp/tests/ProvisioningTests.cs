@@ -39,18 +39,7 @@ namespace Tether.Tests
 
         public void Dispose()
         {
-            try
-            {
-                if (!process.HasExited)
-                {
-                    process.Kill();
-                }
-                process.WaitForExit(5000);
-            }
-            catch (InvalidOperationException)
-            {
-            }
-            process.Dispose();
+            Hub.Stop(process);
         }
     }
 
