@@ -50,6 +50,8 @@ def test_aio_sends_telemetry_to_the_local_hub(tmp_path):
             assert await client.inflight() == 0
             assert client.tls and client.tls.startswith("TLSv1.2"), client.tls  # the Connected event was polled
         assert client.closed
+        with pytest.raises(tether.ClosedError):
+            await client.send(b"after close")
         return await ticker.stop()
 
     try:

@@ -14,7 +14,8 @@ native client is not thread-safe, so every call goes through it, in order). Wait
 (``wait_acked``, ``receive_*``, ``get_twin``, ``patch_reported``) poll in short slices
 (``poll_slice``, 50 ms), so other calls on the same client interleave with a long wait.
 ``connect()`` is one native call: other calls wait for it to return. Handlers run on the
-event loop; a handler may be a coroutine function. A :class:`tether.MethodRequest` from this
+event loop; a handler may be a coroutine function; set them from code running on the loop.
+A closed client raises :class:`tether.ClosedError`. A :class:`tether.MethodRequest` from this
 client answers with ``await request.respond(status, payload)``.
 """
 
@@ -78,6 +79,8 @@ class DeviceClient:
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Runs ``fn(*args)`` on this client's worker thread."""
+        if self._inner.closed:
+            raise n.ClosedError(type(self).__name__)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
