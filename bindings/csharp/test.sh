@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the C# binding, its examples and tests with mono, starts a local hub (mosquitto
 # configured like IoT Hub: TLS 1.2 only with the hub's suites, user name + SAS token as
-# password, per-device ACL), runs the test program, then the examples against it with
+# password, per-device ACL) and the IoT Hub stand-in (`tether hub`, for DPS-assigned
+# devices), runs the test program (its header tests read include/tether.h; its DPS tests run
+# the Python tests' scripted DPS through tests/dps_peer.py), then the examples against it with
 # mosquitto_sub / mosquitto_pub as the service. A missing peer fails with its package.
 #   TETHER_LIB_DIR: the folder holding libtether.so (default: target/debug of this checkout).
 set -euo pipefail
@@ -29,6 +31,7 @@ work="$(mktemp -d)"
 broker_pid=""
 cleanup() {
     [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null || true
+    [ -n "${standin_pid:-}" ] && kill "$standin_pid" 2>/dev/null && wait "$standin_pid" 2>/dev/null || true
     [ -n "${sub_pid:-}" ] && kill "$sub_pid" 2>/dev/null || true
     rm -rf "$work"
 }
@@ -88,8 +91,35 @@ done
 python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" \
     || { echo "test.sh: mosquitto did not start"; cat "$work/mosquitto.log"; exit 1; }
 
+# The local IoT Hub stand-in (`tether hub`: mosquitto with the tether-hub plugin, verifying
+# real SAS tokens), for the device that DPS assigns in the provisioning tests. Its key is the
+# group key's derivation for the registration id, made with openssl (independently of tether).
+tether_bin="${TETHER_BIN:-$TETHER_LIB_DIR/tether}"
+[ -x "$tether_bin" ] || { echo "test.sh: $tether_bin is missing: cargo build --workspace (or set TETHER_BIN)" >&2; exit 1; }
+group_key="8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
+registration="sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"
+group_hex=$(printf '%s' "$group_key" | base64 -d | od -An -tx1 | tr -d ' \n')
+dps_key=$(printf '%s' "$registration" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$group_hex" -binary | base64)
+cat > "$work/registry.json" <<JSON
+{"hostName": "localhost", "certificateAuthorities": [], "devices": [{"deviceId": "dps-device", "status": "enabled",
+ "authentication": {"type": "sas", "symmetricKey": {"primaryKey": "$dps_key", "secondaryKey": "$dps_key"}}}]}
+JSON
+standin_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+standin_x509=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$work/standin"
+"$tether_bin" hub --registry "$work/registry.json" --port "$standin_port" --x509-port "$standin_x509" \
+    --dir "$work/standin" > "$work/standin.out" 2> "$work/standin.log" &
+standin_pid=$!
+for _ in $(seq 600); do grep -q '^ready' "$work/standin.out" && break; sleep 0.1; done
+grep -q "^ready sas=$standin_port" "$work/standin.out" \
+    || { echo "test.sh: tether hub did not get ready"; cat "$work/standin.out" "$work/standin.log"; exit 1; }
+
 export TETHER_TEST_PORT=$port TETHER_TEST_CA="$work/ca.pem" TETHER_TEST_TOKEN="$token" \
-    TETHER_TEST_EXPIRY=$expiry TETHER_TEST_SERVICE_PASSWORD=$service_password
+    TETHER_TEST_EXPIRY=$expiry TETHER_TEST_SERVICE_PASSWORD=$service_password \
+    TETHER_TEST_SERVER_CERT="$work/server.pem" TETHER_TEST_SERVER_KEY="$work/server.key" \
+    TETHER_TEST_HEADER="$root/include/tether.h" TETHER_TEST_CSHARP_DIR="$here" \
+    TETHER_TEST_STANDIN_PORT=$standin_port TETHER_TEST_STANDIN_CA="$work/standin/ca.pem" \
+    TETHER_TEST_STANDIN_LOG="$work/standin.log"
 
 failed=0
 echo "== C# tests (mono)"

@@ -212,6 +212,45 @@ namespace Tether
             return new DeviceClient(h);
         }
 
+        /// <summary>
+        /// Provisions the device through the Device Provisioning Service
+        /// (<see cref="Dps.Provision"/>), then creates a client for the assigned hub and
+        /// device id: with <paramref name="deviceKeyBase64"/> (SAS; for a group enrollment the
+        /// key from <see cref="Dps.DeriveKey"/> and <see cref="DpsOptions.GroupEnrollment"/>),
+        /// or when it is null with the client certificate in <see cref="ClientOptions.Tls"/>
+        /// (X.509; DPS uses <see cref="DpsOptions.Tls"/>, by default the same). Blocks during
+        /// provisioning; the client is not opened yet.
+        /// </summary>
+        public static DeviceClient CreateFromDps(string idScope, string registrationId, string deviceKeyBase64,
+            DpsOptions dps = null, ClientOptions options = null)
+        {
+            dps = dps ?? new DpsOptions();
+            if (dps.Tls == null && options != null && options.Tls != null)
+            {
+                dps = new DpsOptions
+                {
+                    Endpoint = dps.Endpoint, Port = dps.Port, GroupEnrollment = dps.GroupEnrollment,
+                    Tls = options.Tls, TimeoutMilliseconds = dps.TimeoutMilliseconds,
+                };
+            }
+            DpsAssignment assigned = Dps.Provision(idScope, registrationId, deviceKeyBase64, dps);
+            string auth;
+            if (deviceKeyBase64 != null)
+            {
+                auth = "SharedAccessKey=" + deviceKeyBase64;
+            }
+            else
+            {
+                if (options == null || options.Tls == null)
+                {
+                    throw new ArgumentException("X.509 (no device key) needs the client certificate in options.Tls", "options");
+                }
+                auth = "x509=true";
+            }
+            return CreateFromConnectionString(
+                "HostName=" + assigned.AssignedHub + ";DeviceId=" + assigned.DeviceId + ";" + auth, options);
+        }
+
         private Handle Live
         {
             get

@@ -7,6 +7,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
+from collections import deque
 
 import pytest
 
@@ -215,5 +216,45 @@ def test_local_hub_accepts_a_token_made_from_the_device_key_and_refuses_a_wrong_
             with pytest.raises(tether.TetherError) as e:
                 client.connect(timeout=20)
             assert e.value.name == "TETHER_RESULT_NOT_AUTHORIZED"
+    finally:
+        hub.stop()
+
+
+def tracked_entries(client: tether.DeviceClient) -> int:
+    """Entries in every collection the client object keeps (sets, dicts, deques, lists)."""
+    return sum(len(v) for v in vars(client).values() if isinstance(v, (set, frozenset, dict, list, deque)))
+
+
+def test_acknowledged_ids_are_not_kept_without_wait_acked(tmp_path):
+    # Issue 11 defect 11: 3,000 sends nobody waited for left 3,000 ids in the client.
+    hub = Hub(tmp_path, [sas_device("py-flat", KEY, OTHER_KEY)])
+    try:
+        cs = f"HostName={HUB_HOST};DeviceId=py-flat;SharedAccessKey={KEY}"
+        with tether.DeviceClient.from_connection_string(cs, ca_file=hub.ca, port=hub.sas, max_inflight=64) as client:
+            client.connect(timeout=30)
+            ids = []
+            for i in range(3000):
+                while True:
+                    try:
+                        ids.append(client.send(b"%d" % i))
+                        break
+                    except tether.TetherError as e:
+                        assert e.name == "TETHER_RESULT_QUEUE_FULL", e
+                        client.poll(0.05)
+                if i % 16 == 0:
+                    while client.poll(0) is not None:  # take the acknowledgements delivered so far
+                        pass
+                    assert tracked_entries(client) <= 64 + 8, {k: len(v) for k, v in vars(client).items() if hasattr(v, "__len__")}
+            deadline = time.monotonic() + 60
+            while client.inflight and time.monotonic() < deadline:
+                client.poll(0.2)
+            assert client.inflight == 0
+            assert tracked_entries(client) <= 8, {k: v for k, v in vars(client).items() if hasattr(v, "__len__")}
+            # Waiting for long-acknowledged ids still works, and returns at once.
+            start = time.monotonic()
+            client.wait_acked(ids[:10] + ids[-10:], timeout=5)
+            assert time.monotonic() - start < 1
+            with pytest.raises(ValueError):
+                client.wait_acked(ids[-1] + 1, timeout=1)
     finally:
         hub.stop()
