@@ -368,6 +368,51 @@ fn chained_to(registry: &Registry, cert_der: &[u8], now_unix: u64) -> Result<Str
     ))
 }
 
+/// Checks a service call's `Authorization` header: a SAS token naming (`skn`) a shared
+/// access policy of the registry with the `ServiceConnect` right, for the hub (or this
+/// device), signed with the policy's primary or secondary key (constant time), not expired.
+/// Answers the policy's name.
+pub fn authenticate_service(
+    registry: &Registry,
+    token: &str,
+    device: &str,
+    now_unix: u64,
+) -> Result<String> {
+    let parsed = sas::parse(token)?;
+    let Some(name) = parsed.key_name.as_deref() else {
+        return Err(refuse(
+            Code::NotAuthorized,
+            "token names no shared access policy (skn): the service API needs a policy token",
+        ));
+    };
+    let policy = registry
+        .policies
+        .iter()
+        .find(|p| p.key_name == name)
+        .ok_or_else(|| {
+            refuse(
+                Code::NotAuthorized,
+                format!("no shared access policy \"{name}\" in the registry"),
+            )
+        })?;
+    if !policy.grants("ServiceConnect") {
+        return Err(refuse(
+            Code::NotAuthorized,
+            format!("policy \"{name}\" does not have the ServiceConnect right"),
+        ));
+    }
+    let resource = format!("{}/devices/{device}", registry.host_name);
+    let mut last = None;
+    for key in [&policy.primary, &policy.secondary].into_iter().flatten() {
+        match sas::verify_for(token, key, &resource, now_unix) {
+            Ok(_) => return Ok(name.to_owned()),
+            Err(e) if e.code() == Code::SignatureMismatch && last.is_some() => {}
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| refuse(Code::SignatureMismatch, "token signature does not match")))
+}
+
 /// What a client asks to do with a topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -381,22 +426,65 @@ pub enum Access {
     Unsubscribe,
 }
 
+/// The largest device-to-cloud message IoT Hub accepts over MQTT: 256 KB, payload and the
+/// properties in the topic together.
+pub const MAX_D2C_BYTES: usize = 256 * 1024;
+
+/// The `$iothub/...` filters a device may subscribe to (IoT Hub's MQTT support page):
+/// twin responses, desired-property patches and direct-method calls.
+const IOTHUB_SUBSCRIBE: [&str; 3] = [
+    "$iothub/twin/res/",
+    "$iothub/twin/PATCH/properties/desired/",
+    "$iothub/methods/POST/",
+];
+
+/// The `$iothub/...` topics a device may publish to: a twin GET, a reported-properties
+/// PATCH, a direct-method response.
+const IOTHUB_PUBLISH: [&str; 3] = [
+    "$iothub/twin/GET/",
+    "$iothub/twin/PATCH/properties/reported/",
+    "$iothub/methods/res/",
+];
+
+/// Whether `filter` is `prefix` followed by `#` or by a single level (`+` or text) and `#`.
+fn iothub_filter(filter: &str) -> bool {
+    IOTHUB_SUBSCRIBE.iter().any(|p| {
+        filter.strip_prefix(p).is_some_and(|rest| {
+            rest == "#" || rest.strip_suffix("/#").is_some_and(|l| !l.contains('/'))
+        }) || filter
+            .strip_suffix('/')
+            .is_some_and(|f| p.strip_suffix('/') == Some(f))
+    })
+}
+
 /// Whether `session` may do `access` on `topic` (a filter for subscriptions): only its own
-/// `devices/{id}/...` topics (a device does not get its modules' topics) and `$iothub/...`;
-/// QoS 2 publishes are refused.
+/// `devices/{id}/...` topics (a device does not get its modules' topics) and the `$iothub/...`
+/// topics IoT Hub serves to devices; publishes are checked by [`publish`].
 pub fn authorize(session: &Session, access: Access, topic: &str, qos: u8) -> Result<()> {
-    if access == Access::Unsubscribe {
-        return Ok(());
+    match access {
+        Access::Unsubscribe => return Ok(()),
+        Access::Write => return publish(session, topic, qos, false, 0),
+        Access::Subscribe if topic.starts_with("$iothub/") => {
+            return if iothub_filter(topic) {
+                Ok(())
+            } else {
+                Err(refuse(
+                    Code::TopicInvalid,
+                    format!(
+                        "\"{}\" may not subscribe to \"{topic}\": devices subscribe to $iothub/twin/res/#, \
+                         $iothub/twin/PATCH/properties/desired/# and $iothub/methods/POST/#",
+                        session.name()
+                    ),
+                ))
+            };
+        }
+        Access::Read if topic.starts_with("$iothub/") => return Ok(()),
+        _ => {}
     }
-    if access == Access::Write && qos > 1 {
-        return Err(refuse(
-            Code::MqttQosUnsupported,
-            format!("QoS {qos} publish on \"{topic}\" refused: IoT Hub supports QoS 0 and 1"),
-        ));
-    }
-    if topic.starts_with("$iothub/") {
-        return Ok(());
-    }
+    own(session, access, topic)
+}
+
+fn own(session: &Session, access: Access, topic: &str) -> Result<()> {
     let prefix = session.prefix();
     let own = topic
         .strip_prefix(&prefix)
@@ -416,6 +504,60 @@ pub fn authorize(session: &Session, access: Access, topic: &str, qos: u8) -> Res
             session.name()
         ),
     ))
+}
+
+/// Whether `session` may publish `len` bytes on `topic` with `qos` and `retain`. IoT Hub
+/// closes the connection of a device whose publish it refuses; the plugin does the same with
+/// every refusal here: QoS 2, a retained message, a topic other than its own
+/// `devices/{id}/messages/events/...` (or a module's) and the `$iothub/...` topics devices
+/// publish to, and a message over [`MAX_D2C_BYTES`].
+pub fn publish(session: &Session, topic: &str, qos: u8, retain: bool, len: usize) -> Result<()> {
+    let who = session.name();
+    if qos > 1 {
+        return Err(refuse(
+            Code::MqttQosUnsupported,
+            format!("QoS {qos} publish on \"{topic}\" refused: IoT Hub supports QoS 0 and 1"),
+        ));
+    }
+    if retain {
+        return Err(refuse(
+            Code::TopicInvalid,
+            format!("\"{who}\" published a retained message on \"{topic}\": IoT Hub does not accept the retain flag"),
+        ));
+    }
+    if topic.starts_with("$iothub/") {
+        if IOTHUB_PUBLISH.iter().any(|p| topic.starts_with(p)) {
+            return Ok(());
+        }
+        return Err(refuse(
+            Code::TopicInvalid,
+            format!(
+                "\"{who}\" may not publish on \"{topic}\": devices publish twin GETs, reported \
+                 patches and method responses only"
+            ),
+        ));
+    }
+    own(session, Access::Write, topic)?;
+    let rest = &topic[session.prefix().len()..];
+    if !rest.starts_with("messages/events/") && rest != "messages/events" {
+        return Err(refuse(
+            Code::TopicInvalid,
+            format!(
+                "\"{who}\" may not publish on \"{topic}\": a device publishes only on {}messages/events/",
+                session.prefix()
+            ),
+        ));
+    }
+    if len + topic.len() > MAX_D2C_BYTES {
+        return Err(refuse(
+            Code::MqttPacketTooLarge,
+            format!(
+                "\"{who}\" published {} bytes on \"{topic}\": IoT Hub accepts at most {MAX_D2C_BYTES} (256 KB)",
+                len + topic.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ use tether::{Code, Error, Result};
 
 use crate::opts::usage_error;
 
+mod service;
+
 /// The plugin's file name (the `tether-hub` crate's cdylib).
 const PLUGIN_FILE: &str = "libtether_hub.so";
 
@@ -219,6 +221,7 @@ fn config(dir: &Path, plugin: &Path, registry: &Path, port: u16, x509_port: u16)
          plugin_opt_registry {registry}\n\
          plugin_opt_trust_dir {d}/x509-trust\n\
          plugin_opt_trusted {d}/trusted\n\
+         plugin_opt_dir {d}\n\
          \n\
          # SAS devices\n\
          listener {port} 127.0.0.1\n{tls}\n\
@@ -267,24 +270,35 @@ fn stop(child: &mut Child) {
 #[command(after_help = after_help!(
 "  tether hub --registry hub/example-registry.json --port 8883 --dir /tmp/hub
   tether hub --registry registry.json --port 9000 --x509-port 9443 --dir hub-pki"
-))]
+),
+    args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct HubArgs {
+    /// Act as the service side of a running stand-in (c2d, invoke, twin, watch)
+    #[command(subcommand)]
+    service: Option<service::ServiceCommand>,
     /// The identity registry (JSON, IoT Hub's device identity shape); re-read when it changes
-    #[arg(long, value_name = "FILE")]
-    registry: String,
+    #[arg(long, value_name = "FILE", required = true)]
+    registry: Option<String>,
     /// Port for SAS devices
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
-    port: u16,
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..), required = true)]
+    port: Option<u16>,
     /// Port for X.509 devices [default: PORT + 1]
     #[arg(long, value_name = "PORT2", value_parser = clap::value_parser!(u16).range(1..))]
     x509_port: Option<u16>,
     /// Folder for the PKI, the broker configuration and the trusted certificates
-    #[arg(long, value_name = "DIR")]
-    dir: String,
+    #[arg(long, value_name = "DIR", required = true)]
+    dir: Option<String>,
 }
 
 pub fn run(args: HubArgs) -> Result<()> {
-    let (registry, port, dir) = (args.registry.as_str(), args.port, args.dir.as_str());
+    if let Some(cmd) = args.service {
+        return service::run(cmd);
+    }
+    let (registry, port, dir) = (
+        args.registry.as_deref().unwrap_or_default(),
+        args.port.unwrap_or_default(),
+        args.dir.as_deref().unwrap_or_default(),
+    );
     let x509_port = match args.x509_port {
         Some(p) => p,
         None => port
