@@ -1,0 +1,586 @@
+//! The stand-in acting as IoT Hub: cloud-to-device messages, direct methods and twins driven
+//! with `tether hub c2d|invoke|twin|watch` (and the REST API), received by devices we did not
+//! write (the official Python SDK `azure-iot-device`, plain paho-mqtt) and by tether's own
+//! client; and IoT Hub's isolation rules, each with its test.
+//!
+//! The Python peers run in a venv (`target/azure-iot-venv`, made on first use with
+//! `pip install azure-iot-device`; `.ci/setup` makes it too).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::hub::{now, token, username, Hub, HOST};
+
+const KEY1: &str = "a2V5IG9mIGQxLCBmb3IgdGhlIGh1YiBzZXJ2aWNlIHRlc3Q=";
+const KEY2: &str = "a2V5IG9mIGQyLCBmb3IgdGhlIGh1YiBzZXJ2aWNlIHRlc3Q=";
+const KEY3: &str = "a2V5IG9mIGQzLCBmb3IgdGhlIGh1YiBzZXJ2aWNlIHRlc3Q=";
+const SERVICE_KEY: &str = "c2VydmljZSBwb2xpY3kga2V5IG9mIHRoZSB0ZXN0IGh1Yg==";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn registry() -> String {
+    let dev = |id: &str, key: &str| common::hub::sas_device(id, "enabled", key, "");
+    format!(
+        r#"{{"hostName": "{HOST}", "devices": [{}, {}, {}],
+            "authorizationPolicies": [
+              {{"keyName": "service", "primaryKey": "{SERVICE_KEY}", "rights": "ServiceConnect"}},
+              {{"keyName": "reader", "primaryKey": "{SERVICE_KEY}", "rights": "RegistryRead"}}]}}"#,
+        dev("d1", KEY1),
+        dev("d2", KEY2),
+        dev("d3", KEY3)
+    )
+}
+
+fn key_of(device: &str) -> &'static str {
+    match device {
+        "d1" => KEY1,
+        "d2" => KEY2,
+        _ => KEY3,
+    }
+}
+
+/// The venv's python with azure-iot-device (and paho-mqtt), made once.
+fn python() -> PathBuf {
+    static VENV: OnceLock<Mutex<()>> = OnceLock::new();
+    let _guard = VENV.get_or_init(|| Mutex::new(())).lock();
+    let venv = common::root().join("target/azure-iot-venv");
+    let py = venv.join("bin/python");
+    let ready = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import azure.iot.device, paho.mqtt.client"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ready(&py) {
+        common::require("python3", "python3 python3-venv");
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "cannot make a venv (install python3-venv): {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let pip = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "azure-iot-device"])
+            .output()
+            .unwrap();
+        assert!(
+            pip.status.success() && ready(&py),
+            "this test needs the official Python device SDK: `pip install azure-iot-device` into \
+             {} failed (run .ci/setup): {}",
+            venv.display(),
+            String::from_utf8_lossy(&pip.stderr)
+        );
+    }
+    py
+}
+
+fn script(name: &str) -> PathBuf {
+    common::root().join("tests/hub_service").join(name)
+}
+
+/// A Python process printing one JSON object per line.
+struct Peer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    events: Receiver<Value>,
+    seen: Vec<Value>,
+    name: String,
+}
+
+impl Peer {
+    fn spawn(mut cmd: Command, name: &str) -> Peer {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Peer {
+            stdin: child.stdin.take(),
+            child,
+            events,
+            seen: Vec::new(),
+            name: name.into(),
+        }
+    }
+
+    /// A paho-mqtt device connected to the SAS port as `device`.
+    fn raw(hub: &Hub, device: &str) -> Peer {
+        let mut cmd = Command::new(python());
+        cmd.arg(script("raw_device.py"))
+            .arg(hub.sas.to_string())
+            .arg(hub.ca())
+            .args([
+                device,
+                &username(device),
+                &token(device, key_of(device), now() + 600),
+            ]);
+        let mut peer = Peer::spawn(cmd, device);
+        let c = peer.expect("connected", |v| v.get("connected").is_some());
+        assert_eq!(c["connected"], 0, "{device} was refused");
+        peer
+    }
+
+    /// A device written with the official SDK, connected as `device`.
+    fn sdk(hub: &Hub, device: &str) -> Peer {
+        let conn = format!(
+            "HostName={HOST};DeviceId={device};SharedAccessKey={};GatewayHostName=localhost",
+            key_of(device)
+        );
+        let mut cmd = Command::new(python());
+        cmd.arg(script("sdk_device.py"))
+            .arg(conn)
+            .arg(hub.ca())
+            .arg(hub.sas.to_string());
+        let mut peer = Peer::spawn(cmd, device);
+        peer.expect("SDK ready", |v| v.get("ready").is_some());
+        peer
+    }
+
+    fn send(&mut self, command: Value) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn subscribe(&mut self, filter: &str) -> Value {
+        self.send(json!({ "sub": filter }));
+        self.expect("SUBACK", |v| v.get("suback").is_some())["suback"][0].clone()
+    }
+
+    /// Takes the first event matching `want`, waiting for it; the others read stay in `seen`.
+    fn expect(&mut self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        if let Some(i) = self.seen.iter().position(&want) {
+            return self.seen.remove(i);
+        }
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.events.recv_timeout(left) {
+                Ok(v) => {
+                    if want(&v) {
+                        return v;
+                    }
+                    self.seen.push(v);
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "{}: no {what} within {WAIT:?}; saw {:?}",
+            self.name, self.seen
+        )
+    }
+
+    /// Everything received in the next `d`.
+    fn drain(&mut self, d: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + d;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.events.recv_timeout(left) {
+                Ok(v) => self.seen.push(v),
+                Err(_) => break,
+            }
+        }
+        self.seen.clone()
+    }
+
+    fn messages(&mut self, d: Duration) -> Vec<Value> {
+        self.drain(d)
+            .into_iter()
+            .filter(|v| v.get("msg").is_some())
+            .collect()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.stdin.take();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(hub: &Hub, args: &[&str]) -> Output {
+    let dir = hub.dir.to_string_lossy().into_owned();
+    let mut all = vec!["hub", args[0], "--dir", &dir];
+    all.extend_from_slice(&args[1..]);
+    Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(&all)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "tether failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `tether hub invoke ... --json`: the device's status and payload.
+fn invoke(hub: &Hub, device: &str, method: &str, payload: &str, timeout: u64) -> Output {
+    cli(
+        hub,
+        &[
+            "invoke",
+            device,
+            method,
+            "--payload",
+            payload,
+            "--timeout",
+            &timeout.to_string(),
+            "--json",
+        ],
+    )
+}
+
+#[test]
+fn official_python_sdk_gets_c2d_methods_twin_and_desired_while_a_third_device_sees_nothing() {
+    let hub = Hub::start(&registry());
+    // d3 listens on everything a device may subscribe to.
+    let mut spy = Peer::raw(&hub, "d3");
+    for filter in [
+        "$iothub/twin/res/#",
+        "$iothub/methods/POST/#",
+        "$iothub/twin/PATCH/properties/desired/#",
+        "devices/d3/messages/devicebound/#",
+    ] {
+        assert_eq!(spy.subscribe(filter), 1, "{filter}");
+    }
+    let mut sdk = Peer::sdk(&hub, "d1");
+    let twin = sdk.expect("twin", |v| v.get("twin").is_some());
+    assert_eq!(twin["twin"]["desired"]["$version"], 1, "{twin}");
+
+    ok(&cli(
+        &hub,
+        &[
+            "c2d",
+            "d1",
+            "--property",
+            "kind=note",
+            "hello from the cloud",
+        ],
+    ));
+    let c2d = sdk.expect("C2D message", |v| v.get("c2d").is_some());
+    assert_eq!(c2d["c2d"], "hello from the cloud");
+    assert_eq!(c2d["properties"]["kind"], "note");
+
+    let out: Value =
+        serde_json::from_str(&ok(&invoke(&hub, "d1", "reboot", r#"{"delay":5}"#, 20))).unwrap();
+    assert_eq!(out["status"], 200);
+    assert_eq!(
+        out["payload"],
+        json!({"echo": {"delay": 5}, "method": "reboot"})
+    );
+    sdk.expect("method", |v| v["method"] == "reboot");
+
+    let twin: Value = serde_json::from_str(&ok(&cli(
+        &hub,
+        &["twin", "d1", "--desired", r#"{"rate":7}"#],
+    )))
+    .unwrap();
+    assert_eq!(twin["properties"]["desired"]["$version"], 2);
+    let desired = sdk.expect("desired patch", |v| v.get("desired").is_some());
+    assert_eq!(desired["desired"], json!({"rate": 7, "$version": 2}));
+    // The SDK's reported patch was stored (204 with the new $version).
+    let twin: Value = serde_json::from_str(&ok(&cli(&hub, &["twin", "d1"]))).unwrap();
+    assert_eq!(twin["properties"]["reported"]["fw"], "1.2.3");
+    assert_eq!(twin["properties"]["reported"]["$version"], 2);
+
+    let seen = spy.messages(Duration::from_secs(2));
+    assert!(seen.is_empty(), "d3 saw d1's traffic: {seen:?}");
+    // The twin store survives in the folder.
+    let saved = std::fs::read_to_string(hub.dir.join("twins.json")).unwrap();
+    assert!(saved.contains("\"rate\": 7"), "{saved}");
+}
+
+#[test]
+fn a_method_call_goes_only_to_its_device_and_only_it_can_answer() {
+    let hub = Hub::start(&registry());
+    // Not connected or not subscribed: 404 at once.
+    let out = invoke(&hub, "d1", "ping", "{}", 5);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{out:?}"
+    );
+    let mut d1 = Peer::raw(&hub, "d1");
+    let mut d2 = Peer::raw(&hub, "d2");
+    assert_eq!(d1.subscribe("$iothub/methods/POST/#"), 1);
+    assert_eq!(d2.subscribe("$iothub/methods/POST/#"), 1);
+    let dir = hub.dir.clone();
+    let call = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["hub", "invoke", "--dir"])
+            .arg(dir)
+            .args(["d1", "ping", "--timeout", "6", "--json"])
+            .output()
+            .unwrap()
+    });
+    let request = d1.expect("method call", |v| {
+        v["msg"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("$iothub/methods/POST/ping/?$rid="))
+    });
+    let topic = request["msg"].as_str().unwrap();
+    let rid = topic.rsplit('=').next().unwrap();
+    // d2 answers d1's call: ignored, so the call times out (504).
+    d2.send(json!({"pub": format!("$iothub/methods/res/200/?$rid={rid}"), "payload": "{\"from\":\"d2\"}"}));
+    let out = call.join().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("504"),
+        "{out:?}"
+    );
+    assert!(
+        d2.messages(Duration::from_secs(1)).is_empty(),
+        "d2 received d1's call"
+    );
+    // d1 answering its own call works.
+    let dir = hub.dir.clone();
+    let call = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["hub", "invoke", "--dir"])
+            .arg(dir)
+            .args(["d1", "ping", "--timeout", "20", "--json"])
+            .output()
+            .unwrap()
+    });
+    let request = d1.expect("second call", |v| {
+        v["msg"].as_str().is_some_and(|t| t.contains("ping/?$rid=")) && v["msg"] != topic
+    });
+    let rid = request["msg"].as_str().unwrap().rsplit('=').next().unwrap();
+    d1.send(json!({"pub": format!("$iothub/methods/res/201/?$rid={rid}"), "payload": "{\"pong\":true}"}));
+    let out: Value = serde_json::from_str(&ok(&call.join().unwrap())).unwrap();
+    assert_eq!(out, json!({"status": 201, "payload": {"pong": true}}));
+}
+
+#[test]
+fn twin_responses_and_desired_patches_reach_only_their_device() {
+    let hub = Hub::start(&registry());
+    let mut d1 = Peer::raw(&hub, "d1");
+    let mut d2 = Peer::raw(&hub, "d2");
+    for d in [&mut d1, &mut d2] {
+        assert_eq!(d.subscribe("$iothub/twin/res/#"), 1);
+        assert_eq!(d.subscribe("$iothub/twin/PATCH/properties/desired/#"), 1);
+    }
+    d1.send(json!({"pub": "$iothub/twin/PATCH/properties/reported/?$rid=5", "payload": "{\"temp\":20}"}));
+    let res = d1.expect("204", |v| {
+        v["msg"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("$iothub/twin/res/"))
+    });
+    assert_eq!(res["msg"], "$iothub/twin/res/204/?$rid=5&$version=2");
+    d1.send(json!({"pub": "$iothub/twin/GET/?$rid=6", "payload": ""}));
+    let res = d1.expect("200", |v| v["msg"] == "$iothub/twin/res/200/?$rid=6");
+    let doc: Value = serde_json::from_str(res["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(doc["reported"], json!({"temp": 20, "$version": 2}));
+    ok(&cli(&hub, &["twin", "d1", "--desired", r#"{"on":true}"#]));
+    let patch = d1.expect("desired", |v| {
+        v["msg"] == "$iothub/twin/PATCH/properties/desired/?$version=2"
+    });
+    assert_eq!(
+        serde_json::from_str::<Value>(patch["payload"].as_str().unwrap()).unwrap(),
+        json!({"on": true, "$version": 2})
+    );
+    let leaked = d2.messages(Duration::from_secs(2));
+    assert!(leaked.is_empty(), "d2 saw d1's twin traffic: {leaked:?}");
+    // d2's own twin is untouched.
+    let twin: Value = serde_json::from_str(&ok(&cli(&hub, &["twin", "d2"]))).unwrap();
+    assert_eq!(twin["properties"]["desired"], json!({"$version": 1}));
+}
+
+#[test]
+fn c2d_messages_wait_for_their_device_and_at_most_50_are_pending() {
+    let hub = Hub::start(&registry());
+    for n in 0..2 {
+        let out = ok(&cli(
+            &hub,
+            &["c2d", "d1", "--property", "n=x y", &format!("m{n}")],
+        ));
+        assert!(out.starts_with("queued c2d-"), "{out}");
+    }
+    let mut d2 = Peer::raw(&hub, "d2");
+    assert_eq!(d2.subscribe("devices/d2/messages/devicebound/#"), 1);
+    let mut d1 = Peer::raw(&hub, "d1");
+    assert_eq!(d1.subscribe("devices/d1/messages/devicebound/#"), 1);
+    let m0 = d1.expect("m0", |v| v["payload"] == "m0");
+    d1.expect("m1", |v| v["payload"] == "m1");
+    let topic = m0["msg"].as_str().unwrap();
+    assert!(
+        topic.starts_with("devices/d1/messages/devicebound/%24.mid=c2d-")
+            && topic.ends_with("&n=x%20y"),
+        "{topic}"
+    );
+    let again = d1.messages(Duration::from_secs(1));
+    assert!(again.is_empty(), "delivered twice: {again:?}");
+    assert!(d2.messages(Duration::from_secs(1)).is_empty());
+    // d3 is not connected: its queue fills up to IoT Hub's 50.
+    for n in 0..50 {
+        ok(&cli(&hub, &["c2d", "d3", &format!("m{n}")]));
+    }
+    let out = cli(&hub, &["c2d", "d3", "one too many"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("403") && err.contains("50"), "{err}");
+    // IoT Hub's 64 KB limit.
+    let out = cli(&hub, &["c2d", "d1", &"x".repeat(64 * 1024 + 1)]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("64 KB"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn each_refused_publish_closes_the_connection() {
+    let hub = Hub::start(&registry());
+    let cases = [
+        (
+            json!({"pub": "devices/d1/messages/devicebound/x", "payload": "self"}),
+            "own C2D topic",
+        ),
+        (
+            json!({"pub": "devices/d2/messages/events/", "payload": "x"}),
+            "another device",
+        ),
+        (
+            json!({"pub": "devices/d1/messages/events/", "payload": "x", "retain": true}),
+            "retained",
+        ),
+        (
+            json!({"pub": "devices/d1/messages/events/", "payload": "x", "qos": 2}),
+            "QoS 2",
+        ),
+        (
+            json!({"pub": "devices/d1/messages/events/", "size": 256 * 1024}),
+            "over 256 KB",
+        ),
+        (
+            json!({"pub": "$iothub/methods/POST/reboot/?$rid=1", "payload": "{}"}),
+            "a method call",
+        ),
+        (
+            json!({"pub": "$iothub/twin/res/200/?$rid=1", "payload": "{}"}),
+            "a twin response",
+        ),
+    ];
+    let mut victim = Peer::raw(&hub, "d2");
+    assert_eq!(victim.subscribe("$iothub/methods/POST/#"), 1);
+    assert_eq!(victim.subscribe("$iothub/twin/res/#"), 1);
+    for (publish, why) in cases {
+        let mut d1 = Peer::raw(&hub, "d1");
+        d1.send(publish);
+        d1.expect(why, |v| v.get("disconnected").is_some());
+    }
+    // A message within the limits stays connected.
+    let mut d1 = Peer::raw(&hub, "d1");
+    d1.send(json!({"pub": "devices/d1/messages/events/a=1", "size": 200 * 1024}));
+    d1.expect("PUBACK", |v| v.get("puback").is_some());
+    let after = d1.drain(Duration::from_secs(2));
+    assert!(
+        !after.iter().any(|v| v.get("disconnected").is_some()),
+        "{after:?}"
+    );
+    assert!(victim.messages(Duration::from_secs(1)).is_empty());
+    assert!(hub.log().contains("disconnecting \"d1\": refused publish"));
+}
+
+#[test]
+fn subscriptions_outside_a_devices_own_topics_are_refused() {
+    let hub = Hub::start(&registry());
+    let mut d1 = Peer::raw(&hub, "d1");
+    for filter in [
+        "$iothub/#",
+        "$iothub/twin/GET/#",
+        "$iothub/methods/res/#",
+        "devices/d2/messages/devicebound/#",
+        "devices/+/messages/devicebound/#",
+        "#",
+    ] {
+        assert_eq!(d1.subscribe(filter), 128, "{filter}");
+    }
+    for filter in [
+        "$iothub/twin/res/#",
+        "$iothub/methods/POST/#",
+        "$iothub/twin/PATCH/properties/desired/#",
+        "devices/d1/messages/devicebound/#",
+    ] {
+        assert_eq!(d1.subscribe(filter), 1, "{filter}");
+    }
+}
+
+#[test]
+fn watch_prints_telemetry_with_its_properties() {
+    let hub = Hub::start(&registry());
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["hub", "watch", "--dir"])
+        .arg(&hub.dir)
+        .args(["d1", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let mut d2 = Peer::raw(&hub, "d2");
+    d2.send(json!({"pub": "devices/d2/messages/events/", "payload": "not followed"}));
+    d2.expect("PUBACK", |v| v.get("puback").is_some());
+    let mut d1 = Peer::raw(&hub, "d1");
+    d1.send(json!({"pub": "devices/d1/messages/events/k=v%201&%24.ct=application%2Fjson", "payload": "{\"t\":21}"}));
+    let line = rx.recv_timeout(WAIT).expect("watch printed the message");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        v,
+        json!({"device": "d1", "properties": {"k": "v 1", "$.ct": "application/json"}, "payload": {"t": 21}})
+    );
+}
+
+#[test]
+fn service_commands_name_a_missing_stand_in() {
+    let dir = common::temp_dir("no-hub");
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["hub", "twin", "--dir"])
+        .arg(&dir)
+        .arg("d1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no running stand-in"), "{err}");
+}
