@@ -813,6 +813,153 @@ mod tests {
     }
 
     #[test]
+    fn publishes_follow_iot_hubs_rules() {
+        let d1 = session("d1", None);
+        publish(
+            &d1,
+            "devices/d1/messages/events/a=1",
+            1,
+            false,
+            MAX_D2C_BYTES - 100,
+        )
+        .unwrap();
+        for topic in [
+            "$iothub/twin/GET/?$rid=1",
+            "$iothub/twin/PATCH/properties/reported/?$rid=2",
+            "$iothub/methods/res/200/?$rid=3",
+        ] {
+            publish(&d1, topic, 0, false, 10).unwrap_or_else(|e| panic!("{topic}: {e:?}"));
+        }
+        let refused = [
+            (
+                "devices/d1/messages/devicebound/x",
+                1,
+                false,
+                1,
+                "publishes only on",
+            ),
+            (
+                "devices/d2/messages/events/",
+                1,
+                false,
+                1,
+                "may not publish",
+            ),
+            ("devices/d1/messages/events/", 1, true, 1, "retain"),
+            ("devices/d1/messages/events/", 2, false, 1, "QoS 2"),
+            (
+                "devices/d1/messages/events/",
+                1,
+                false,
+                MAX_D2C_BYTES,
+                "256 KB",
+            ),
+            (
+                "$iothub/methods/POST/x/?$rid=1",
+                0,
+                false,
+                1,
+                "method responses only",
+            ),
+            (
+                "$iothub/twin/res/200/?$rid=1",
+                0,
+                false,
+                1,
+                "method responses only",
+            ),
+            (
+                "$iothub/twin/PATCH/properties/desired/?$version=1",
+                0,
+                false,
+                1,
+                "only",
+            ),
+        ];
+        for (topic, qos, retain, len, needle) in refused {
+            let e = publish(&d1, topic, qos, retain, len).unwrap_err();
+            assert!(e.message().contains(needle), "{topic}: {e:?}");
+        }
+        for filter in [
+            "$iothub/#",
+            "$iothub/twin/GET/#",
+            "$iothub/methods/res/#",
+            "$iothub/twin/#",
+        ] {
+            assert!(
+                authorize(&d1, Access::Subscribe, filter, 1).is_err(),
+                "{filter}"
+            );
+        }
+        for filter in [
+            "$iothub/twin/res/#",
+            "$iothub/methods/POST/#",
+            "$iothub/methods/POST/reboot/#",
+            "$iothub/twin/PATCH/properties/desired/#",
+        ] {
+            authorize(&d1, Access::Subscribe, filter, 1)
+                .unwrap_or_else(|e| panic!("{filter}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn service_calls_need_a_service_connect_policy_token() {
+        let registry = Registry::parse(
+            &format!(
+                r#"{{"hostName": "{HOST}", "devices": [],
+                "authorizationPolicies": [
+                  {{"keyName": "service", "primaryKey": "{PRIMARY}", "secondaryKey": "{SECONDARY}", "rights": "ServiceConnect"}},
+                  {{"keyName": "registryRead", "primaryKey": "{OTHER}", "rights": "RegistryRead"}}]}}"#
+            ),
+            Path::new("."),
+        )
+        .unwrap();
+        let hub = Resource::parse(HOST).unwrap();
+        let t = |key: &str, skn: Option<&str>, se: u64| token(&hub, key, skn, se);
+        assert_eq!(
+            authenticate_service(&registry, &t(PRIMARY, Some("service"), NOW + 60), "d1", NOW)
+                .unwrap(),
+            "service"
+        );
+        authenticate_service(
+            &registry,
+            &t(SECONDARY, Some("service"), NOW + 60),
+            "d1",
+            NOW,
+        )
+        .unwrap();
+        // A device-scoped policy token grants that device only.
+        let dev = token(
+            &Resource::device(HOST, "d1").unwrap(),
+            PRIMARY,
+            Some("service"),
+            NOW + 60,
+        );
+        authenticate_service(&registry, &dev, "d1", NOW).unwrap();
+        let cases = [
+            (t(PRIMARY, None, NOW + 60), "d1", "skn"),
+            (
+                t(PRIMARY, Some("nobody"), NOW + 60),
+                "d1",
+                "no shared access policy",
+            ),
+            (
+                t(OTHER, Some("registryRead"), NOW + 60),
+                "d1",
+                "ServiceConnect",
+            ),
+            (t(OTHER, Some("service"), NOW + 60), "d1", "signature"),
+            (t(PRIMARY, Some("service"), NOW), "d1", "expired"),
+            (dev.clone(), "d2", "not"),
+        ];
+        for (tok, device, needle) in cases {
+            let e = authenticate_service(&registry, &tok, device, NOW).unwrap_err();
+            assert!(e.message().contains(needle), "{needle}: {e:?}");
+            assert!(!e.message().contains("sig="), "{e:?}");
+        }
+    }
+
+    #[test]
     fn usernames_are_read_with_their_ids() {
         assert_eq!(
             parse_username("h/d/m/?api-version=1").unwrap(),
