@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use common::hub::{now, token, username, Hub, HOST};
+use tether::auth::sas::{write_token, Resource, SasKey, MAX_TOKEN_LEN};
 
 const KEY1: &str = "a2V5IG9mIGQxLCBmb3IgdGhlIGh1YiBzZXJ2aWNlIHRlc3Q=";
 const KEY2: &str = "a2V5IG9mIGQyLCBmb3IgdGhlIGh1YiBzZXJ2aWNlIHRlc3Q=";
@@ -246,6 +247,40 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A service policy token (`skn`) for the whole hub.
+fn service_token(policy: &str, key: &str) -> String {
+    let key = SasKey::from_base64(key).unwrap();
+    let mut buf = [0u8; MAX_TOKEN_LEN];
+    write_token(
+        &Resource::parse(HOST).unwrap(),
+        &key,
+        Some(policy),
+        now() + 600,
+        &mut buf,
+    )
+    .unwrap()
+    .to_owned()
+}
+
+/// One call to the REST API with Python's HTTP client: (HTTP status, body).
+fn rest(hub: &Hub, method: &str, path: &str, auth: &str, body: Option<Value>) -> (u64, Value) {
+    let url = format!("https://localhost:{}{path}", hub.service);
+    let mut cmd = Command::new(python());
+    cmd.arg(script("rest_call.py"))
+        .args([method, &url])
+        .arg(hub.ca())
+        .arg(auth);
+    if let Some(b) = body {
+        cmd.arg(b.to_string());
+    }
+    let out = cmd.output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("REST call failed: {}", String::from_utf8_lossy(&out.stderr)));
+    (v["status"].as_u64().unwrap(), v["body"].clone())
+}
+
+const API: &str = "api-version=2021-04-12";
+
 /// `tether hub invoke ... --json`: the device's status and payload.
 fn invoke(hub: &Hub, device: &str, method: &str, payload: &str, timeout: u64) -> Output {
     cli(
@@ -316,11 +351,43 @@ fn official_python_sdk_gets_c2d_methods_twin_and_desired_while_a_third_device_se
     assert_eq!(twin["properties"]["reported"]["fw"], "1.2.3");
     assert_eq!(twin["properties"]["reported"]["$version"], 2);
 
+    // The same through the REST API, as a backend written against IoT Hub calls it.
+    let auth = service_token("service", SERVICE_KEY);
+    let (status, body) = rest(
+        &hub,
+        "POST",
+        &format!("/twins/d1/methods?{API}"),
+        &auth,
+        Some(json!({"methodName": "blink", "payload": [1, 2], "responseTimeoutInSeconds": 20})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"status": 200, "payload": {"echo": [1, 2], "method": "blink"}})
+    );
+    let (status, body) = rest(
+        &hub,
+        "PATCH",
+        &format!("/twins/d1?{API}"),
+        &auth,
+        Some(json!({"properties": {"desired": {"rate": 9}}})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["properties"]["desired"]["$version"], 3);
+    let desired = sdk.expect("desired patch from REST", |v| {
+        v.get("desired").is_some_and(|d| d["$version"] == 3)
+    });
+    assert_eq!(desired["desired"], json!({"rate": 9, "$version": 3}));
+    let (status, body) = rest(&hub, "GET", &format!("/twins/d1?{API}"), &auth, None);
+    assert_eq!(status, 200);
+    assert_eq!(body["deviceId"], "d1");
+    assert_eq!(body["properties"]["reported"]["fw"], "1.2.3");
+
     let seen = spy.messages(Duration::from_secs(2));
     assert!(seen.is_empty(), "d3 saw d1's traffic: {seen:?}");
     // The twin store survives in the folder.
     let saved = std::fs::read_to_string(hub.dir.join("twins.json")).unwrap();
-    assert!(saved.contains("\"rate\": 7"), "{saved}");
+    assert!(saved.contains("\"rate\": 9"), "{saved}");
 }
 
 #[test]
@@ -583,4 +650,106 @@ fn service_commands_name_a_missing_stand_in() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no running stand-in"), "{err}");
+}
+
+#[test]
+fn rest_calls_need_a_service_connect_policy_and_an_api_version() {
+    let hub = Hub::start(&registry());
+    let good = service_token("service", SERVICE_KEY);
+    let twin = format!("/twins/d2?{API}");
+    let (status, body) = rest(&hub, "GET", &twin, &good, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["properties"]["desired"]["$version"], 1);
+    for (auth, why) in [
+        (String::new(), "no Authorization header"),
+        (
+            service_token("reader", SERVICE_KEY),
+            "a policy without ServiceConnect",
+        ),
+        (service_token("service", KEY1), "the wrong key"),
+        (service_token("nobody", SERVICE_KEY), "an unknown policy"),
+        (token("d2", KEY2, now() + 600), "a device token"),
+    ] {
+        let (status, body) = rest(&hub, "GET", &twin, &auth, None);
+        assert_eq!(status, 401, "{why}: {body}");
+        assert!(!body.to_string().contains("sig="), "{body}");
+    }
+    let (status, _) = rest(&hub, "GET", "/twins/d2", &good, None);
+    assert_eq!(status, 400, "no api-version");
+    let (status, _) = rest(&hub, "GET", &format!("/twins/nobody?{API}"), &good, None);
+    assert_eq!(status, 404);
+    // No device listening: 404 as IoT Hub answers (device not online).
+    let (status, body) = rest(
+        &hub,
+        "POST",
+        &format!("/twins/d2/methods?{API}"),
+        &good,
+        Some(json!({"methodName": "m", "payload": null, "responseTimeoutInSeconds": 5})),
+    );
+    assert_eq!(status, 404);
+    assert!(
+        body["Message"].as_str().unwrap().contains("404103"),
+        "{body}"
+    );
+}
+
+#[test]
+fn host_name_is_in_the_server_certificate() {
+    let root = common::temp_dir("hub-host");
+    let registry_file = root.join("registry.json");
+    std::fs::write(&registry_file, registry()).unwrap();
+    let dir = root.join("hub");
+    let port = common::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["hub", "--registry"])
+        .arg(&registry_file)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--x509-port",
+            &common::free_port().to_string(),
+        ])
+        .args(["--host-name", HOST, "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    let sans = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(dir.join("server.pem"))
+        .output()
+        .unwrap();
+    // A client that checks the hub's name (not localhost) completes the handshake.
+    let handshake = Command::new(python())
+        .args([
+            "-c",
+            "import socket, ssl, sys\n\
+             ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+             s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', int(sys.argv[2]))), server_hostname=sys.argv[3])\n\
+             print(s.version())",
+        ])
+        .arg(dir.join("ca.pem"))
+        .args([&port.to_string(), HOST])
+        .output()
+        .unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
+    assert!(line.starts_with("ready "), "{line}");
+    let sans = String::from_utf8_lossy(&sans.stdout);
+    assert!(
+        sans.contains(&format!("DNS:{HOST}"))
+            && sans.contains("DNS:localhost")
+            && sans.contains("127.0.0.1"),
+        "{sans}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&handshake.stdout).trim(),
+        "TLSv1.2",
+        "{}",
+        String::from_utf8_lossy(&handshake.stderr)
+    );
 }

@@ -19,6 +19,7 @@ use tether::{Code, Error, Result};
 
 use crate::opts::usage_error;
 
+mod rest;
 mod service;
 
 /// The plugin's file name (the `tether-hub` crate's cdylib).
@@ -121,13 +122,25 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The server certificate's extensions: `localhost`, `127.0.0.1` and `host_name`.
+fn server_ext(host_name: Option<&str>) -> String {
+    let extra = host_name.map(|h| format!(",DNS:{h}")).unwrap_or_default();
+    format!(
+        "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n\
+         subjectAltName=DNS:localhost,IP:127.0.0.1{extra}\n"
+    )
+}
+
 /// Makes `DIR/ca.pem` (+ `ca.key`, to issue device certificates) and a server certificate
-/// for `localhost` and `127.0.0.1`, unless they exist; puts the CA in `DIR/trusted/`.
-fn ensure_pki(dir: &Path) -> Result<()> {
+/// for `localhost`, `127.0.0.1` and `host_name`, unless they exist (the server certificate
+/// is made again when the names change); puts the CA in `DIR/trusted/`.
+fn ensure_pki(dir: &Path, host_name: Option<&str>) -> Result<()> {
     let trusted = dir.join("trusted");
     std::fs::create_dir_all(&trusted).map_err(|e| io(e, trusted.display()))?;
     let have = |f: &str| dir.join(f).is_file();
-    if have("ca.pem") && have("server.pem") && have("server.key") {
+    let ext = server_ext(host_name);
+    let same_names = std::fs::read_to_string(dir.join("server.ext")).is_ok_and(|e| e == ext);
+    if have("ca.pem") && have("server.pem") && have("server.key") && same_names {
         return Ok(());
     }
     require_program("openssl", "openssl")?;
@@ -155,12 +168,7 @@ fn ensure_pki(dir: &Path) -> Result<()> {
             ],
         )?;
     }
-    std::fs::write(
-        dir.join("server.ext"),
-        "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n\
-         subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .map_err(|e| io(e, "server.ext"))?;
+    std::fs::write(dir.join("server.ext"), ext).map_err(|e| io(e, "server.ext"))?;
     openssl(
         dir,
         &[
@@ -263,7 +271,7 @@ fn stop(child: &mut Child) {
 ///
 /// mosquitto with IoT Hub's TLS policy and the tether-hub plugin, which checks every device
 /// against the registry file (SAS tokens, X.509 thumbprints or CAs, status, topics). Listens on 127.0.0.1: SAS devices on --port, X.509 devices on --x509-port. Makes a test
-/// PKI in DIR when absent (devices trust DIR/ca.pem). Prints `ready sas=PORT x509=PORT2` when
+/// PKI in DIR when absent (devices trust DIR/ca.pem). Prints `ready sas=PORT x509=PORT2 service=PORT3` when
 /// both ports accept; stops on Ctrl-C or SIGTERM. Needs mosquitto, openssl and the plugin
 /// (libtether_hub.so: `cargo build --workspace`).
 #[derive(clap::Args, Debug)]
@@ -288,6 +296,13 @@ pub struct HubArgs {
     /// Folder for the PKI, the broker configuration and the trusted certificates
     #[arg(long, value_name = "DIR", required = true)]
     dir: Option<String>,
+    /// Port of the service REST API (HTTPS) [default: any free port, printed as service=PORT]
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    service_port: u16,
+    /// A host name for the server certificate besides localhost and 127.0.0.1 (e.g.
+    /// myhub.azure-devices.net, reached through GatewayHostName or a hosts entry)
+    #[arg(long, value_name = "NAME")]
+    host_name: Option<String>,
 }
 
 pub fn run(args: HubArgs) -> Result<()> {
@@ -315,7 +330,11 @@ pub fn run(args: HubArgs) -> Result<()> {
     let dir = std::fs::canonicalize(dir).map_err(|e| io(e, dir))?;
     let mosquitto = require_program("mosquitto", "mosquitto")?;
     let plugin = find_plugin()?;
-    ensure_pki(&dir)?;
+    if let Some(h) = &args.host_name {
+        tether::auth::check_host(h)
+            .map_err(|e| usage_error(format!("--host-name: {}", e.message())))?;
+    }
+    ensure_pki(&dir, args.host_name.as_deref())?;
     std::fs::create_dir_all(dir.join("x509-trust")).map_err(|e| io(e, "x509-trust"))?;
     let conf = dir.join("mosquitto.conf");
     std::fs::write(&conf, config(&dir, &plugin, &registry, port, x509_port))
@@ -366,7 +385,14 @@ pub fn run(args: HubArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    println!("ready sas={port} x509={x509_port}");
+    let service_port = match rest::start(&dir, args.service_port) {
+        Ok(p) => p,
+        Err(e) => {
+            stop(&mut child);
+            return Err(e);
+        }
+    };
+    println!("ready sas={port} x509={x509_port} service={service_port}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
     loop {
