@@ -540,10 +540,6 @@ fn each_refused_publish_closes_the_connection() {
             "another device",
         ),
         (
-            json!({"pub": "devices/d1/messages/events/", "payload": "x", "retain": true}),
-            "retained",
-        ),
-        (
             json!({"pub": "devices/d1/messages/events/", "payload": "x", "qos": 2}),
             "QoS 2",
         ),
@@ -603,38 +599,95 @@ fn subscriptions_outside_a_devices_own_topics_are_refused() {
     ] {
         assert_eq!(d1.subscribe(filter), 1, "{filter}");
     }
+    // IoT Hub grants QoS 1 to a QoS 2 subscription.
+    d1.send(json!({"sub": "devices/d1/messages/devicebound/#", "qos": 2}));
+    let granted = d1.expect("SUBACK", |v| v.get("suback").is_some());
+    assert_eq!(granted["suback"][0], 1);
+}
+
+/// `tether hub watch --dir DIR [DEVICE] --json`, its lines on a channel (killed on drop).
+struct Watch {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Watch {
+    fn start(hub: &Hub, device: &str) -> Watch {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["hub", "watch", "--dir"])
+            .arg(&hub.dir)
+            .args([device, "--json"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        // The watch is registered on the broker's next tick.
+        std::thread::sleep(Duration::from_secs(1));
+        Watch { child, lines }
+    }
+
+    fn next(&self) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(WAIT)
+            .expect("watch printed a message");
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
 fn watch_prints_telemetry_with_its_properties() {
     let hub = Hub::start(&registry());
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["hub", "watch", "--dir"])
-        .arg(&hub.dir)
-        .args(["d1", "--json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = watch.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    std::thread::sleep(Duration::from_secs(1));
+    let watch = Watch::start(&hub, "d1");
     let mut d2 = Peer::raw(&hub, "d2");
     d2.send(json!({"pub": "devices/d2/messages/events/", "payload": "not followed"}));
     d2.expect("PUBACK", |v| v.get("puback").is_some());
     let mut d1 = Peer::raw(&hub, "d1");
     d1.send(json!({"pub": "devices/d1/messages/events/k=v%201&%24.ct=application%2Fjson", "payload": "{\"t\":21}"}));
-    let line = rx.recv_timeout(WAIT).expect("watch printed the message");
-    let _ = watch.kill();
-    let _ = watch.wait();
-    let v: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(
-        v,
+        watch.next(),
         json!({"device": "d1", "properties": {"k": "v 1", "$.ct": "application/json"}, "payload": {"t": 21}})
+    );
+}
+
+#[test]
+fn retained_messages_are_passed_on_marked_and_never_kept() {
+    let hub = Hub::start(&registry());
+    let watch = Watch::start(&hub, "d1");
+    {
+        let mut d1 = Peer::raw(&hub, "d1");
+        d1.send(json!({"pub": "devices/d1/messages/events/", "payload": "kept?", "retain": true}));
+        d1.expect("PUBACK", |v| v.get("puback").is_some());
+        assert_eq!(
+            watch.next(),
+            json!({"device": "d1", "properties": {"mqtt-retain": "true"}, "payload": "kept?"})
+        );
+        let after = d1.drain(Duration::from_secs(1));
+        assert!(
+            !after.iter().any(|v| v.get("disconnected").is_some()),
+            "{after:?}"
+        );
+    }
+    // A later subscriber gets nothing replayed.
+    let mut again = Peer::raw(&hub, "d1");
+    assert_eq!(again.subscribe("devices/d1/messages/events/#"), 1);
+    let replayed = again.messages(Duration::from_secs(2));
+    assert!(
+        replayed.is_empty(),
+        "a retained message was replayed: {replayed:?}"
     );
 }
 

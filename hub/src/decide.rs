@@ -508,21 +508,18 @@ fn own(session: &Session, access: Access, topic: &str) -> Result<()> {
 
 /// Whether `session` may publish `len` bytes on `topic` with `qos` and `retain`. IoT Hub
 /// closes the connection of a device whose publish it refuses; the plugin does the same with
-/// every refusal here: QoS 2, a retained message, a topic other than its own
+/// every refusal here: QoS 2, a topic other than its own
 /// `devices/{id}/messages/events/...` (or a module's) and the `$iothub/...` topics devices
 /// publish to, and a message over [`MAX_D2C_BYTES`].
-pub fn publish(session: &Session, topic: &str, qos: u8, retain: bool, len: usize) -> Result<()> {
+///
+/// The retain flag is allowed: IoT Hub passes such a message on with an `mqtt-retain`
+/// property and keeps nothing, and so does the plugin.
+pub fn publish(session: &Session, topic: &str, qos: u8, _retain: bool, len: usize) -> Result<()> {
     let who = session.name();
     if qos > 1 {
         return Err(refuse(
             Code::MqttQosUnsupported,
             format!("QoS {qos} publish on \"{topic}\" refused: IoT Hub supports QoS 0 and 1"),
-        ));
-    }
-    if retain {
-        return Err(refuse(
-            Code::TopicInvalid,
-            format!("\"{who}\" published a retained message on \"{topic}\": IoT Hub does not accept the retain flag"),
         ));
     }
     if topic.starts_with("$iothub/") {
@@ -845,7 +842,6 @@ mod tests {
                 1,
                 "may not publish",
             ),
-            ("devices/d1/messages/events/", 1, true, 1, "retain"),
             ("devices/d1/messages/events/", 2, false, 1, "QoS 2"),
             (
                 "devices/d1/messages/events/",

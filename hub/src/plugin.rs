@@ -23,6 +23,7 @@ use crate::service::{Out, Request, Service};
 
 const EVT_ACL_CHECK: c_int = 2;
 const EVT_BASIC_AUTH: c_int = 3;
+const EVT_MESSAGE: c_int = 7;
 const EVT_TICK: c_int = 9;
 const EVT_DISCONNECT: c_int = 10;
 
@@ -73,6 +74,21 @@ struct EvtAclCheck {
 }
 
 #[repr(C)]
+struct EvtMessage {
+    future: *mut c_void,
+    client: *mut c_void,
+    topic: *mut c_char,
+    payload: *mut c_void,
+    properties: *mut c_void,
+    reason_string: *mut c_char,
+    payloadlen: u32,
+    qos: u8,
+    reason_code: u8,
+    retain: bool,
+    future2: [*mut c_void; 4],
+}
+
+#[repr(C)]
 struct EvtTick {
     future: *mut c_void,
     now_ns: c_long,
@@ -95,6 +111,7 @@ struct EvtDisconnect {
 const _: () = {
     assert!(std::mem::size_of::<EvtBasicAuth>() == 64);
     assert!(std::mem::size_of::<EvtAclCheck>() == 88);
+    assert!(std::mem::size_of::<EvtMessage>() == 88);
     assert!(std::mem::size_of::<EvtTick>() == 72);
     assert!(std::mem::size_of::<EvtDisconnect>() == 56);
 };
@@ -102,6 +119,7 @@ const _: () = {
 const _: () = {
     assert!(std::mem::size_of::<EvtBasicAuth>() == 32);
     assert!(std::mem::size_of::<EvtAclCheck>() == 48);
+    assert!(std::mem::size_of::<EvtMessage>() == 48);
     assert!(std::mem::size_of::<EvtDisconnect>() == 28);
 };
 
@@ -566,7 +584,8 @@ extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, _user: *mut c_void)
                         std::slice::from_raw_parts(ev.payload as *const u8, ev.payloadlen as usize)
                     }
                 };
-                st.service.device_publish(client_id, topic, payload)
+                st.service
+                    .device_publish(client_id, topic, payload, ev.retain)
             }
             Access::Subscribe => st.service.subscribe(client_id, topic, now_unix()),
             Access::Unsubscribe => {
@@ -576,6 +595,18 @@ extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, _user: *mut c_void)
             Access::Read => Vec::new(),
         };
         st.apply(outs);
+        ERR_SUCCESS
+    })
+}
+
+/// IoT Hub does not keep retained messages: it passes them on with an `mqtt-retain` property.
+/// The broker must not keep them either, or a later subscriber would get one replayed.
+extern "C" fn on_message(_event: c_int, data: *mut c_void, _user: *mut c_void) -> c_int {
+    guard(ERR_SUCCESS, || {
+        // SAFETY: the broker passes a mosquitto_evt_message for this event, and reads back
+        // the fields a plugin may change (retain among them).
+        let ev = unsafe { &mut *(data as *mut EvtMessage) };
+        ev.retain = false;
         ERR_SUCCESS
     })
 }
@@ -640,9 +671,10 @@ extern "C" fn on_disconnect(_event: c_int, data: *mut c_void, _user: *mut c_void
     })
 }
 
-const CALLBACKS: [(c_int, Callback); 4] = [
+const CALLBACKS: [(c_int, Callback); 5] = [
     (EVT_BASIC_AUTH, on_basic_auth),
     (EVT_ACL_CHECK, on_acl_check),
+    (EVT_MESSAGE, on_message),
     (EVT_TICK, on_tick),
     (EVT_DISCONNECT, on_disconnect),
 ];

@@ -401,7 +401,13 @@ impl<R> Service<R> {
 
     /// A publish the plugin let through from `client` (already checked by
     /// [`crate::decide::publish`]).
-    pub fn device_publish(&mut self, client: &str, topic: &str, payload: &[u8]) -> Vec<Out<R>> {
+    pub fn device_publish(
+        &mut self,
+        client: &str,
+        topic: &str,
+        payload: &[u8],
+        retain: bool,
+    ) -> Vec<Out<R>> {
         if let Some(rest) = topic.strip_prefix("$iothub/twin/GET/") {
             let rid = query(rest, "$rid").unwrap_or("");
             let body = self.twin(client).device_view();
@@ -447,9 +453,14 @@ impl<R> Service<R> {
         }
         if let Some(idx) = topic.find("/messages/events") {
             let props = topic[idx + "/messages/events".len()..].trim_start_matches('/');
+            let mut properties = topic_properties(props);
+            if retain {
+                // As IoT Hub marks a message sent with the retain flag.
+                properties.insert("mqtt-retain".into(), json!("true"));
+            }
             return vec![Out::Watch(json!({
                 "device": client,
-                "properties": topic_properties(props),
+                "properties": properties,
                 "payload": payload_value(payload),
             }))];
         }
@@ -726,14 +737,14 @@ mod tests {
         assert_eq!(p[0].2, br#"{"a":1}"#);
         // Another device cannot answer it.
         let topic = format!("$iothub/methods/res/200/?$rid={rid}");
-        assert!(s.device_publish("d2", &topic, b"{}").is_empty());
-        let out = s.device_publish("d1", &topic, br#"{"ok":true}"#);
+        assert!(s.device_publish("d2", &topic, b"{}", false).is_empty());
+        let out = s.device_publish("d1", &topic, br#"{"ok":true}"#, false);
         assert_eq!(
             replies(&out),
             vec![(2, &json!({"status": 200, "payload": {"ok": true}}))]
         );
         // Twice is nothing.
-        assert!(s.device_publish("d1", &topic, b"{}").is_empty());
+        assert!(s.device_publish("d1", &topic, b"{}", false).is_empty());
         s.request(call("slow"), 3, 100);
         assert!(s.tick(104).is_empty());
         let out = s.tick(110);
@@ -750,7 +761,7 @@ mod tests {
         let file = dir.join("twins.json");
         let _ = std::fs::remove_file(&file);
         let mut s = Service::<u32>::new(Some(file.clone()));
-        let out = s.device_publish("d1", "$iothub/twin/GET/?$rid=7", b"");
+        let out = s.device_publish("d1", "$iothub/twin/GET/?$rid=7", b"", false);
         let p = publishes(&out);
         assert_eq!(p[0].1, "$iothub/twin/res/200/?$rid=7");
         let doc: Value = serde_json::from_slice(p[0].2).unwrap();
@@ -759,6 +770,7 @@ mod tests {
             "d1",
             "$iothub/twin/PATCH/properties/reported/?$rid=8",
             br#"{"fw":"1.0","x":{"y":1}}"#,
+            false,
         );
         assert_eq!(
             publishes(&out)[0].1,
@@ -768,6 +780,7 @@ mod tests {
             "d1",
             "$iothub/twin/PATCH/properties/reported/?$rid=9",
             b"not json",
+            false,
         );
         assert_eq!(publishes(&out)[0].1, "$iothub/twin/res/400/?$rid=9");
         // Desired: stored, and delivered once subscribed.
@@ -807,11 +820,19 @@ mod tests {
             "d1",
             "devices/d1/messages/events/a=1&%24.ct=text%2Fplain",
             b"{\"t\":2}",
+            false,
         );
         assert_eq!(
             out,
             vec![Out::Watch(
                 json!({"device": "d1", "properties": {"a": "1", "$.ct": "text/plain"}, "payload": {"t": 2}})
+            )]
+        );
+        let out = s.device_publish("d1", "devices/d1/messages/events/", b"x", true);
+        assert_eq!(
+            out,
+            vec![Out::Watch(
+                json!({"device": "d1", "properties": {"mqtt-retain": "true"}, "payload": "x"})
             )]
         );
     }

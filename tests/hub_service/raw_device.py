@@ -1,7 +1,7 @@
 """A plain MQTT 3.1.1 device (paho-mqtt) driven by JSON lines on stdin; reports JSON lines.
 
 argv: port ca client_id username password
-stdin: {"sub": FILTER} | {"pub": TOPIC, "payload": TEXT, "qos": 0|1|2, "retain": BOOL, "size": N}
+stdin: {"sub": FILTER, "qos": Q} | {"pub": TOPIC, "payload": TEXT, "qos": 0|1|2, "retain": BOOL, "size": N}
 stdout: {"connected": rc} {"suback": [codes]} {"puback": mid} {"msg": topic, "payload": text}
         {"disconnected": rc}
 """
@@ -36,7 +36,7 @@ client.loop_start()
 for line in sys.stdin:
     cmd = json.loads(line)
     if "sub" in cmd:
-        client.subscribe(cmd["sub"], 1)
+        client.subscribe(cmd["sub"], cmd.get("qos", 1))
     elif "pub" in cmd:
         payload = cmd.get("payload", "")
         if "size" in cmd:

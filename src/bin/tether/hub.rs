@@ -213,7 +213,9 @@ fn ensure_pki(dir: &Path, host_name: Option<&str>) -> Result<()> {
 fn config(dir: &Path, plugin: &Path, registry: &Path, port: u16, x509_port: u16) -> String {
     let d = dir.display();
     let tls = format!(
-        "certfile {d}/server.pem\nkeyfile {d}/server.key\ntls_version tlsv1.2\nciphers {HUB_CIPHERS}\n"
+        "certfile {d}/server.pem\nkeyfile {d}/server.key\ntls_version tlsv1.2\nciphers {HUB_CIPHERS}\n\
+         # IoT Hub: QoS 2 publishes close the connection, QoS 2 subscriptions are granted 1.\n\
+         max_qos 1\n"
     );
     format!(
         "# Written by `tether hub`: the local IoT Hub stand-in.\n\
