@@ -806,3 +806,64 @@ fn host_name_is_in_the_server_certificate() {
         String::from_utf8_lossy(&handshake.stderr)
     );
 }
+
+#[test]
+fn tethers_c_example_and_cli_get_c2d_methods_and_desired_from_the_stand_in() {
+    let hub = Hub::start(&registry());
+    let examples = common::build_examples(&common::install_prefix(), false);
+    let mut spy = Peer::raw(&hub, "d3");
+    for filter in [
+        "$iothub/twin/res/#",
+        "$iothub/methods/POST/#",
+        "$iothub/twin/PATCH/properties/desired/#",
+    ] {
+        assert_eq!(spy.subscribe(filter), 1, "{filter}");
+    }
+    ok(&cli(&hub, &["twin", "d2", "--desired", r#"{"rate":5}"#]));
+    let mut device = Command::new(examples.join("c2d_methods_twin"))
+        .arg("3")
+        .env(
+            "TETHER_CONNECTION_STRING",
+            format!("HostName={HOST};DeviceId=d2;SharedAccessKey={KEY2};GatewayHostName=localhost"),
+        )
+        .env("TETHER_PORT", hub.sas.to_string())
+        .env("TETHER_CA_FILE", hub.ca())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let stdout = device.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = |what: &str| {
+        lines
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("the C example printed no {what}"))
+    };
+    assert_eq!(next("ready"), "ready");
+    assert_eq!(
+        next("twin"),
+        r#"twin 200 {"desired":{"$version":2,"rate":5},"reported":{"$version":1}}"#
+    );
+    assert_eq!(next("reported"), "twin 204 ");
+    ok(&cli(&hub, &["c2d", "d2", "--property", "flag=up", "wake"]));
+    let c2d = next("c2d");
+    assert!(
+        c2d.starts_with("c2d wake $.mid=c2d-") && c2d.ends_with(" flag=up"),
+        "{c2d}"
+    );
+    let out: Value =
+        serde_json::from_str(&ok(&invoke(&hub, "d2", "blink", r#"{"times":2}"#, 20))).unwrap();
+    assert_eq!(out, json!({"status": 200, "payload": {"done": true}}));
+    assert_eq!(next("method"), r#"method blink {"times":2}"#);
+    ok(&cli(&hub, &["twin", "d2", "--desired", r#"{"rate":10}"#]));
+    assert_eq!(next("desired"), r#"desired v3 {"$version":3,"rate":10}"#);
+    assert!(device.wait().unwrap().success());
+    let twin: Value = serde_json::from_str(&ok(&cli(&hub, &["twin", "d2"]))).unwrap();
+    assert_eq!(twin["properties"]["reported"]["firmware"], "1.2.3");
+    let seen = spy.messages(Duration::from_secs(1));
+    assert!(seen.is_empty(), "d3 saw d2's traffic: {seen:?}");
+}
