@@ -127,6 +127,11 @@ impl Peer {
 
     /// A paho-mqtt device connected to the SAS port as `device`.
     fn raw(hub: &Hub, device: &str) -> Peer {
+        Peer::raw_with(hub, device, &[])
+    }
+
+    /// As [`Peer::raw`], with extra arguments (`persistent`: clean session 0).
+    fn raw_with(hub: &Hub, device: &str, extra: &[&str]) -> Peer {
         let mut cmd = Command::new(python());
         cmd.arg(script("raw_device.py"))
             .arg(hub.sas.to_string())
@@ -135,7 +140,8 @@ impl Peer {
                 device,
                 &username(device),
                 &token(device, key_of(device), now() + 600),
-            ]);
+            ])
+            .args(extra);
         let mut peer = Peer::spawn(cmd, device);
         let c = peer.expect("connected", |v| v.get("connected").is_some());
         assert_eq!(c["connected"], 0, "{device} was refused");
@@ -511,6 +517,16 @@ fn c2d_messages_wait_for_their_device_and_at_most_50_are_pending() {
     let again = d1.messages(Duration::from_secs(1));
     assert!(again.is_empty(), "delivered twice: {again:?}");
     assert!(d2.messages(Duration::from_secs(1)).is_empty());
+    drop(d2);
+    // A persistent session (clean session 0, as the official SDKs connect) gets what was
+    // queued while it was away as soon as it is back, without subscribing again.
+    {
+        let mut d2 = Peer::raw_with(&hub, "d2", &["persistent"]);
+        assert_eq!(d2.subscribe("devices/d2/messages/devicebound/#"), 1);
+    }
+    ok(&cli(&hub, &["c2d", "d2", "while away"]));
+    let mut d2 = Peer::raw_with(&hub, "d2", &["persistent"]);
+    d2.expect("the queued message", |v| v["payload"] == "while away");
     // d3 is not connected: its queue fills up to IoT Hub's 50.
     for n in 0..50 {
         ok(&cli(&hub, &["c2d", "d3", &format!("m{n}")]));

@@ -142,6 +142,7 @@ extern "C" {
     fn mosquitto_client_id(client: *const c_void) -> *const c_char;
     fn mosquitto_client_address(client: *const c_void) -> *const c_char;
     fn mosquitto_client_certificate(client: *const c_void) -> *mut c_void;
+    fn mosquitto_client_clean_session(client: *const c_void) -> bool;
     fn mosquitto_kick_client_by_clientid(client_id: *const c_char, with_will: bool) -> c_int;
     fn mosquitto_log_printf(level: c_int, fmt: *const c_char, ...);
     fn mosquitto_broker_publish_copy(
@@ -506,6 +507,10 @@ extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, _user: *mut c_void
                         client: ev.client as usize,
                     },
                 );
+                // SAFETY: the event's client pointer.
+                let persistent = !unsafe { mosquitto_client_clean_session(ev.client) };
+                let outs = st.service.connected(client_id, persistent, now);
+                st.apply(outs);
                 ERR_SUCCESS
             }
             Err(e) => {

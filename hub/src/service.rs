@@ -296,6 +296,7 @@ pub struct Service<R> {
     twins: BTreeMap<String, Twin>,
     c2d: HashMap<String, VecDeque<C2dMessage>>,
     subs: HashMap<String, HashSet<Sub>>,
+    connected: HashSet<String>,
     calls: HashMap<u64, Call<R>>,
     next_id: u64,
 }
@@ -322,6 +323,7 @@ impl<R> Service<R> {
             twins,
             c2d: HashMap::new(),
             subs: HashMap::new(),
+            connected: HashSet::new(),
             calls: HashMap::new(),
             next_id: 1,
         }
@@ -351,8 +353,9 @@ impl<R> Service<R> {
         self.twins.get(name).cloned().unwrap_or_default()
     }
 
+    /// Whether `client` is connected and subscribed to `sub`.
     pub fn subscribed(&self, client: &str, sub: Sub) -> bool {
-        self.subs.get(client).is_some_and(|s| s.contains(&sub))
+        self.connected.contains(client) && self.subs.get(client).is_some_and(|s| s.contains(&sub))
     }
 
     /// How many C2D messages wait for `client`.
@@ -360,9 +363,24 @@ impl<R> Service<R> {
         self.c2d.get(client).map_or(0, VecDeque::len)
     }
 
-    /// A client's connection ended: its subscriptions are gone (queued C2D messages stay).
+    /// A client connected. With a persistent session (MQTT clean session 0) the broker kept
+    /// its subscriptions, and queued C2D messages go out; otherwise they are gone.
+    pub fn connected(&mut self, client: &str, persistent: bool, now: u64) -> Vec<Out<R>> {
+        self.connected.insert(client.to_owned());
+        if !persistent {
+            self.subs.remove(client);
+            return Vec::new();
+        }
+        if self.subscribed(client, Sub::C2d) {
+            self.flush_c2d(client, now)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// A client's connection ended (queued C2D messages stay).
     pub fn disconnected(&mut self, client: &str) {
-        self.subs.remove(client);
+        self.connected.remove(client);
     }
 
     /// A client subscribed to `filter`; queued C2D messages go out once it listens.
@@ -371,7 +389,7 @@ impl<R> Service<R> {
             return Vec::new();
         };
         self.subs.entry(client.to_owned()).or_default().insert(sub);
-        if sub == Sub::C2d {
+        if sub == Sub::C2d && self.connected.contains(client) {
             self.flush_c2d(client, now)
         } else {
             Vec::new()
@@ -481,7 +499,7 @@ impl<R> Service<R> {
                         reply,
                         error(
                             400,
-                            400027,
+                            400004,
                             format!(
                                 "message is {} bytes; IoT Hub's limit for cloud-to-device messages is {MAX_C2D_BYTES} (64 KB)",
                                 payload.len()
@@ -670,6 +688,8 @@ mod tests {
     #[test]
     fn c2d_waits_for_the_subscription_and_goes_only_to_its_device() {
         let mut s = Service::<u32>::new(None);
+        s.connected("d1", false, 100);
+        s.connected("d2", false, 100);
         let out = s.request(c2d("d1", "hi"), 1, 100);
         assert_eq!(replies(&out)[0].1["status"], 200);
         assert!(publishes(&out).is_empty());
@@ -691,6 +711,15 @@ mod tests {
         // Subscribed: delivered at once.
         let out = s.request(c2d("d1", "again"), 2, 100);
         assert_eq!(publishes(&out).len(), 1);
+        // Disconnected: queued; a persistent session gets it when it comes back, a clean one
+        // once it subscribes again.
+        s.disconnected("d1");
+        assert!(publishes(&s.request(c2d("d1", "later"), 3, 100)).is_empty());
+        assert_eq!(publishes(&s.connected("d1", true, 100)).len(), 1);
+        s.disconnected("d1");
+        s.request(c2d("d1", "later still"), 4, 100);
+        assert!(publishes(&s.connected("d1", false, 100)).is_empty());
+        assert_eq!(s.pending("d1"), 1);
     }
 
     #[test]
@@ -725,6 +754,7 @@ mod tests {
         };
         let out = s.request(call("reboot"), 1, 100);
         assert_eq!(replies(&out)[0].1["status"], 404);
+        s.connected("d1", false, 100);
         s.subscribe("d1", "$iothub/methods/POST/#", 100);
         let out = s.request(call("reboot"), 2, 100);
         let p = publishes(&out);
@@ -790,6 +820,7 @@ mod tests {
         };
         let out = s.request(patch(json!({"rate": 5})), 1, 0);
         assert!(publishes(&out).is_empty());
+        s.connected("d1", false, 0);
         s.subscribe("d1", "$iothub/twin/PATCH/properties/desired/#", 0);
         let out = s.request(patch(json!({"rate": null, "mode": "on"})), 2, 0);
         let p = publishes(&out);

@@ -1,6 +1,6 @@
 """A plain MQTT 3.1.1 device (paho-mqtt) driven by JSON lines on stdin; reports JSON lines.
 
-argv: port ca client_id username password
+argv: port ca client_id username password [persistent]
 stdin: {"sub": FILTER, "qos": Q} | {"pub": TOPIC, "payload": TEXT, "qos": 0|1|2, "retain": BOOL, "size": N}
 stdout: {"connected": rc} {"suback": [codes]} {"puback": mid} {"msg": topic, "payload": text}
         {"disconnected": rc}
@@ -21,7 +21,8 @@ def say(obj):
         sys.stdout.flush()
 
 
-client = mqtt.Client(client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311)
+persistent = sys.argv[6:7] == ["persistent"]
+client = mqtt.Client(client_id=client_id, clean_session=not persistent, protocol=mqtt.MQTTv311)
 client.username_pw_set(username, password)
 client.tls_set(ca_certs=ca)
 client.on_connect = lambda c, u, f, rc: say({"connected": rc})
