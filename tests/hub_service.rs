@@ -90,6 +90,32 @@ fn script(name: &str) -> PathBuf {
     common::root().join("tests/hub_service").join(name)
 }
 
+/// The lines a child prints, on a channel.
+fn line_channel(stdout: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    lines
+}
+
+/// A third device listening on every `$iothub/...` filter a device may use and on its own
+/// C2D topic: it must see nothing of other devices' traffic.
+fn spy(hub: &Hub, device: &str) -> Peer {
+    let mut spy = Peer::raw(hub, device);
+    for filter in [
+        "$iothub/twin/res/#".to_owned(),
+        "$iothub/methods/POST/#".to_owned(),
+        "$iothub/twin/PATCH/properties/desired/#".to_owned(),
+        format!("devices/{device}/messages/devicebound/#"),
+    ] {
+        assert_eq!(spy.subscribe(&filter), 1, "{filter}");
+    }
+    spy
+}
+
 /// A Python process printing one JSON object per line.
 struct Peer {
     child: Child,
@@ -107,10 +133,10 @@ impl Peer {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let lines = line_channel(child.stdout.take().unwrap());
         let (tx, events) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in lines {
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     let _ = tx.send(v);
                 }
@@ -234,7 +260,12 @@ impl Drop for Peer {
 }
 
 fn cli(hub: &Hub, args: &[&str]) -> Output {
-    let dir = hub.dir.to_string_lossy().into_owned();
+    cli_in(&hub.dir, args)
+}
+
+/// `tether hub ARGS[0] --dir DIR ARGS[1..]`.
+fn cli_in(dir: &Path, args: &[&str]) -> Output {
+    let dir = dir.to_string_lossy().into_owned();
     let mut all = vec!["hub", args[0], "--dir", &dir];
     all.extend_from_slice(&args[1..]);
     Command::new(env!("CARGO_BIN_EXE_tether"))
@@ -307,16 +338,7 @@ fn invoke(hub: &Hub, device: &str, method: &str, payload: &str, timeout: u64) ->
 #[test]
 fn official_python_sdk_gets_c2d_methods_twin_and_desired_while_a_third_device_sees_nothing() {
     let hub = Hub::start(&registry());
-    // d3 listens on everything a device may subscribe to.
-    let mut spy = Peer::raw(&hub, "d3");
-    for filter in [
-        "$iothub/twin/res/#",
-        "$iothub/methods/POST/#",
-        "$iothub/twin/PATCH/properties/desired/#",
-        "devices/d3/messages/devicebound/#",
-    ] {
-        assert_eq!(spy.subscribe(filter), 1, "{filter}");
-    }
+    let mut spy = spy(&hub, "d3");
     let mut sdk = Peer::sdk(&hub, "d1");
     let twin = sdk.expect("twin", |v| v.get("twin").is_some());
     assert_eq!(twin["twin"]["desired"]["$version"], 1, "{twin}");
@@ -412,12 +434,7 @@ fn a_method_call_goes_only_to_its_device_and_only_it_can_answer() {
     assert_eq!(d2.subscribe("$iothub/methods/POST/#"), 1);
     let dir = hub.dir.clone();
     let call = std::thread::spawn(move || {
-        Command::new(env!("CARGO_BIN_EXE_tether"))
-            .args(["hub", "invoke", "--dir"])
-            .arg(dir)
-            .args(["d1", "ping", "--timeout", "6", "--json"])
-            .output()
-            .unwrap()
+        cli_in(&dir, &["invoke", "d1", "ping", "--timeout", "6", "--json"])
     });
     let request = d1.expect("method call", |v| {
         v["msg"]
@@ -441,12 +458,7 @@ fn a_method_call_goes_only_to_its_device_and_only_it_can_answer() {
     // d1 answering its own call works.
     let dir = hub.dir.clone();
     let call = std::thread::spawn(move || {
-        Command::new(env!("CARGO_BIN_EXE_tether"))
-            .args(["hub", "invoke", "--dir"])
-            .arg(dir)
-            .args(["d1", "ping", "--timeout", "20", "--json"])
-            .output()
-            .unwrap()
+        cli_in(&dir, &["invoke", "d1", "ping", "--timeout", "20", "--json"])
     });
     let request = d1.expect("second call", |v| {
         v["msg"].as_str().is_some_and(|t| t.contains("ping/?$rid=")) && v["msg"] != topic
@@ -636,13 +648,7 @@ impl Watch {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let lines = line_channel(child.stdout.take().unwrap());
         // The watch is registered on the broker's next tick.
         std::thread::sleep(Duration::from_secs(1));
         Watch { child, lines }
@@ -827,14 +833,7 @@ fn host_name_is_in_the_server_certificate() {
 fn tethers_c_example_and_cli_get_c2d_methods_and_desired_from_the_stand_in() {
     let hub = Hub::start(&registry());
     let examples = common::build_examples(&common::install_prefix(), false);
-    let mut spy = Peer::raw(&hub, "d3");
-    for filter in [
-        "$iothub/twin/res/#",
-        "$iothub/methods/POST/#",
-        "$iothub/twin/PATCH/properties/desired/#",
-    ] {
-        assert_eq!(spy.subscribe(filter), 1, "{filter}");
-    }
+    let mut spy = spy(&hub, "d3");
     ok(&cli(&hub, &["twin", "d2", "--desired", r#"{"rate":5}"#]));
     let mut device = Command::new(examples.join("c2d_methods_twin"))
         .arg("3")
@@ -847,13 +846,7 @@ fn tethers_c_example_and_cli_get_c2d_methods_and_desired_from_the_stand_in() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, lines) = mpsc::channel();
-    let stdout = device.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let lines = line_channel(device.stdout.take().unwrap());
     let next = |what: &str| {
         lines
             .recv_timeout(WAIT)
