@@ -40,15 +40,9 @@ pub fn subscription(client: &str, filter: &str) -> Option<Sub> {
     } else if filter.starts_with("$iothub/twin/PATCH/properties/desired/") {
         Some(Sub::Desired)
     } else {
-        let (device, module) = match client.split_once('/') {
-            Some((d, m)) => (d, Some(m)),
-            None => (client, None),
-        };
-        let c2d = match module {
-            Some(m) => format!("devices/{device}/modules/{m}/inputs/"),
-            None => format!("devices/{device}/messages/devicebound/"),
-        };
-        filter.starts_with(&c2d).then_some(Sub::C2d)
+        // Modules get no cloud-to-device messages (IoT Hub sends them to devices only).
+        let c2d = format!("devices/{client}/messages/devicebound/");
+        (!client.contains('/') && filter.starts_with(&c2d)).then_some(Sub::C2d)
     }
 }
 
@@ -494,6 +488,16 @@ impl<R> Service<R> {
                 payload,
                 ttl_secs,
             } => {
+                if device.contains('/') {
+                    return vec![Out::Reply(
+                        reply,
+                        error(
+                            400,
+                            400004,
+                            "IoT Hub sends cloud-to-device messages to devices, not to modules",
+                        ),
+                    )];
+                }
                 if payload.len() > MAX_C2D_BYTES {
                     return vec![Out::Reply(
                         reply,
@@ -524,10 +528,7 @@ impl<R> Service<R> {
                 }
                 let id = self.next_id;
                 self.next_id += 1;
-                let to = match device.split_once('/') {
-                    Some((d, m)) => format!("/devices/{d}/modules/{m}/inputs"),
-                    None => format!("/devices/{device}/messages/devicebound"),
-                };
+                let to = format!("/devices/{device}/messages/devicebound");
                 let mut props = vec![
                     ("$.mid".to_owned(), format!("c2d-{id}")),
                     ("$.to".to_owned(), to.clone()),
@@ -734,6 +735,13 @@ mod tests {
         assert_eq!(s.pending("d1"), MAX_C2D_PENDING);
         s.tick(161);
         assert_eq!(s.pending("d1"), 0);
+        let to_module = Request::C2d {
+            device: "d1/m1".into(),
+            properties: vec![],
+            payload: b"x".to_vec(),
+            ttl_secs: 60,
+        };
+        assert_eq!(replies(&s.request(to_module, 1, 100))[0].1["status"], 400);
         let big = Request::C2d {
             device: "d1".into(),
             properties: vec![],

@@ -279,7 +279,9 @@ fn stop(child: &mut Child) {
 #[derive(clap::Args, Debug)]
 #[command(after_help = after_help!(
 "  tether hub --registry hub/example-registry.json --port 8883 --dir /tmp/hub
-  tether hub --registry registry.json --port 9000 --x509-port 9443 --dir hub-pki"
+  tether hub --registry registry.json --port 9000 --x509-port 9443 --dir hub-pki
+  tether hub --registry registry.json --port 8883 --host-name myhub.azure-devices.net --dir /tmp/hub
+  tether hub invoke --dir /tmp/hub sensor-1 reboot      (and c2d, twin, watch: the service side)"
 ),
     args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct HubArgs {

@@ -25,7 +25,7 @@ pub enum ServiceCommand {
     C2d {
         #[command(flatten)]
         dir: DirOpt,
-        /// The device (or device/module)
+        /// The device (IoT Hub sends no cloud-to-device messages to modules)
         device: String,
         /// A message property K=V; repeatable
         #[arg(long, value_name = "K=V")]
