@@ -757,11 +757,16 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                     Some(rx)
                 }
                 Err(e) => {
+                    // The broker still checks devices; only the service side is missing.
                     log(
                         LOG_ERR,
-                        &format!("cannot open the control channel in {}: {e}", d.display()),
+                        &format!(
+                            "cannot open the control channel in {}: {e}; tether hub c2d, invoke, \
+                             twin, watch and the REST API will not work",
+                            d.display()
+                        ),
                     );
-                    return ERR_INVAL;
+                    None
                 }
             },
             None => None,

@@ -332,6 +332,7 @@ pub fn run(args: HubArgs) -> Result<()> {
         .map_err(|e| Error::new(Code::FileNotReadable, format!("registry {registry}: {e}")))?;
     std::fs::create_dir_all(dir).map_err(|e| io(e, dir))?;
     let dir = std::fs::canonicalize(dir).map_err(|e| io(e, dir))?;
+    service::check_socket_path(&dir)?;
     let mosquitto = require_program("mosquitto", "mosquitto")?;
     let plugin = find_plugin()?;
     if let Some(h) = &args.host_name {

@@ -96,6 +96,20 @@ pub struct DirOpt {
     dir: String,
 }
 
+/// The control socket's path must fit a Unix socket address (107 bytes on Linux).
+pub fn check_socket_path(dir: &Path) -> Result<()> {
+    let path = dir.join(SOCKET_FILE);
+    let len = path.as_os_str().len();
+    if len > 107 {
+        return Err(usage_error(format!(
+            "--dir {} is too long for the control socket {SOCKET_FILE} ({len} bytes; Unix \
+             sockets allow 107): use a shorter folder",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Connects to the stand-in in `dir` and sends one request line.
 fn connect(dir: &Path, request: &Value) -> Result<BufReader<UnixStream>> {
     let path = dir.join(SOCKET_FILE);
@@ -282,5 +296,19 @@ pub fn run(cmd: ServiceCommand) -> Result<()> {
                 let _ = out.flush();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_socket_path_must_fit_a_unix_address() {
+        check_socket_path(Path::new("/tmp/hub")).unwrap();
+        let long = format!("/tmp/{}", "x".repeat(100));
+        let e = check_socket_path(Path::new(&long)).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("107"), "{e:?}");
     }
 }
