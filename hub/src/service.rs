@@ -31,6 +31,7 @@ pub enum Sub {
     C2d,
     Methods,
     Desired,
+    TwinResponses,
 }
 
 /// Which of IoT Hub's subscriptions `filter` (by `client`) is.
@@ -39,6 +40,8 @@ pub fn subscription(client: &str, filter: &str) -> Option<Sub> {
         Some(Sub::Methods)
     } else if filter.starts_with("$iothub/twin/PATCH/properties/desired/") {
         Some(Sub::Desired)
+    } else if filter.starts_with("$iothub/twin/res/") {
+        Some(Sub::TwinResponses)
     } else {
         // Modules get no cloud-to-device messages (IoT Hub sends them to devices only).
         let c2d = format!("devices/{client}/messages/devicebound/");
@@ -412,7 +415,8 @@ impl<R> Service<R> {
     }
 
     /// A publish the plugin let through from `client` (already checked by
-    /// [`crate::decide::publish`]).
+    /// [`crate::decide::publish`]). Twin requests are answered only to a device subscribed to
+    /// `$iothub/twin/res/#`, as IoT Hub requires; a reported patch is applied either way.
     pub fn device_publish(
         &mut self,
         client: &str,
@@ -420,7 +424,11 @@ impl<R> Service<R> {
         payload: &[u8],
         retain: bool,
     ) -> Vec<Out<R>> {
+        let answer = self.subscribed(client, Sub::TwinResponses);
         if let Some(rest) = topic.strip_prefix("$iothub/twin/GET/") {
+            if !answer {
+                return Vec::new();
+            }
             let rid = query(rest, "$rid").unwrap_or("");
             let body = self.twin(client).device_view();
             return vec![Out::Publish {
@@ -437,7 +445,7 @@ impl<R> Service<R> {
                 topic: format!("$iothub/twin/res/{status}/?$rid={rid}{extra}"),
                 payload: Vec::new(),
             };
-            return match patch {
+            let mut out = match patch {
                 Ok(Value::Object(p)) if payload.len() <= MAX_TWIN_BYTES => {
                     let twin = self.twins.entry(client.to_owned()).or_default();
                     merge(&mut twin.reported, &p);
@@ -448,6 +456,10 @@ impl<R> Service<R> {
                 Ok(Value::Object(_)) => vec![status_out(413, String::new())],
                 _ => vec![status_out(400, String::new())],
             };
+            if !answer {
+                out.retain(|o| matches!(o, Out::Save));
+            }
+            return out;
         }
         if let Some(rest) = topic.strip_prefix("$iothub/methods/res/") {
             let (status, tail) = rest.split_once('/').unwrap_or((rest, ""));
@@ -799,6 +811,12 @@ mod tests {
         let file = dir.join("twins.json");
         let _ = std::fs::remove_file(&file);
         let mut s = Service::<u32>::new(Some(file.clone()));
+        s.connected("d1", false, 0);
+        // Not subscribed to the responses: no answer (a reported patch still applies).
+        assert!(s
+            .device_publish("d1", "$iothub/twin/GET/?$rid=6", b"", false)
+            .is_empty());
+        s.subscribe("d1", "$iothub/twin/res/#", 0);
         let out = s.device_publish("d1", "$iothub/twin/GET/?$rid=7", b"", false);
         let p = publishes(&out);
         assert_eq!(p[0].1, "$iothub/twin/res/200/?$rid=7");
@@ -828,7 +846,6 @@ mod tests {
         };
         let out = s.request(patch(json!({"rate": 5})), 1, 0);
         assert!(publishes(&out).is_empty());
-        s.connected("d1", false, 0);
         s.subscribe("d1", "$iothub/twin/PATCH/properties/desired/#", 0);
         let out = s.request(patch(json!({"rate": null, "mode": "on"})), 2, 0);
         let p = publishes(&out);
