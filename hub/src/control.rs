@@ -21,6 +21,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use zeroize::Zeroize;
 
 /// The socket's file name in the stand-in's folder.
 pub const SOCKET_FILE: &str = "control.sock";
@@ -66,7 +67,10 @@ fn serve(stream: UnixStream, commands: Sender<Command>) {
     if reader.read_line(&mut line).is_err() {
         return;
     }
-    let request: Value = match serde_json::from_str(&line) {
+    let parsed = serde_json::from_str(&line);
+    // The line may carry a service token (`sas`).
+    line.zeroize();
+    let request: Value = match parsed {
         Ok(v) => v,
         Err(e) => {
             let _ = writeln!(

@@ -15,6 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+use zeroize::Zeroize;
 
 use crate::control::Command;
 use crate::decide::{self, Access, Session};
@@ -313,7 +314,7 @@ impl State {
                 commands.push(c);
             }
         }
-        for Command { request, reply } in commands {
+        for Command { mut request, reply } in commands {
             let answer =
                 |status: u16, message: String| json!({"status": status, "message": message});
             if request.get("op").and_then(Value::as_str) == Some("watch") {
@@ -341,9 +342,10 @@ impl State {
                 None => (req.device().to_owned(), None),
             };
             let registry = &self.registry.current;
-            if let Some(token) = request.get("sas") {
-                let token = token.as_str().unwrap_or("");
-                if let Err(e) = decide::authenticate_service(registry, token, &device, now) {
+            if let Some(Value::String(mut token)) = request.get_mut("sas").map(Value::take) {
+                let checked = decide::authenticate_service(registry, &token, &device, now);
+                token.zeroize();
+                if let Err(e) = checked {
                     log(
                         LOG_NOTICE,
                         &format!("service call refused: {e} ({})", e.code().name()),

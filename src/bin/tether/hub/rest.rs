@@ -22,6 +22,7 @@ use std::time::Duration;
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use serde_json::{json, Value};
 use tether::{Code, Error, Result};
+use zeroize::{Zeroize, Zeroizing};
 
 use super::service::call;
 
@@ -66,7 +67,8 @@ struct HttpRequest {
     method: String,
     path: String,
     query: String,
-    authorization: String,
+    /// The `Authorization` header: a SAS token, wiped when dropped.
+    authorization: Zeroizing<String>,
     body: Vec<u8>,
 }
 
@@ -77,18 +79,19 @@ fn read_request(reader: &mut impl BufRead) -> Option<HttpRequest> {
     let method = parts.next()?.to_owned();
     let target = parts.next()?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let (mut length, mut authorization) = (0usize, String::new());
+    let (mut length, mut authorization) = (0usize, Zeroizing::new(String::new()));
     loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).ok()?;
-        let header = header.trim_end();
+        // A header line may hold the token: wiped when dropped.
+        let mut raw = Zeroizing::new(String::new());
+        reader.read_line(&mut raw).ok()?;
+        let header = raw.trim_end();
         if header.is_empty() {
             break;
         }
         let (name, value) = header.split_once(':')?;
         match name.trim().to_ascii_lowercase().as_str() {
             "content-length" => length = value.trim().parse().ok()?,
-            "authorization" => authorization = value.trim().to_owned(),
+            "authorization" => *authorization = value.trim().to_owned(),
             _ => {}
         }
     }
@@ -161,8 +164,12 @@ fn answer(req: &HttpRequest, dir: &Path) -> (u16, Value) {
         }
         _ => return (405, error_body(405000, "not served by the stand-in")),
     };
-    request["sas"] = json!(req.authorization);
-    let hub = match call(dir, &request) {
+    request["sas"] = json!(req.authorization.as_str());
+    let called = call(dir, &request);
+    if let Some(Value::String(mut token)) = request.get_mut("sas").map(Value::take) {
+        token.zeroize();
+    }
+    let hub = match called {
         Ok(v) => v,
         Err(e) => return (503, error_body(503000, e.message())),
     };
