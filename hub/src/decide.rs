@@ -948,6 +948,20 @@ mod tests {
             (t(PRIMARY, Some("service"), NOW), "d1", "expired"),
             (dev.clone(), "d2", "not"),
         ];
+        // A policy with a key that is not base64 names the policy, never the key.
+        let bad = "not/base64!!key";
+        let e = Registry::parse(
+            &format!(
+                r#"{{"hostName": "{HOST}", "authorizationPolicies": [
+                  {{"keyName": "service", "primaryKey": "{bad}", "rights": "ServiceConnect"}}]}}"#
+            ),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            e.message().contains("authorizationPolicies[0]") && !e.message().contains(bad),
+            "{e:?}"
+        );
         for (tok, device, needle) in cases {
             let e = authenticate_service(&registry, &tok, device, NOW).unwrap_err();
             assert!(e.message().contains(needle), "{needle}: {e:?}");
