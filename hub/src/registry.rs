@@ -33,6 +33,22 @@ struct RegistryFile {
     certificate_authorities: Vec<String>,
     #[serde(default)]
     devices: Vec<DeviceFile>,
+    #[serde(default)]
+    authorization_policies: Vec<PolicyFile>,
+}
+
+/// A shared access policy as IoT Hub lists them:
+/// `{"keyName": "service", "primaryKey": "...", "secondaryKey": "...", "rights": "ServiceConnect"}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicyFile {
+    key_name: String,
+    #[serde(default)]
+    primary_key: Option<String>,
+    #[serde(default)]
+    secondary_key: Option<String>,
+    #[serde(default)]
+    rights: String,
 }
 
 #[derive(Deserialize)]
@@ -146,12 +162,31 @@ pub struct Authority {
     pub der: Vec<u8>,
 }
 
+/// A shared access policy (`authorizationPolicies`): a key name, its keys and its rights
+/// (`ServiceConnect`, `RegistryRead`, ... as IoT Hub spells them, comma-separated).
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub key_name: String,
+    pub primary: Option<Box<SasKey>>,
+    pub secondary: Option<Box<SasKey>>,
+    pub rights: Vec<String>,
+}
+
+impl Policy {
+    /// Whether the policy grants `right` (e.g. `ServiceConnect`).
+    pub fn grants(&self, right: &str) -> bool {
+        self.rights.iter().any(|r| r.eq_ignore_ascii_case(right))
+    }
+}
+
 /// The registry, checked and ready for decisions.
 #[derive(Clone, Debug)]
 pub struct Registry {
     pub host_name: String,
     pub authorities: Vec<Authority>,
     identities: HashMap<(String, Option<String>), Identity>,
+    /// The shared access policies, for the service API.
+    pub policies: Vec<Policy>,
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -271,10 +306,32 @@ impl Registry {
                 },
             );
         }
+        let mut policies = Vec::new();
+        for (n, p) in file.authorization_policies.iter().enumerate() {
+            let label = format!("authorizationPolicies[{n}] (\"{}\")", p.key_name);
+            tether::auth::sas::check_key_name(&p.key_name).map_err(|e| e.context(&label))?;
+            let primary = key(&p.primary_key, "primaryKey").map_err(|e| e.context(&label))?;
+            let secondary = key(&p.secondary_key, "secondaryKey").map_err(|e| e.context(&label))?;
+            if primary.is_none() && secondary.is_none() {
+                return Err(invalid(format!("{label}: the policy has no key")));
+            }
+            policies.push(Policy {
+                key_name: p.key_name.clone(),
+                primary,
+                secondary,
+                rights: p
+                    .rights
+                    .split(',')
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty())
+                    .collect(),
+            });
+        }
         Ok(Registry {
             host_name: file.host_name,
             authorities,
             identities,
+            policies,
         })
     }
 
