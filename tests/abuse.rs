@@ -8,37 +8,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use common::{lib_dir, require, root, run, temp_dir, Pki};
+use common::{compile_c, lib_dir, require, root, run, Pki};
 
 fn build_harness() -> std::path::PathBuf {
-    require("cc", "gcc");
-    let out = temp_dir("abuse").join("abuse");
-    run(Command::new("cc")
-        .args([
-            "-std=c99",
-            "-g",
-            "-O1",
-            "-Wall",
-            "-Wextra",
-            "-Wpedantic",
-            "-Werror",
-        ])
-        .arg(format!("-I{}", env!("TETHER_RUSTLS_INCLUDE")))
-        .arg(format!("-I{}", root().join("include").display()))
-        .arg(root().join("tests/c/abuse.c"))
-        .arg("-o")
-        .arg(&out)
-        .arg(lib_dir().join("libtether.a"))
-        .args([
-            "-lgcc_s",
-            "-lutil",
-            "-lrt",
-            "-lpthread",
-            "-lm",
-            "-ldl",
-            "-lc",
-        ]));
-    out
+    compile_c("abuse", "tests/c/abuse.c", &["-g", "-O1"], &[])
 }
 
 /// The `tether_*` functions the shared library exports.

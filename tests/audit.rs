@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use common::{free_port, lib_dir, require, root, run, temp_dir, tether_cli, wait_for_port, Pki};
+use common::{compile_c, free_port, require, root, run, temp_dir, tether_cli, wait_for_port, Pki};
 
 /// A running `tether audit --listen`, its stdout lines on a channel.
 struct Listener {
@@ -491,26 +491,12 @@ fn bad_capture_files_are_named_errors() {
 
 #[test]
 fn c_program_audits_openssls_own_hellos() {
-    require("cc", "gcc");
-    let out = temp_dir("audit-c").join("audit_checks");
-    run(Command::new("cc")
-        .args(["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror"])
-        .arg(format!("-I{}", root().join("include").display()))
-        .arg(root().join("tests/c/audit_checks.c"))
-        .arg("-o")
-        .arg(&out)
-        .arg(lib_dir().join("libtether.a"))
-        .args([
-            "-lssl",
-            "-lcrypto",
-            "-lgcc_s",
-            "-lutil",
-            "-lrt",
-            "-lpthread",
-            "-lm",
-            "-ldl",
-            "-lc",
-        ]));
+    let out = compile_c(
+        "audit_checks",
+        "tests/c/audit_checks.c",
+        &[],
+        &["-lssl", "-lcrypto"],
+    );
     let result = Command::new(&out).output().unwrap();
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(result.status.success(), "{stdout}");

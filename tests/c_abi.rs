@@ -20,16 +20,6 @@ fn rustls_include() -> &'static str {
     env!("TETHER_RUSTLS_INCLUDE")
 }
 
-const STATIC_LIBS: &[&str] = &[
-    "-lgcc_s",
-    "-lutil",
-    "-lrt",
-    "-lpthread",
-    "-lm",
-    "-ldl",
-    "-lc",
-];
-
 #[test]
 fn header_compiles_as_c99_and_cpp_with_warnings_as_errors() {
     require("cc", "gcc");
@@ -84,7 +74,7 @@ fn build_c(name: &str, sources: &[&Path], link_static: bool) -> PathBuf {
         .arg(format!("-I{}", include_dir()));
     cmd.args(sources).arg("-o").arg(&out);
     if link_static {
-        cmd.arg(lib.join("libtether.a")).args(STATIC_LIBS);
+        cmd.arg(lib.join("libtether.a")).args(common::STATIC_LIBS);
     } else {
         cmd.arg(format!("-L{}", lib.display()))
             .arg(format!("-Wl,-rpath,{}", lib.display()))

@@ -659,18 +659,7 @@ fn c_programs_get_undecodable_messages_as_events_and_stay_connected() {
         );
         while conn.next(Duration::from_secs(30)).is_some() {}
     });
-    let dir = common::temp_dir("c-undecodable");
-    let program = dir.join("undecodable");
-    common::run(
-        std::process::Command::new("cc")
-            .args(["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror"])
-            .arg(format!("-I{}", common::root().join("include").display()))
-            .arg(common::root().join("tests/c/undecodable.c"))
-            .arg("-o")
-            .arg(&program)
-            .arg(common::lib_dir().join("libtether.a"))
-            .args(["-lpthread", "-lm", "-ldl", "-lrt", "-lutil", "-lgcc_s"]),
-    );
+    let program = common::compile_c("undecodable", "tests/c/undecodable.c", &[], &[]);
     let out = common::run(
         std::process::Command::new(&program)
             .env(

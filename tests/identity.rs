@@ -761,15 +761,6 @@ fn key_that_does_not_match_the_certificate_is_refused() {
 // ---------------------------------------------------------------- C programs
 
 const STRICT: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror"];
-const STATIC_LIBS: &[&str] = &[
-    "-lgcc_s",
-    "-lutil",
-    "-lrt",
-    "-lpthread",
-    "-lm",
-    "-ldl",
-    "-lc",
-];
 
 /// target/<profile>/libtether.a, built by `cargo build --lib` before the tests.
 fn static_lib() -> PathBuf {
@@ -796,7 +787,7 @@ fn build_c(name: &str, source: &Path, extra: &[&str]) -> PathBuf {
         .arg(&out)
         .arg(static_lib())
         .args(extra)
-        .args(STATIC_LIBS));
+        .args(common::STATIC_LIBS));
     out
 }
 

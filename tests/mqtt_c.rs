@@ -71,15 +71,7 @@ fn c_program_builds_and_parses_iot_hub_topics_and_packets() {
         .arg("-o")
         .arg(&exe)
         .arg(lib_dir().join("libtether.a"))
-        .args([
-            "-lgcc_s",
-            "-lutil",
-            "-lrt",
-            "-lpthread",
-            "-lm",
-            "-ldl",
-            "-lc",
-        ]));
+        .args(common::STATIC_LIBS));
     let out = Command::new(&exe).output().expect("the C program runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -564,6 +564,38 @@ pub fn lib_dir() -> PathBuf {
     dir
 }
 
+/// The system libraries a program linking `libtether.a` needs (what the Rust standard library
+/// uses; `cargo rustc -- --print native-static-libs` lists them).
+pub const STATIC_LIBS: &[&str] = &[
+    "-lgcc_s",
+    "-lutil",
+    "-lrt",
+    "-lpthread",
+    "-lm",
+    "-ldl",
+    "-lc",
+];
+
+/// Compiles `tests/c/{name}.c` (or any `source` under the project root) as strict C99 against
+/// `include/tether.h` (and rustls-ffi's `rustls.h`), linked with `libtether.a`; `cflags` go
+/// before the source, `libs` after the library. Returns the program's path.
+pub fn compile_c(name: &str, source: &str, cflags: &[&str], libs: &[&str]) -> PathBuf {
+    require("cc", "gcc");
+    let out = temp_dir(name).join(name);
+    run(Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror"])
+        .args(cflags)
+        .arg(format!("-I{}", env!("TETHER_RUSTLS_INCLUDE")))
+        .arg(format!("-I{}", root().join("include").display()))
+        .arg(root().join(source))
+        .arg("-o")
+        .arg(&out)
+        .arg(lib_dir().join("libtether.a"))
+        .args(libs)
+        .args(STATIC_LIBS));
+    out
+}
+
 /// Installs the libraries of this test run into a new prefix with cmake/install.sh.
 pub fn install_prefix() -> PathBuf {
     let prefix = temp_dir("prefix");
