@@ -122,6 +122,11 @@
 #define TETHER_LOG_DEBUG 4
 
 /*
+ Longest PIN a `tether_pkcs11_pin_callback` may write, in bytes.
+ */
+#define TETHER_PKCS11_PIN_MAX_LEN 256
+
+/*
  The longest token `tether_sas_token` produces from valid inputs: a buffer of
  `TETHER_SAS_TOKEN_MAX_LEN + 1` bytes always fits (the `+ 1` is the NUL).
  */
@@ -202,6 +207,7 @@
  - 200..299: device identity and authentication
  - 300..399: MQTT and IoT Hub framing
  - 400..499: I/O and network
+ - 500..599: keys held by a hardware token (PKCS#11)
  */
 typedef enum tether_result {
   /*
@@ -388,6 +394,57 @@ typedef enum tether_result {
    The peer closed the connection.
    */
   TETHER_RESULT_CONNECTION_CLOSED = 404,
+  /*
+   The PKCS#11 module file does not exist.
+   */
+  TETHER_RESULT_PKCS11_MODULE_NOT_FOUND = 500,
+  /*
+   The file is not a PKCS#11 module (not a shared library, no `C_GetFunctionList`, or its
+   `C_Initialize` failed).
+   */
+  TETHER_RESULT_PKCS11_MODULE_INVALID = 501,
+  /*
+   A PKCS#11 URI (RFC 7512) is malformed or names an attribute tether does not know.
+   */
+  TETHER_RESULT_PKCS11_URI_INVALID = 502,
+  /*
+   No token matching the URI is present.
+   */
+  TETHER_RESULT_PKCS11_TOKEN_ABSENT = 503,
+  /*
+   The token refused the PIN.
+   */
+  TETHER_RESULT_PKCS11_PIN_INCORRECT = 504,
+  /*
+   The token's user PIN is locked (too many wrong PINs): unlock it with the SO PIN.
+   */
+  TETHER_RESULT_PKCS11_PIN_LOCKED = 505,
+  /*
+   No private key on the token matches the URI.
+   */
+  TETHER_RESULT_PKCS11_KEY_NOT_FOUND = 506,
+  /*
+   More than one private key (or token) matches the URI: add `id=` or `object=`.
+   */
+  TETHER_RESULT_PKCS11_KEY_AMBIGUOUS = 507,
+  /*
+   The token holds no certificate for the key.
+   */
+  TETHER_RESULT_PKCS11_CERT_NOT_FOUND = 508,
+  /*
+   The token lacks the signing mechanism the key needs (CKM_ECDSA, CKM_RSA_PKCS or
+   CKM_RSA_PKCS_PSS).
+   */
+  TETHER_RESULT_PKCS11_MECHANISM_UNSUPPORTED = 509,
+  /*
+   The token failed during a session (removed, closed sessions, device error): retried
+   at the next connection.
+   */
+  TETHER_RESULT_PKCS11_TOKEN_FAILED = 510,
+  /*
+   This build of tether has no PKCS#11 support (the `pkcs11` feature, Linux only).
+   */
+  TETHER_RESULT_PKCS11_UNAVAILABLE = 511,
 } tether_result;
 
 /*
@@ -746,6 +803,21 @@ typedef void (*tether_log_callback)(void *user_data,
                                     uint32_t level,
                                     const char *message,
                                     size_t message_len);
+
+/*
+ Supplies the token's user PIN when tether logs in: at registration, and again after a
+ token failure (removed and re-inserted, sessions closed) when the next connection logs in
+ anew. tether keeps no copy between log-ins.
+
+ - `user`: the pointer given at registration.
+ - `pin`, `pin_cap`, `pin_len`: write the PIN (UTF-8, no NUL needed, at most `pin_cap` =
+   `TETHER_PKCS11_PIN_MAX_LEN` bytes) and its length. tether wipes the buffer after use.
+
+ Return 0 on success, anything else to refuse (the log-in then fails with
+ `TETHER_RESULT_PKCS11_PIN_INCORRECT`). Called on the thread that runs the connection.
+ It must not call back into tether.
+ */
+typedef int (*tether_pkcs11_pin_callback)(void *user, uint8_t *pin, size_t pin_cap, size_t *pin_len);
 
 /*
  A property bag being built in a caller-owned buffer. Initialise it with
@@ -1524,6 +1596,62 @@ size_t tether_live_handles(void);
 enum tether_result tether_set_log_callback(uint32_t max_level,
                                            tether_log_callback callback,
                                            void *user_data);
+
+/*
+ Authenticates the device with a private key held by a PKCS#11 token (an HSM, a TPM 2.0
+ through tpm2-pkcs11, a secure element, SoftHSM) and the certificate stored on the
+ token beside it (same `CKA_ID`). The key never leaves the token: the token signs the
+ TLS handshake (ECDSA P-256/P-384, RSA PKCS#1 v1.5 or PSS).
+
+ - `module_path`: the token's PKCS#11 module (shared library), e.g.
+   `/usr/lib/softhsm/libsofthsm2.so`; NULL to use the URI's `module-path`. The module
+   is loaded once per process and stays loaded.
+ - `uri`: RFC 7512 URI naming the token and key, e.g.
+   `pkcs11:token=device;object=device-key` or `...;id=%01` (percent-encoded). Must not
+   be NULL.
+ - `pin`: the token's user PIN, NULL when the token needs none (protected path) or the
+   URI carries `pin-value`. Copied into memory that is wiped when the configuration
+   is freed (it is kept to log in again after a token failure); the caller may wipe its
+   copy after the call. To keep no copy at all, use
+   `tether_tls_config_builder_set_client_pkcs11_pin_callback`.
+
+ During this call tether loads the module, logs in, finds the key and certificate,
+ and signs a probe that is verified with the certificate. A token that fails later
+ (removed, sessions lost) fails the handshake with `TETHER_RESULT_PKCS11_TOKEN_FAILED`,
+ which the client retries; the next attempt logs in again. Replaces any client
+ certificate set before. Not thread-safe on the same builder.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_UTF8`, `TETHER_RESULT_PKCS11_URI_INVALID`,
+ `TETHER_RESULT_PKCS11_MODULE_NOT_FOUND`, `TETHER_RESULT_PKCS11_MODULE_INVALID`,
+ `TETHER_RESULT_PKCS11_TOKEN_ABSENT`, `TETHER_RESULT_PKCS11_PIN_INCORRECT`,
+ `TETHER_RESULT_PKCS11_PIN_LOCKED`, `TETHER_RESULT_PKCS11_KEY_NOT_FOUND`,
+ `TETHER_RESULT_PKCS11_KEY_AMBIGUOUS`, `TETHER_RESULT_PKCS11_CERT_NOT_FOUND`,
+ `TETHER_RESULT_PKCS11_MECHANISM_UNSUPPORTED`, `TETHER_RESULT_PKCS11_TOKEN_FAILED`,
+ `TETHER_RESULT_KEY_CERT_MISMATCH`, `TETHER_RESULT_CERT_MALFORMED`,
+ `TETHER_RESULT_PKCS11_UNAVAILABLE` (a build without the `pkcs11` feature).
+ */
+enum tether_result tether_tls_config_builder_set_client_pkcs11(struct tether_tls_config_builder *builder,
+                                                               const char *module_path,
+                                                               const char *uri,
+                                                               const char *pin);
+
+/*
+ As `tether_tls_config_builder_set_client_pkcs11`, with the PIN asked of `callback`
+ at each log-in (see `tether_pkcs11_pin_callback`) instead of kept by tether.
+
+ - `callback`: must not be NULL.
+ - `user`: passed to every call; may be NULL. It, and the callback, must stay valid
+   until the builder and every configuration built from it are freed, and be usable
+   from whichever thread runs a connection.
+
+ Results: as `tether_tls_config_builder_set_client_pkcs11`.
+ */
+enum tether_result tether_tls_config_builder_set_client_pkcs11_pin_callback(struct tether_tls_config_builder *builder,
+                                                                            const char *module_path,
+                                                                            const char *uri,
+                                                                            tether_pkcs11_pin_callback callback,
+                                                                            void *user);
 
 /*
  Starts an empty bag in `buf` (capacity `cap`, at least 1 for the NUL).

@@ -182,7 +182,8 @@ pub enum Disconnect {
 impl Disconnect {
     /// How a failed connection ends: retriable for network and transient server failures
     /// (I/O, timeouts, refused or closed connections, name resolution, CONNACK 1-3, a
-    /// malformed packet), fatal for everything retrying will not fix.
+    /// malformed packet, a hardware token that failed and may come back), fatal for
+    /// everything retrying will not fix.
     pub fn for_error(error: Error) -> Disconnect {
         let retriable = matches!(
             error.code(),
@@ -193,6 +194,7 @@ impl Disconnect {
                 | Code::DnsFailed
                 | Code::MqttConnectionRefused
                 | Code::MqttMalformed
+                | Code::Pkcs11TokenFailed
         );
         if retriable {
             Disconnect::Retriable(error)
