@@ -1,0 +1,451 @@
+//! Keys held by a PKCS#11 token: SoftHSM2 tokens made by the tests (keys imported and keys
+//! generated on the token), mutual TLS against `openssl s_server` requiring a client
+//! certificate and against the local IoT Hub stand-in, and every bad input by its name.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::hub::{registry, Hub, HOST};
+use common::pkcs11::{in_child, is_child, SoftHsm, PIN, SOFTHSM_MODULE};
+use common::{run, temp_dir, Pki, SServer};
+use tether::auth::pkcs11::{generate_p256, Pin, TokenSigner};
+use tether::Code;
+
+/// Issues `dir/name.pem` for a new key `dir/name.key` (`newkey`: `rsa:2048`, `ec` with
+/// `curve`), CN `cn`, signed by the shared test CA, for client authentication.
+fn issue(dir: &Path, name: &str, cn: &str, curve: Option<&str>) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let mut req = std::process::Command::new("openssl");
+    req.args([
+        "req",
+        "-new",
+        "-nodes",
+        "-subj",
+        &format!("/CN={cn}"),
+        "-newkey",
+    ]);
+    match curve {
+        Some(curve) => req.args(["ec", "-pkeyopt", &format!("ec_paramgen_curve:{curve}")]),
+        None => req.arg("rsa:2048"),
+    };
+    run(req.arg("-keyout").arg(&key).arg("-out").arg(&csr));
+    (sign_csr(&csr, dir, name), key)
+}
+
+/// Signs a CSR with the shared test CA (client authentication).
+fn sign_csr(csr: &Path, dir: &Path, name: &str) -> PathBuf {
+    let pki = Pki::shared();
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &ext,
+        "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let pem = dir.join(format!("{name}.pem"));
+    run(std::process::Command::new("openssl")
+        .args(["x509", "-req", "-days", "30", "-in"])
+        .arg(csr)
+        .args(["-CA", &pki.path("ca.pem"), "-CAkey", &pki.path("ca.key")])
+        .arg("-CAcreateserial")
+        .arg("-extfile")
+        .arg(&ext)
+        .arg("-out")
+        .arg(&pem));
+    pem
+}
+
+const RSA_TOKEN: &str = "tether-rsa";
+const EC_TOKEN: &str = "tether-ec";
+const GEN_TOKEN: &str = "tether-gen";
+
+/// The tokens every test of this binary shares, made once before the module is loaded.
+struct Tokens {
+    hsm: &'static SoftHsm,
+    dir: PathBuf,
+}
+
+fn tokens() -> &'static Tokens {
+    static TOKENS: OnceLock<Tokens> = OnceLock::new();
+    TOKENS.get_or_init(|| {
+        let hsm = SoftHsm::shared();
+        let dir = temp_dir("p11-certs");
+        hsm.init_token(RSA_TOKEN);
+        let (cert, key) = issue(&dir, "rsa", "p11-rsa", None);
+        hsm.import_key(RSA_TOKEN, &key, "device", "01");
+        hsm.write_cert(RSA_TOKEN, &cert, "device", "01");
+
+        hsm.init_token(EC_TOKEN);
+        for (name, curve, id) in [("ec256", "P-256", "02"), ("ec384", "P-384", "03")] {
+            let (cert, key) = issue(&dir, name, &format!("p11-{name}"), Some(curve));
+            hsm.import_key(EC_TOKEN, &key, name, id);
+            hsm.write_cert(EC_TOKEN, &cert, name, id);
+        }
+        // Two keys with one label; a key without a certificate; a certificate of another key.
+        for (name, id) in [("twin-a", "04"), ("twin-b", "05"), ("lonely", "06")] {
+            let (_, key) = issue(&dir, name, name, Some("P-256"));
+            let label = if name.starts_with("twin") {
+                "twin"
+            } else {
+                name
+            };
+            hsm.import_key(EC_TOKEN, &key, label, id);
+        }
+        let (_, key) = issue(&dir, "mismatch", "mismatch", Some("P-256"));
+        let (other_cert, _) = issue(&dir, "other", "mismatch", Some("P-256"));
+        hsm.import_key(EC_TOKEN, &key, "mismatch", "07");
+        hsm.write_cert(EC_TOKEN, &other_cert, "mismatch", "07");
+
+        hsm.init_token(GEN_TOKEN);
+        Tokens { hsm, dir }
+    })
+}
+
+fn pin() -> Pin {
+    Pin::value(PIN)
+}
+
+fn open_err(uri: &str, pin: Pin) -> tether::Error {
+    tokens();
+    TokenSigner::certified_key(Some(SOFTHSM_MODULE), uri, pin).unwrap_err()
+}
+
+/// Mutual TLS against `openssl s_server -Verify 1 -verify_return_error` with the token's key,
+/// the server limited to `sigalgs` for the client's signature; returns s_server's log.
+fn mutual_tls_with_s_server(uri: &str, sigalgs: &str) -> String {
+    tokens();
+    let pki = Pki::shared();
+    let s = SServer::start(
+        &pki.dir,
+        &[
+            "-cert",
+            "server.pem",
+            "-key",
+            "server.key",
+            "-tls1_2",
+            "-Verify",
+            "1",
+            "-verify_return_error",
+            "-CAfile",
+            "ca.pem",
+            "-client_sigalgs",
+            sigalgs,
+        ],
+    );
+    let mut policy = tether::policy::TlsPolicy::new();
+    policy.add_ca_file(&pki.path("ca.pem")).unwrap();
+    policy
+        .set_client_pkcs11(Some(SOFTHSM_MODULE), uri, pin())
+        .unwrap();
+    let result = tether::handshake::check(
+        "localhost",
+        s.port,
+        policy.build().unwrap(),
+        true,
+        Duration::from_secs(10),
+    );
+    let log = s.log();
+    result.unwrap_or_else(|e| panic!("handshake with the token's key failed: {e:?}\n{log}"));
+    log
+}
+
+#[test]
+fn rsa_key_on_the_token_signs_pss_and_pkcs1_for_s_server() {
+    let uri = format!("pkcs11:token={RSA_TOKEN};object=device");
+    for (sigalgs, hash, kind) in [
+        ("rsa_pss_rsae_sha256", "SHA256", "RSA-PSS"),
+        ("rsa_pss_rsae_sha384", "SHA384", "RSA-PSS"),
+        ("RSA+SHA256", "SHA256", "RSA"),
+        ("RSA+SHA384", "SHA384", "RSA"),
+    ] {
+        let log = mutual_tls_with_s_server(&uri, sigalgs);
+        let expected =
+            format!("Peer certificate: CN = p11-rsa\nHash used: {hash}\nSignature type: {kind}\n");
+        assert!(log.contains(&expected), "{sigalgs}: {log}");
+    }
+}
+
+#[test]
+fn ec_p256_and_p384_keys_on_the_token_sign_for_s_server() {
+    for (uri, sigalgs, cn, hash) in [
+        (
+            format!("pkcs11:token={EC_TOKEN};id=%02"),
+            "ECDSA+SHA256",
+            "p11-ec256",
+            "SHA256",
+        ),
+        (
+            format!("pkcs11:token={EC_TOKEN};object=ec384;type=private"),
+            "ECDSA+SHA384",
+            "p11-ec384",
+            "SHA384",
+        ),
+    ] {
+        let log = mutual_tls_with_s_server(&uri, sigalgs);
+        let expected =
+            format!("Peer certificate: CN = {cn}\nHash used: {hash}\nSignature type: ECDSA\n");
+        assert!(log.contains(&expected), "{uri}: {log}");
+    }
+}
+
+/// A key generated on the token: non-extractable, its CSR signed by the token, the issued
+/// certificate written back onto the token; returns the certificate.
+fn generate_on_token(object: &str, id: u8, cn: &str) -> PathBuf {
+    let t = tokens();
+    let uri = format!("pkcs11:token={GEN_TOKEN};object={object};id=%{id:02X}");
+    let key = generate_p256(Some(SOFTHSM_MODULE), &uri, pin()).unwrap();
+    let csr = t.dir.join(format!("{object}.csr"));
+    std::fs::write(&csr, key.csr_pem(cn).unwrap()).unwrap();
+    // openssl checks the CSR's signature (made by the token) against its public key.
+    let verified = run(std::process::Command::new("openssl")
+        .args(["req", "-verify", "-noout", "-subject", "-in"])
+        .arg(&csr));
+    let text = String::from_utf8_lossy(&verified.stdout).into_owned()
+        + &String::from_utf8_lossy(&verified.stderr);
+    assert!(
+        text.contains("verify OK") || text.contains("Certificate request self-signature verify OK"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("CN = {cn}")), "{text}");
+    let cert = sign_csr(&csr, &t.dir, object);
+    t.hsm
+        .write_cert(GEN_TOKEN, &cert, object, &format!("{id:02X}"));
+    // The token says the key is sensitive and was never extractable.
+    let listed = run(t
+        .hsm
+        .tool(GEN_TOKEN)
+        .args(["--list-objects", "--type", "privkey"]));
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let entry = listed
+        .split("Private Key Object")
+        .find(|e| e.contains(&format!("label:      {object}\n")))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        entry.contains("sensitive")
+            && entry.contains("never extractable")
+            && entry.contains("local"),
+        "{entry}"
+    );
+    cert
+}
+
+#[test]
+fn key_generated_on_the_token_gets_a_csr_signed_by_it_and_then_signs_tls() {
+    generate_on_token("generated", 0x10, "p11-generated");
+    let log = mutual_tls_with_s_server(
+        &format!("pkcs11:token={GEN_TOKEN};object=generated"),
+        "ECDSA+SHA256",
+    );
+    assert!(
+        log.contains(
+            "Peer certificate: CN = p11-generated\nHash used: SHA256\nSignature type: ECDSA\n"
+        ),
+        "{log}"
+    );
+    // The same label again is refused: the token already holds that key.
+    let e = generate_p256(
+        Some(SOFTHSM_MODULE),
+        &format!("pkcs11:token={GEN_TOKEN};object=generated;id=%10"),
+        pin(),
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), Code::Pkcs11KeyAmbiguous, "{e:?}");
+}
+
+fn x509_device(id: &str, thumbprint: Option<&str>) -> String {
+    let auth = match thumbprint {
+        Some(t) => {
+            format!(r#"{{"type": "selfSigned", "x509Thumbprint": {{"primaryThumbprint": "{t}"}}}}"#)
+        }
+        None => r#"{"type": "certificateAuthority"}"#.to_string(),
+    };
+    format!(r#"{{"deviceId": "{id}", "status": "enabled", "authentication": {auth}}}"#)
+}
+
+/// A client of the stand-in's X.509 port whose key is on the token.
+fn token_client(hub: &Hub, device: &str, uri: &str) -> tether::client::Client {
+    use tether::auth::connection_string::ConnectionString;
+    use tether::session::SessionConfig;
+    let cs = ConnectionString::parse(&format!(
+        "HostName={HOST};DeviceId={device};x509=true;GatewayHostName=localhost"
+    ))
+    .unwrap();
+    let mut policy = tether::policy::TlsPolicy::new();
+    policy.add_ca_file(&hub.ca()).unwrap();
+    policy
+        .set_client_pkcs11(Some(SOFTHSM_MODULE), uri, pin())
+        .unwrap();
+    let config = SessionConfig::from_connection_string(&cs, policy.build().unwrap(), true).unwrap();
+    tether::client::Client::new(
+        config,
+        tether::client::ClientOptions {
+            port: hub.x509,
+            ..tether::client::ClientOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Sends one QoS 1 message and waits for its acknowledgement.
+fn send_and_ack(client: &mut tether::client::Client, hub: &Hub) {
+    use tether::mqtt::properties::PropertyBag;
+    use tether::session::Event;
+    client
+        .send_telemetry(b"from the token", &PropertyBag::new(), 1)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(Event::TelemetryAcked { .. }) = client.poll(Duration::from_millis(100)).unwrap()
+        {
+            return;
+        }
+    }
+    panic!("no acknowledgement\n{}", hub.log());
+}
+
+#[test]
+fn stand_in_accepts_token_keys_registered_by_ca_and_by_thumbprint() {
+    let pki = Pki::shared();
+    let cert = generate_on_token("hub-thumb", 0x20, "p11-thumb");
+    let thumb = tether::auth::x509::thumbprints(&std::fs::read(&cert).unwrap())
+        .unwrap()
+        .sha256;
+    // p11-rsa: CA-signed, registered through the CA; p11-thumb: registered by thumbprint.
+    let reg = registry(
+        &[pki.path("ca.pem")],
+        &[
+            x509_device("p11-rsa", None),
+            x509_device("p11-thumb", Some(&thumb)),
+        ],
+    );
+    let hub = Hub::start(&reg);
+    let mut by_ca = token_client(&hub, "p11-rsa", &format!("pkcs11:token={RSA_TOKEN};id=%01"));
+    by_ca.connect(Duration::from_secs(20)).unwrap();
+    send_and_ack(&mut by_ca, &hub);
+    assert!(
+        hub.wait_log("accepted \"p11-rsa\"", Duration::from_secs(5)),
+        "{}",
+        hub.log()
+    );
+    let mut by_thumb = token_client(
+        &hub,
+        "p11-thumb",
+        &format!("pkcs11:token={GEN_TOKEN};object=hub-thumb"),
+    );
+    by_thumb.connect(Duration::from_secs(20)).unwrap();
+    send_and_ack(&mut by_thumb, &hub);
+    assert!(
+        hub.wait_log(
+            "accepted \"p11-thumb\" from 127.0.0.1 (X.509, primary thumbprint)",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        hub.log()
+    );
+}
+
+#[test]
+fn each_bad_input_has_its_own_error() {
+    let ec = |rest: &str| format!("pkcs11:token={EC_TOKEN};{rest}");
+    let cases = [
+        (
+            TokenSigner::certified_key(Some("/nonexistent/libp11.so"), &ec("object=ec256"), pin())
+                .unwrap_err(),
+            Code::Pkcs11ModuleNotFound,
+            "does not exist",
+        ),
+        (
+            open_err("pkcs11:token=absent;object=ec256", pin()),
+            Code::Pkcs11TokenAbsent,
+            "no token matching pkcs11:token=absent;object=ec256",
+        ),
+        (
+            open_err(&ec("object=ec256"), Pin::value("0000")),
+            Code::Pkcs11PinIncorrect,
+            "refused the PIN",
+        ),
+        (
+            open_err(&ec("object=nothing"), pin()),
+            Code::Pkcs11KeyNotFound,
+            "\"ec256\" (id=%02)",
+        ),
+        (
+            open_err(&ec("object=twin"), pin()),
+            Code::Pkcs11KeyAmbiguous,
+            "2 private keys",
+        ),
+        (
+            open_err(&ec("object=lonely"), pin()),
+            Code::Pkcs11CertNotFound,
+            "no certificate for the key \"lonely\"",
+        ),
+        (
+            open_err(&ec("object=mismatch"), pin()),
+            Code::KeyCertMismatch,
+            "does not match",
+        ),
+        (
+            open_err("token=x;object=y", pin()),
+            Code::Pkcs11UriInvalid,
+            "pkcs11:",
+        ),
+    ];
+    for (e, code, needle) in cases {
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains(needle), "{needle}: {e:?}");
+        assert!(
+            !e.message().contains(PIN) && !e.message().contains("0000"),
+            "{e:?}"
+        );
+    }
+    // A file that is not a PKCS#11 module: the test binary itself.
+    let exe = std::env::current_exe().unwrap();
+    let e = TokenSigner::certified_key(exe.to_str(), &ec("object=ec256"), pin()).unwrap_err();
+    assert_eq!(e.code(), Code::Pkcs11ModuleInvalid, "{e:?}");
+}
+
+#[test]
+fn a_locked_user_pin_is_named() {
+    if !is_child() {
+        let hsm = SoftHsm::new("softhsm-locked", "");
+        in_child("a_locked_user_pin_is_named", &hsm);
+        return;
+    }
+    // In the child, with its own configuration: lock the PIN before the module is loaded.
+    let t = tokens();
+    t.hsm.lock_user_pin(EC_TOKEN);
+    let e = open_err(&format!("pkcs11:token={EC_TOKEN};object=ec256"), pin());
+    assert_eq!(e.code(), Code::Pkcs11PinLocked, "{e:?}");
+    assert!(e.message().contains("is locked"), "{e:?}");
+}
+
+#[test]
+fn a_token_without_the_needed_mechanism_is_named() {
+    if !is_child() {
+        // SoftHSM's `slots.mechanisms` applies to the whole module: its own configuration,
+        // in a child process. A leading `-` disables the listed mechanisms, but SoftHSM 2.6
+        // keeps the first one listed (it compares it with the `-`): MD5 goes first.
+        let hsm = SoftHsm::new(
+            "softhsm-no-rsa",
+            "slots.mechanisms = -CKM_MD5,CKM_RSA_PKCS,CKM_RSA_PKCS_PSS",
+        );
+        in_child("a_token_without_the_needed_mechanism_is_named", &hsm);
+        return;
+    }
+    let e = open_err(&format!("pkcs11:token={RSA_TOKEN};object=device"), pin());
+    assert_eq!(e.code(), Code::Pkcs11MechanismUnsupported, "{e:?}");
+    assert!(
+        e.message().contains("CKM_RSA_PKCS or CKM_RSA_PKCS_PSS"),
+        "{e:?}"
+    );
+    // EC keys on the same module still work.
+    TokenSigner::certified_key(
+        Some(SOFTHSM_MODULE),
+        &format!("pkcs11:token={EC_TOKEN};object=ec256"),
+        pin(),
+    )
+    .unwrap();
+}
