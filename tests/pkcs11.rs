@@ -2,6 +2,8 @@
 //! generated on the token), mutual TLS against `openssl s_server` requiring a client
 //! certificate and against the local IoT Hub stand-in, and every bad input by its name.
 
+#![cfg(all(feature = "pkcs11", target_os = "linux"))]
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -118,23 +120,7 @@ fn open_err(uri: &str, pin: Pin) -> tether::Error {
 fn mutual_tls_with_s_server(uri: &str, sigalgs: &str) -> String {
     tokens();
     let pki = Pki::shared();
-    let s = SServer::start(
-        &pki.dir,
-        &[
-            "-cert",
-            "server.pem",
-            "-key",
-            "server.key",
-            "-tls1_2",
-            "-Verify",
-            "1",
-            "-verify_return_error",
-            "-CAfile",
-            "ca.pem",
-            "-client_sigalgs",
-            sigalgs,
-        ],
-    );
+    let s = s_server_requiring_a_client_cert(sigalgs);
     let mut policy = tether::policy::TlsPolicy::new();
     policy.add_ca_file(&pki.path("ca.pem")).unwrap();
     policy
@@ -448,4 +434,96 @@ fn a_token_without_the_needed_mechanism_is_named() {
         pin(),
     )
     .unwrap();
+}
+
+/// s_server requiring a client certificate from the test CA.
+fn s_server_requiring_a_client_cert(sigalgs: &str) -> SServer {
+    SServer::start(
+        &Pki::shared().dir,
+        &[
+            "-cert",
+            "server.pem",
+            "-key",
+            "server.key",
+            "-tls1_2",
+            "-Verify",
+            "1",
+            "-verify_return_error",
+            "-CAfile",
+            "ca.pem",
+            "-client_sigalgs",
+            sigalgs,
+        ],
+    )
+}
+
+#[test]
+fn a_token_removed_mid_session_is_a_retriable_disconnect_and_comes_back() {
+    if !is_child() {
+        // Removing a token must not disturb the other tests: own configuration, own process.
+        in_child(
+            "a_token_removed_mid_session_is_a_retriable_disconnect_and_comes_back",
+            &SoftHsm::new("softhsm-removal", ""),
+        );
+        return;
+    }
+    let t = tokens();
+    let pki = Pki::shared();
+    let mut policy = tether::policy::TlsPolicy::new();
+    policy.add_ca_file(&pki.path("ca.pem")).unwrap();
+    policy
+        .set_client_pkcs11(
+            Some(SOFTHSM_MODULE),
+            &format!("pkcs11:token={RSA_TOKEN};id=%01"),
+            pin(),
+        )
+        .unwrap();
+    // One configuration, as a client keeps across reconnections. Each s_server is a new
+    // process, so no TLS session is resumed: every handshake needs the token's signature.
+    let config = policy.build().unwrap();
+    let handshake = || {
+        let s = s_server_requiring_a_client_cert("RSA+SHA256");
+        tether::handshake::check(
+            "localhost",
+            s.port,
+            config.clone(),
+            true,
+            Duration::from_secs(10),
+        )
+    };
+    handshake().unwrap();
+
+    // The token goes away: its files are deleted and the module loses every session and
+    // log-in (another user of the module in this process finalises it, as happens when a
+    // token daemon restarts).
+    run(t
+        .hsm
+        .command("softhsm2-util")
+        .args(["--delete-token", "--token", RSA_TOKEN]));
+    let other_user = cryptoki::context::Pkcs11::new(SOFTHSM_MODULE).unwrap();
+    other_user.finalize().unwrap();
+    for _ in 0..2 {
+        let e = handshake().unwrap_err();
+        assert_eq!(e.code(), Code::Pkcs11TokenFailed, "{e:?}");
+        // The session's one rule: a failed token is retried, like a lost network.
+        assert!(
+            matches!(
+                tether::session::Disconnect::for_error(e),
+                tether::session::Disconnect::Retriable(_)
+            ),
+            "a failed token is retriable"
+        );
+    }
+
+    // The token comes back (same label, same key and certificate) and the module is
+    // restarted again (SoftHSM reads its token folder at `C_Initialize`): the next handshake
+    // initialises the module, logs in again by itself and signs.
+    t.hsm.init_token(RSA_TOKEN);
+    t.hsm
+        .import_key(RSA_TOKEN, &t.dir.join("rsa.key"), "device", "01");
+    t.hsm
+        .write_cert(RSA_TOKEN, &t.dir.join("rsa.pem"), "device", "01");
+    let other_user = cryptoki::context::Pkcs11::new(SOFTHSM_MODULE).unwrap();
+    other_user.finalize().unwrap();
+    handshake().unwrap();
 }

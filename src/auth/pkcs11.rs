@@ -823,6 +823,17 @@ impl TokenSigner {
     }
 
     fn reopen(&self) -> Result<Open> {
+        // Another user of the module in this process may have finalised it (as a token
+        // daemon restart or a `C_Finalize` does): initialise it again. On a module still
+        // initialised this is a no-op.
+        match self
+            .ctx
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        {
+            Ok(()) => {}
+            Err(e) if rv_of(&e) == Some(RvError::CryptokiAlreadyInitialized) => {}
+            Err(e) => return Err(token_failed("initialising again", &e)),
+        }
         let (_, _, session) = open_session(&self.ctx, &self.module, &self.uri, &self.pin, false)
             .map_err(|e| match e.code() {
                 // The token may come back: a retriable failure, not a configuration error.
