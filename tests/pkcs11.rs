@@ -527,3 +527,83 @@ fn a_token_removed_mid_session_is_a_retriable_disconnect_and_comes_back() {
     other_user.finalize().unwrap();
     handshake().unwrap();
 }
+
+#[test]
+fn c_example_sends_through_the_stand_in_with_token_keys_from_arguments_and_environment() {
+    use std::process::Command;
+    let t = tokens();
+    let pki = Pki::shared();
+    let hub = Hub::start(&registry(
+        &[pki.path("ca.pem")],
+        &[
+            x509_device("p11-ec256", None),
+            x509_device("p11-ec384", None),
+        ],
+    ));
+    let exe = common::build_examples(&common::install_prefix(), false).join("telemetry_pkcs11");
+    let example = || {
+        let mut cmd = Command::new(&exe);
+        cmd.env("SOFTHSM2_CONF", &t.hsm.conf)
+            .env("TETHER_PKCS11_PIN", PIN);
+        cmd
+    };
+    let port = hub.x509.to_string();
+    let ec256 = format!("pkcs11:token={EC_TOKEN};object=ec256");
+    // The policy built in C; the PIN from the example's callback.
+    let out = example()
+        .args([
+            HOST,
+            "p11-ec256",
+            SOFTHSM_MODULE,
+            &ec256,
+            &hub.ca(),
+            &port,
+            "localhost",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "acked 1\n",
+        "{text}\n{}",
+        hub.log()
+    );
+    // Everything from TETHER_* variables.
+    let from_env = |device: &str, uri: &str, pin: &str| {
+        example()
+            .env(
+                "TETHER_CONNECTION_STRING",
+                format!("HostName={HOST};DeviceId={device};x509=true;GatewayHostName=localhost"),
+            )
+            .env("TETHER_PKCS11_MODULE", SOFTHSM_MODULE)
+            .env("TETHER_PKCS11_URI", uri)
+            .env("TETHER_PKCS11_PIN", pin)
+            .env("TETHER_CA_FILE", hub.ca())
+            .env("TETHER_PORT", &port)
+            .output()
+            .unwrap()
+    };
+    let out = from_env("p11-ec384", &format!("pkcs11:token={EC_TOKEN};id=%03"), PIN);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "acked 1\n",
+        "{text}\n{}",
+        hub.log()
+    );
+    assert!(
+        hub.wait_log("accepted \"p11-ec384\"", Duration::from_secs(5)),
+        "{}",
+        hub.log()
+    );
+    // A wrong PIN is named, and not printed.
+    let out = from_env("p11-ec256", &ec256, "9876");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("TETHER_RESULT_PKCS11_PIN_INCORRECT"),
+        "{text}"
+    );
+    assert!(!text.contains("9876"), "{text}");
+}
