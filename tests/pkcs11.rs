@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::hub::{registry, Hub, HOST};
-use common::pkcs11::{in_child, is_child, SoftHsm, PIN, SOFTHSM_MODULE};
+use common::pkcs11::{in_child, is_child, SoftHsm, SwTpm, PIN, SOFTHSM_MODULE};
 use common::{run, temp_dir, Pki, SServer};
 use tether::auth::pkcs11::{generate_p256, Pin, TokenSigner};
 use tether::Code;
@@ -119,13 +119,16 @@ fn open_err(uri: &str, pin: Pin) -> tether::Error {
 /// the server limited to `sigalgs` for the client's signature; returns s_server's log.
 fn mutual_tls_with_s_server(uri: &str, sigalgs: &str) -> String {
     tokens();
+    mutual_tls_with_module(SOFTHSM_MODULE, uri, sigalgs)
+}
+
+/// As [`mutual_tls_with_s_server`], with the key on a token of `module`.
+fn mutual_tls_with_module(module: &str, uri: &str, sigalgs: &str) -> String {
     let pki = Pki::shared();
     let s = s_server_requiring_a_client_cert(sigalgs);
     let mut policy = tether::policy::TlsPolicy::new();
     policy.add_ca_file(&pki.path("ca.pem")).unwrap();
-    policy
-        .set_client_pkcs11(Some(SOFTHSM_MODULE), uri, pin())
-        .unwrap();
+    policy.set_client_pkcs11(Some(module), uri, pin()).unwrap();
     let result = tether::handshake::check(
         "localhost",
         s.port,
@@ -349,7 +352,13 @@ fn each_bad_input_has_its_own_error() {
             "no token matching pkcs11:token=absent;object=ec256",
         ),
         (
-            open_err(&ec("object=ec256"), Pin::value("0000")),
+            {
+                // Logged in first with the right PIN: PKCS#11 log-ins belong to the process,
+                // and the wrong PIN must still be refused.
+                TokenSigner::certified_key(Some(SOFTHSM_MODULE), &ec("object=ec256"), pin())
+                    .unwrap();
+                open_err(&ec("object=ec256"), Pin::value("0000"))
+            },
             Code::Pkcs11PinIncorrect,
             "refused the PIN",
         ),
@@ -606,4 +615,232 @@ fn c_example_sends_through_the_stand_in_with_token_keys_from_arguments_and_envir
         "{text}"
     );
     assert!(!text.contains("9876"), "{text}");
+}
+
+/// Handshake time with the token's key against the same key in memory: one s_server, one
+/// run, interleaved, medians (printed; docs/performance.md quotes them). A fresh client
+/// configuration per handshake, so no TLS session is resumed and every handshake signs.
+#[test]
+fn handshake_time_with_a_softhsm_key_and_with_the_key_in_memory() {
+    let t = tokens();
+    let pki = Pki::shared();
+    let rounds = 15;
+    let s = SServer::start(
+        &pki.dir,
+        &[
+            "-cert",
+            "server.pem",
+            "-key",
+            "server.key",
+            "-tls1_2",
+            "-Verify",
+            "1",
+            "-verify_return_error",
+            "-CAfile",
+            "ca.pem",
+            "-naccept",
+            &(4 * rounds).to_string(),
+        ],
+    );
+    let token = |uri: &str| {
+        let mut p = tether::policy::TlsPolicy::new();
+        p.add_ca_file(&pki.path("ca.pem")).unwrap();
+        p.set_client_pkcs11(Some(SOFTHSM_MODULE), uri, pin())
+            .unwrap();
+        p
+    };
+    let memory = |name: &str| {
+        let mut p = tether::policy::TlsPolicy::new();
+        p.add_ca_file(&pki.path("ca.pem")).unwrap();
+        let dir = t.dir.to_string_lossy().into_owned();
+        p.set_client_cert_files(&format!("{dir}/{name}.pem"), &format!("{dir}/{name}.key"))
+            .unwrap();
+        p
+    };
+    let kinds = [
+        (
+            "RSA-2048 SoftHSM",
+            token(&format!("pkcs11:token={RSA_TOKEN};id=%01")),
+        ),
+        ("RSA-2048 memory", memory("rsa")),
+        (
+            "P-256 SoftHSM",
+            token(&format!("pkcs11:token={EC_TOKEN};id=%02")),
+        ),
+        ("P-256 memory", memory("ec256")),
+    ];
+    let mut times = vec![Vec::new(); kinds.len()];
+    for _ in 0..rounds {
+        for (i, (_, policy)) in kinds.iter().enumerate() {
+            let config = policy.build().unwrap();
+            let started = Instant::now();
+            tether::handshake::check("localhost", s.port, config, true, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("{e:?}\n{}", s.log()));
+            times[i].push(started.elapsed());
+        }
+    }
+    for ((name, _), mut t) in kinds.iter().zip(times) {
+        t.sort();
+        println!(
+            "handshake {name}: median {:?} (min {:?}, max {:?}, n={rounds})",
+            t[rounds / 2],
+            t[0],
+            t[rounds - 1]
+        );
+    }
+    assert_eq!(
+        s.log().matches("Verification: OK").count(),
+        4 * rounds,
+        "every handshake authenticated the client"
+    );
+}
+
+#[test]
+fn a_software_tpm_generates_a_key_signs_its_csr_and_authenticates_to_s_server() {
+    const TPM_TOKEN: &str = "tether-tpm";
+    let name = "a_software_tpm_generates_a_key_signs_its_csr_and_authenticates_to_s_server";
+    let uri = format!("pkcs11:token={TPM_TOKEN};object=tpm-key;id=%31");
+    if is_child() {
+        // Generation in a child process: swtpm serves one client at a time, and a loaded
+        // tpm2-pkcs11 keeps its connection, so pkcs11-tool could not reach the TPM after.
+        let module = std::env::var("TETHER_TEST_TPM_MODULE").unwrap();
+        let key = generate_p256(Some(&module), &uri, pin()).unwrap();
+        let csr = std::env::var("TETHER_TEST_TPM_CSR").unwrap();
+        std::fs::write(csr, key.csr_pem("p11-tpm").unwrap()).unwrap();
+        return;
+    }
+    let tpm = SwTpm::start(TPM_TOKEN);
+    let csr = tpm.dir.join("tpm.csr");
+    for (var, value) in tpm.env() {
+        std::env::set_var(var, value);
+    }
+    std::env::set_var("TETHER_TEST_TPM_MODULE", &tpm.module);
+    std::env::set_var("TETHER_TEST_TPM_CSR", &csr);
+    in_child(name, SoftHsm::shared());
+    let verified = run(std::process::Command::new("openssl")
+        .args(["req", "-verify", "-noout", "-in"])
+        .arg(&csr));
+    let text = String::from_utf8_lossy(&verified.stdout).into_owned()
+        + &String::from_utf8_lossy(&verified.stderr);
+    assert!(text.contains("verify OK"), "{text}");
+    let cert = sign_csr(&csr, &tpm.dir, "tpm");
+    let der = tpm.dir.join("tpm.der");
+    run(std::process::Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&cert)
+        .arg("-out")
+        .arg(&der));
+    run(tpm
+        .tool(TPM_TOKEN)
+        .arg("--login")
+        .arg("--write-object")
+        .arg(&der)
+        .args(["--type", "cert", "--label", "tpm-key", "--id", "31"]));
+    let listed = run(tpm
+        .tool(TPM_TOKEN)
+        .args(["--login", "--list-objects", "--type", "privkey"]));
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("never extractable"), "{listed}");
+    let log = mutual_tls_with_module(&tpm.module, &uri, "ECDSA+SHA256");
+    assert!(
+        log.contains("Peer certificate: CN = p11-tpm\nHash used: SHA256\nSignature type: ECDSA\n"),
+        "{log}"
+    );
+}
+
+#[test]
+fn cli_tls_check_and_send_use_a_token_key() {
+    let t = tokens();
+    let pki = Pki::shared();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(args)
+            .env("SOFTHSM2_CONF", &t.hsm.conf)
+            .env("TETHER_PKCS11_PIN", PIN)
+            .env_remove("TETHER_CONNECTION_STRING")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let uri = format!("pkcs11:token={EC_TOKEN};object=ec256");
+    // tls-check: mutual TLS with s_server, the key on the token.
+    let s = s_server_requiring_a_client_cert("ECDSA+SHA256");
+    let port = s.port.to_string();
+    let ca = pki.path("ca.pem");
+    let (code, out, err) = cli(&[
+        "tls-check",
+        "localhost",
+        "--port",
+        &port,
+        "--ca",
+        &ca,
+        "--pkcs11-module",
+        SOFTHSM_MODULE,
+        "--pkcs11-uri",
+        &uri,
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        s.log().contains("Peer certificate: CN = p11-ec256\n"),
+        "{}",
+        s.log()
+    );
+    // send through the stand-in, the device registered through the CA.
+    let hub = Hub::start(&registry(&[ca.clone()], &[x509_device("p11-ec256", None)]));
+    let cs = format!("HostName={HOST};DeviceId=p11-ec256;x509=true;GatewayHostName=localhost");
+    let x509 = hub.x509.to_string();
+    let (code, out, err) = cli(&[
+        "send",
+        "from the CLI",
+        "--connection-string",
+        &cs,
+        "--port",
+        &x509,
+        "--ca",
+        &hub.ca(),
+        "--pkcs11-module",
+        SOFTHSM_MODULE,
+        "--pkcs11-uri",
+        &uri,
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}\n{}", hub.log());
+    assert!(
+        hub.wait_log("accepted \"p11-ec256\"", Duration::from_secs(5)),
+        "{}",
+        hub.log()
+    );
+    // A wrong PIN: its own result and exit status, the PIN not printed.
+    let (code, _, err) = cli(&[
+        "tls-check",
+        "localhost",
+        "--port",
+        &port,
+        "--ca",
+        &ca,
+        "--pkcs11-module",
+        SOFTHSM_MODULE,
+        "--pkcs11-uri",
+        &uri,
+        "--pkcs11-pin",
+        "9876",
+    ]);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("TETHER_RESULT_PKCS11_PIN_INCORRECT"), "{err}");
+    assert!(!err.contains("9876"), "{err}");
+    // --pkcs11-uri and --cert exclude each other.
+    let (code, _, err) = cli(&[
+        "tls-check",
+        "localhost",
+        "--pkcs11-uri",
+        &uri,
+        "--cert",
+        &ca,
+        "--key",
+        &ca,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
 }

@@ -484,9 +484,29 @@ fn find_token(ctx: &Pkcs11, module: &str, uri: &Pkcs11Uri) -> Result<(Slot, Toke
     }
 }
 
+/// What proves a PIN logged in to a token in this process: an HMAC of it under a key made at
+/// random for the process (never the PIN itself), keyed by module and token.
+type PinProofs = HashMap<(String, String, String), ring::hmac::Tag>;
+
+fn pin_proofs() -> (&'static ring::hmac::Key, &'static Mutex<PinProofs>) {
+    static KEY: OnceLock<ring::hmac::Key> = OnceLock::new();
+    static PROOFS: OnceLock<Mutex<PinProofs>> = OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+            .expect("the OS random generator works")
+    });
+    (key, PROOFS.get_or_init(Default::default))
+}
+
 /// Logs the user in on `session`; wrong and locked PINs are named.
+///
+/// PKCS#11 log-ins belong to the application, not to a session: once one configuration of
+/// this process has logged in to a token, `C_Login` answers "already logged in" to any PIN.
+/// A PIN is therefore checked against the one that logged in (an HMAC under a per-process
+/// random key, compared in constant time), so a wrong PIN is refused even then.
 fn log_in(
     ctx: &Pkcs11,
+    module: &str,
     slot: Slot,
     info: &TokenInfo,
     session: &Session,
@@ -509,6 +529,15 @@ fn log_in(
     let pin = pin.get(uri)?;
     // A separate zeroizing copy for cryptoki, dropped (wiped) as soon as the call returns.
     let secret = pin.as_deref().map(|p| AuthPin::from(p.as_str()));
+    let (proof_key, proofs) = pin_proofs();
+    let proof = pin
+        .as_deref()
+        .map(|p| ring::hmac::sign(proof_key, p.as_bytes()));
+    let token_id = (
+        module.to_owned(),
+        info.serial_number().trim_end().to_owned(),
+        label.clone(),
+    );
     drop(pin);
     if secret.is_none() && !info.protected_authentication_path() {
         return Err(Error::new(
@@ -518,10 +547,29 @@ fn log_in(
     }
     let result = session.login(UserType::User, secret.as_ref());
     drop(secret);
+    let mut proofs = proofs.lock().unwrap_or_else(|p| p.into_inner());
     match result {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            if let Some(proof) = proof {
+                proofs.insert(token_id, proof);
+            }
+            Ok(())
+        }
         Err(e) => match rv_of(&e) {
-            Some(RvError::UserAlreadyLoggedIn) => Ok(()),
+            Some(RvError::UserAlreadyLoggedIn) => match (proofs.get(&token_id), proof) {
+                (Some(known), Some(given))
+                    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+                        known.as_ref(),
+                        given.as_ref(),
+                    )) =>
+                {
+                    Err(Error::new(
+                        Code::Pkcs11PinIncorrect,
+                        format!("token \"{label}\" refused the PIN (it is not the PIN this process logged in with)"),
+                    ))
+                }
+                _ => Ok(()),
+            },
             Some(RvError::PinLocked) => Err(locked()),
             Some(RvError::PinIncorrect | RvError::PinLenRange | RvError::PinInvalid) => {
                 let now_locked = ctx
@@ -656,7 +704,7 @@ fn open_session(
         ctx.open_ro_session(slot)
     }
     .map_err(|e| token_failed("opening a session", &e))?;
-    log_in(ctx, slot, &info, &session, pin, uri)?;
+    log_in(ctx, module, slot, &info, &session, pin, uri)?;
     Ok((slot, info, session))
 }
 
@@ -931,7 +979,8 @@ impl fmt::Debug for GeneratedKey {
 
 /// Generates a P-256 key pair on the token `uri` names, labelled with its `object` and `id`
 /// (both required, and no key may already carry them): the private key is `CKA_TOKEN`,
-/// `CKA_PRIVATE`, `CKA_SENSITIVE`, not `CKA_EXTRACTABLE`, and can only sign.
+/// `CKA_PRIVATE`, `CKA_SENSITIVE`, not `CKA_EXTRACTABLE`, and `CKA_SIGN` (other usages are
+/// left to the token: a TPM decides them itself).
 pub fn generate_p256(module: Option<&str>, uri: &str, pin: Pin) -> Result<GeneratedKey> {
     let uri = Pkcs11Uri::parse(uri)?;
     let module = module_of(module, &uri)?;
@@ -979,8 +1028,6 @@ pub fn generate_p256(module: Option<&str>, uri: &str, pin: Pin) -> Result<Genera
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Sign(true),
-        Attribute::Decrypt(false),
-        Attribute::Derive(false),
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(id),
     ];

@@ -206,3 +206,125 @@ pub fn in_child(name: &str, hsm: &SoftHsm) -> Output {
     );
     out
 }
+
+/// A software TPM 2.0 (swtpm) on local TCP ports with a tpm2-pkcs11 store holding one token,
+/// stopped when dropped.
+pub struct SwTpm {
+    child: std::process::Child,
+    pub dir: PathBuf,
+    /// The TCTI configuration for tpm2-tools and tpm2-pkcs11, e.g. `swtpm:port=2321`.
+    pub tcti: String,
+    /// tpm2-pkcs11's module.
+    pub module: String,
+}
+
+impl SwTpm {
+    /// Starts swtpm, creates the tpm2-pkcs11 store (`tpm2_ptool init`) and a token `label`
+    /// with [`PIN`] and [`SO_PIN`] (through the module, as an application would).
+    pub fn start(label: &str) -> SwTpm {
+        require("swtpm", "swtpm swtpm-tools");
+        require("tpm2_ptool", "libtpm2-pkcs11-tools tpm2-tools");
+        require("pkcs11-tool", "opensc");
+        let triple = match std::env::consts::ARCH {
+            "x86_64" => "x86_64-linux-gnu",
+            "aarch64" => "aarch64-linux-gnu",
+            "arm" => "arm-linux-gnueabihf",
+            other => panic!("no tpm2-pkcs11 path known for {other}"),
+        };
+        let module = format!("/usr/lib/{triple}/libtpm2_pkcs11.so.1");
+        assert!(
+            Path::new(&module).is_file(),
+            "{module} is missing: apt-get install -y libtpm2-pkcs11-1 libtss2-tcti-swtpm0"
+        );
+        let dir = temp_dir("swtpm");
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        std::fs::create_dir_all(dir.join("store")).unwrap();
+        // The swtpm TCTI reaches the control channel on the next port.
+        let port = super::free_port();
+        let ctrl = port + 1;
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", dir.join("state").display()))
+            .args([
+                "--server",
+                &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
+            ])
+            .args([
+                "--ctrl",
+                &format!("type=tcp,port={ctrl},bindaddr=127.0.0.1"),
+            ])
+            .args(["--flags", "not-need-init,startup-clear"])
+            .spawn()
+            .expect("swtpm starts");
+        let tpm = SwTpm {
+            child,
+            dir,
+            tcti: format!("swtpm:host=127.0.0.1,port={port}"),
+            module,
+        };
+        assert!(
+            super::wait_for_port(port, std::time::Duration::from_secs(10)),
+            "swtpm did not listen on {port}"
+        );
+        run(tpm
+            .command("tpm2_ptool")
+            .args(["init", "--path"])
+            .arg(tpm.store()));
+        // Without a resource manager, tpm2_ptool leaves its objects loaded and the TPM runs
+        // out of object slots: flush them.
+        run(tpm.command("tpm2_flushcontext").arg("--transient-object"));
+        run(tpm
+            .command("pkcs11-tool")
+            .args(["--module", &tpm.module, "--init-token", "--label", label])
+            .args(["--so-pin", SO_PIN]));
+        run(tpm.tool(label).args(["--init-pin", "--so-pin", SO_PIN]));
+        tpm
+    }
+
+    /// The tpm2-pkcs11 store folder.
+    pub fn store(&self) -> PathBuf {
+        self.dir.join("store")
+    }
+
+    /// A command with this TPM's TCTI and store in its environment.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        for (name, value) in self.env() {
+            cmd.env(name, value);
+        }
+        cmd
+    }
+
+    /// The variables tpm2-tools and tpm2-pkcs11 read.
+    pub fn env(&self) -> [(&'static str, String); 3] {
+        [
+            ("TPM2TOOLS_TCTI", self.tcti.clone()),
+            ("TPM2_PKCS11_TCTI", self.tcti.clone()),
+            (
+                "TPM2_PKCS11_STORE",
+                self.store().to_string_lossy().into_owned(),
+            ),
+        ]
+    }
+
+    /// pkcs11-tool on the token `label`, logged in as the user (`--pin` follows).
+    pub fn tool(&self, label: &str) -> Command {
+        let mut cmd = self.command("pkcs11-tool");
+        cmd.args([
+            "--module",
+            &self.module,
+            "--token-label",
+            label,
+            "--pin",
+            PIN,
+        ]);
+        cmd
+    }
+}
+
+impl Drop for SwTpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
