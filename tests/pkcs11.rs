@@ -790,7 +790,10 @@ fn cli_tls_check_and_send_use_a_token_key() {
         s.log()
     );
     // send through the stand-in, the device registered through the CA.
-    let hub = Hub::start(&registry(&[ca.clone()], &[x509_device("p11-ec256", None)]));
+    let hub = Hub::start(&registry(
+        std::slice::from_ref(&ca),
+        &[x509_device("p11-ec256", None)],
+    ));
     let cs = format!("HostName={HOST};DeviceId=p11-ec256;x509=true;GatewayHostName=localhost");
     let x509 = hub.x509.to_string();
     let (code, out, err) = cli(&[
