@@ -125,7 +125,7 @@ fn mutual_tls_with_s_server(uri: &str, sigalgs: &str) -> String {
 /// As [`mutual_tls_with_s_server`], with the key on a token of `module`.
 fn mutual_tls_with_module(module: &str, uri: &str, sigalgs: &str) -> String {
     let pki = Pki::shared();
-    let s = s_server_requiring_a_client_cert(sigalgs);
+    let s = s_server_requiring_a_client_cert(&["-client_sigalgs", sigalgs]);
     let mut policy = tether::policy::TlsPolicy::new();
     policy.add_ca_file(&pki.path("ca.pem")).unwrap();
     policy.set_client_pkcs11(Some(module), uri, pin()).unwrap();
@@ -445,25 +445,22 @@ fn a_token_without_the_needed_mechanism_is_named() {
     .unwrap();
 }
 
-/// s_server requiring a client certificate from the test CA.
-fn s_server_requiring_a_client_cert(sigalgs: &str) -> SServer {
-    SServer::start(
-        &Pki::shared().dir,
-        &[
-            "-cert",
-            "server.pem",
-            "-key",
-            "server.key",
-            "-tls1_2",
-            "-Verify",
-            "1",
-            "-verify_return_error",
-            "-CAfile",
-            "ca.pem",
-            "-client_sigalgs",
-            sigalgs,
-        ],
-    )
+/// s_server requiring a client certificate from the test CA, with `extra` arguments.
+fn s_server_requiring_a_client_cert(extra: &[&str]) -> SServer {
+    let mut args = vec![
+        "-cert",
+        "server.pem",
+        "-key",
+        "server.key",
+        "-tls1_2",
+        "-Verify",
+        "1",
+        "-verify_return_error",
+        "-CAfile",
+        "ca.pem",
+    ];
+    args.extend_from_slice(extra);
+    SServer::start(&Pki::shared().dir, &args)
 }
 
 #[test]
@@ -491,7 +488,7 @@ fn a_token_removed_mid_session_is_a_retriable_disconnect_and_comes_back() {
     // process, so no TLS session is resumed: every handshake needs the token's signature.
     let config = policy.build().unwrap();
     let handshake = || {
-        let s = s_server_requiring_a_client_cert("RSA+SHA256");
+        let s = s_server_requiring_a_client_cert(&["-client_sigalgs", "RSA+SHA256"]);
         tether::handshake::check(
             "localhost",
             s.port,
@@ -625,23 +622,9 @@ fn handshake_time_with_a_softhsm_key_and_with_the_key_in_memory() {
     let t = tokens();
     let pki = Pki::shared();
     let rounds = 15;
-    let s = SServer::start(
-        &pki.dir,
-        &[
-            "-cert",
-            "server.pem",
-            "-key",
-            "server.key",
-            "-tls1_2",
-            "-Verify",
-            "1",
-            "-verify_return_error",
-            "-CAfile",
-            "ca.pem",
-            "-naccept",
-            &(4 * rounds).to_string(),
-        ],
-    );
+    let accepts = (4 * rounds).to_string();
+    let s = s_server_requiring_a_client_cert(&["-naccept", &accepts]);
+
     let token = |uri: &str| {
         let mut p = tether::policy::TlsPolicy::new();
         p.add_ca_file(&pki.path("ca.pem")).unwrap();
@@ -768,7 +751,7 @@ fn cli_tls_check_and_send_use_a_token_key() {
     };
     let uri = format!("pkcs11:token={EC_TOKEN};object=ec256");
     // tls-check: mutual TLS with s_server, the key on the token.
-    let s = s_server_requiring_a_client_cert("ECDSA+SHA256");
+    let s = s_server_requiring_a_client_cert(&["-client_sigalgs", "ECDSA+SHA256"]);
     let port = s.port.to_string();
     let ca = pki.path("ca.pem");
     let (code, out, err) = cli(&[

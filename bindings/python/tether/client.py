@@ -277,6 +277,10 @@ class DeviceClient(Managed):
     ) -> "DeviceClient":
         """A client authenticating with a certificate (CN = device id) and its key."""
         tls = TlsConfig(ca_file=ca_file, cert_file=cert_file, key_file=key_file, tls13=tls13)
+        return cls._x509(host, device_id, module_id, tls, port, keep_alive, max_inflight, connect_timeout)
+
+    @classmethod
+    def _x509(cls, host, device_id, module_id, tls, port, keep_alive, max_inflight, connect_timeout):
         cs = f"HostName={host};DeviceId={device_id};x509=true"
         if module_id:
             cs += f";ModuleId={module_id}"
@@ -306,11 +310,7 @@ class DeviceClient(Managed):
         read from the token. See docs/pkcs11.md."""
         tls = TlsConfig(ca_file=ca_file, tls13=tls13, pkcs11_module=module, pkcs11_uri=uri,
                         pkcs11_pin=pin)
-        cs = f"HostName={host};DeviceId={device_id};x509=true"
-        if module_id:
-            cs += f";ModuleId={module_id}"
-        opts = cls._options(port, keep_alive, None, max_inflight, connect_timeout)
-        return cls._create(cs, tls, opts)
+        return cls._x509(host, device_id, module_id, tls, port, keep_alive, max_inflight, connect_timeout)
 
     @classmethod
     def from_environment(cls) -> "DeviceClient":
