@@ -997,9 +997,12 @@ enum tether_result tether_client_new(const char *connection_string,
 /*
  Creates a client from the environment: `TETHER_CONNECTION_STRING` (required),
  `TETHER_CA_FILE` (an extra trusted CA), `TETHER_PORT` (default 8883),
- `TETHER_CERT_FILE` and `TETHER_KEY_FILE` (X.509). The same variables the examples, the
+ `TETHER_CERT_FILE` and `TETHER_KEY_FILE` (X.509), or `TETHER_PKCS11_MODULE`,
+ `TETHER_PKCS11_URI` and `TETHER_PKCS11_PIN` (X.509 with the key on a PKCS#11 token; see
+ `tether_tls_config_builder_set_client_pkcs11`). The same variables the examples, the
  CLI and the bindings use. Ownership and results as `tether_client_new`, plus
- `TETHER_RESULT_FILE_NOT_READABLE` and certificate results for the files.
+ `TETHER_RESULT_FILE_NOT_READABLE` and certificate results for the files, and the
+ `TETHER_RESULT_PKCS11_*` results for a token.
  */
 enum tether_result tether_client_new_from_env(struct tether_client **client_out);
 
