@@ -127,6 +127,12 @@
 #define TETHER_PKCS11_PIN_MAX_LEN 256
 
 /*
+ A buffer of `TETHER_PKCS11_CSR_MAX_LEN + 1` bytes holds any CSR that
+ `tether_pkcs11_generate_csr` writes (PEM, NUL-terminated).
+ */
+#define TETHER_PKCS11_CSR_MAX_LEN 2048
+
+/*
  The longest token `tether_sas_token` produces from valid inputs: a buffer of
  `TETHER_SAS_TOKEN_MAX_LEN + 1` bytes always fits (the `+ 1` is the NUL).
  */
@@ -1655,6 +1661,38 @@ enum tether_result tether_tls_config_builder_set_client_pkcs11_pin_callback(stru
                                                                             const char *uri,
                                                                             tether_pkcs11_pin_callback callback,
                                                                             void *user);
+
+/*
+ Generates a P-256 key pair on a PKCS#11 token and writes a PKCS#10 certificate signing
+ request for it, signed by the token, as NUL-terminated PEM into `csr`: the first step of
+ provisioning (or renewing) a device whose key never leaves its hardware. Send the CSR to
+ your CA; write the issued certificate onto the token beside the key (same `CKA_ID`), then
+ use `tether_tls_config_builder_set_client_pkcs11` with the same URI.
+
+ - `module_path`: the token's PKCS#11 module; NULL to use the URI's `module-path`.
+ - `uri`: RFC 7512 URI naming the token and the new key; must give both `object=` (the
+   label) and `id=` (the `CKA_ID`), and no private key may already match it.
+ - `pin`: the token's user PIN; NULL when the token needs none or the URI carries it.
+ - `common_name`: the CSR's CN, the device id IoT Hub will read.
+ - `csr`, `csr_cap`, `csr_len`: the output; `csr_cap` must be at least
+   `TETHER_PKCS11_CSR_MAX_LEN + 1`, checked before anything is generated (otherwise
+   `TETHER_RESULT_BUFFER_TOO_SMALL` with `*csr_len` set to `TETHER_PKCS11_CSR_MAX_LEN`).
+
+ The private key is created `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE` and not
+ `CKA_EXTRACTABLE`.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_UTF8`, `TETHER_RESULT_BUFFER_TOO_SMALL`, the `TETHER_RESULT_PKCS11_*`
+ results of `tether_tls_config_builder_set_client_pkcs11` (`..._KEY_AMBIGUOUS` when a key
+ already matches the URI), `TETHER_RESULT_SIGNER_FAILED`.
+ */
+enum tether_result tether_pkcs11_generate_csr(const char *module_path,
+                                              const char *uri,
+                                              const char *pin,
+                                              const char *common_name,
+                                              char *csr,
+                                              size_t csr_cap,
+                                              size_t *csr_len);
 
 /*
  Starts an empty bag in `buf` (capacity `cap`, at least 1 for the NUL).

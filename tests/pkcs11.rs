@@ -830,3 +830,50 @@ fn cli_tls_check_and_send_use_a_token_key() {
     ]);
     assert_eq!(code, Some(2), "{err}");
 }
+
+#[test]
+fn c_api_generates_a_key_and_csr_on_the_token_and_checks_the_buffer_first() {
+    use std::ffi::CString;
+    use tether::ffi::pkcs11::{tether_pkcs11_generate_csr, TETHER_PKCS11_CSR_MAX_LEN};
+    tokens();
+    let module = CString::new(SOFTHSM_MODULE).unwrap();
+    let uri = CString::new(format!("pkcs11:token={GEN_TOKEN};object=from-c;id=%40")).unwrap();
+    let pin = CString::new(PIN).unwrap();
+    let cn = CString::new("p11-from-c").unwrap();
+    let mut buf = vec![0u8; TETHER_PKCS11_CSR_MAX_LEN + 1];
+    let mut len = 0usize;
+    let call = |buf: &mut [u8], len: &mut usize| unsafe {
+        tether_pkcs11_generate_csr(
+            module.as_ptr(),
+            uri.as_ptr(),
+            pin.as_ptr(),
+            cn.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            len,
+        )
+    };
+    // Too small a buffer is refused before any key is generated.
+    let code = call(&mut buf[..100], &mut len);
+    assert_eq!(code, Code::BufferTooSmall);
+    assert_eq!(len, TETHER_PKCS11_CSR_MAX_LEN);
+    assert_eq!(call(&mut buf, &mut len), Code::Ok);
+    let pem = std::str::from_utf8(&buf[..len]).unwrap();
+    assert!(
+        pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----\n"),
+        "{pem}"
+    );
+    let csr = tokens().dir.join("from-c.csr");
+    std::fs::write(&csr, pem).unwrap();
+    let out = run(std::process::Command::new("openssl")
+        .args(["req", "-verify", "-noout", "-subject", "-in"])
+        .arg(&csr));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("verify OK") && text.contains("CN = p11-from-c"),
+        "{text}"
+    );
+    // The key now exists: generating it again is refused.
+    assert_eq!(call(&mut buf, &mut len), Code::Pkcs11KeyAmbiguous);
+}

@@ -6,11 +6,15 @@ use std::ffi::{c_char, c_int, c_void};
 use crate::error::{Code, Error};
 use crate::ffi::handles::handle_mut;
 use crate::ffi::panic::guard;
-use crate::ffi::text_arg;
 use crate::ffi::tls_config::tether_tls_config_builder;
+use crate::ffi::{out_arg, text_arg, write_text};
 
 /// Longest PIN a `tether_pkcs11_pin_callback` may write, in bytes.
 pub const TETHER_PKCS11_PIN_MAX_LEN: usize = 256;
+
+/// A buffer of `TETHER_PKCS11_CSR_MAX_LEN + 1` bytes holds any CSR that
+/// `tether_pkcs11_generate_csr` writes (PEM, NUL-terminated).
+pub const TETHER_PKCS11_CSR_MAX_LEN: usize = 2048;
 
 /// Supplies the token's user PIN when tether logs in: at registration, and again after a
 /// token failure (removed and re-inserted, sessions closed) when the next connection logs in
@@ -85,6 +89,17 @@ mod imp {
         }
     }
 
+    pub(super) fn generate_csr(
+        module: Option<&str>,
+        uri: &str,
+        pin: Option<&str>,
+        common_name: &str,
+    ) -> crate::Result<String> {
+        let pin = pin.map_or(Pin::None, Pin::value);
+        let key = crate::auth::pkcs11::generate_p256(module, uri, pin)?;
+        key.csr_pem(common_name)
+    }
+
     pub(super) fn set(
         builder: &mut tether_tls_config_builder,
         module: Option<&str>,
@@ -108,6 +123,14 @@ mod imp {
 #[cfg(not(all(feature = "pkcs11", target_os = "linux")))]
 mod imp {
     use super::*;
+    pub(super) fn generate_csr(
+        _: Option<&str>,
+        _: &str,
+        _: Option<&str>,
+        _: &str,
+    ) -> crate::Result<String> {
+        Err(crate::error::pkcs11_unavailable())
+    }
     type Callback = unsafe extern "C" fn(*mut c_void, *mut u8, usize, *mut usize) -> c_int;
     pub(super) fn set(
         _: &mut tether_tls_config_builder,
@@ -197,6 +220,65 @@ impl tether_tls_config_builder {
             imp::set(builder, module, uri, None, Some((callback, user)))
         })
     }
+}
+
+/// Generates a P-256 key pair on a PKCS#11 token and writes a PKCS#10 certificate signing
+/// request for it, signed by the token, as NUL-terminated PEM into `csr`: the first step of
+/// provisioning (or renewing) a device whose key never leaves its hardware. Send the CSR to
+/// your CA; write the issued certificate onto the token beside the key (same `CKA_ID`), then
+/// use `tether_tls_config_builder_set_client_pkcs11` with the same URI.
+///
+/// - `module_path`: the token's PKCS#11 module; NULL to use the URI's `module-path`.
+/// - `uri`: RFC 7512 URI naming the token and the new key; must give both `object=` (the
+///   label) and `id=` (the `CKA_ID`), and no private key may already match it.
+/// - `pin`: the token's user PIN; NULL when the token needs none or the URI carries it.
+/// - `common_name`: the CSR's CN, the device id IoT Hub will read.
+/// - `csr`, `csr_cap`, `csr_len`: the output; `csr_cap` must be at least
+///   `TETHER_PKCS11_CSR_MAX_LEN + 1`, checked before anything is generated (otherwise
+///   `TETHER_RESULT_BUFFER_TOO_SMALL` with `*csr_len` set to `TETHER_PKCS11_CSR_MAX_LEN`).
+///
+/// The private key is created `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE` and not
+/// `CKA_EXTRACTABLE`.
+///
+/// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+/// `TETHER_RESULT_INVALID_UTF8`, `TETHER_RESULT_BUFFER_TOO_SMALL`, the `TETHER_RESULT_PKCS11_*`
+/// results of `tether_tls_config_builder_set_client_pkcs11` (`..._KEY_AMBIGUOUS` when a key
+/// already matches the URI), `TETHER_RESULT_SIGNER_FAILED`.
+#[no_mangle]
+pub unsafe extern "C" fn tether_pkcs11_generate_csr(
+    module_path: *const c_char,
+    uri: *const c_char,
+    pin: *const c_char,
+    common_name: *const c_char,
+    csr: *mut c_char,
+    csr_cap: usize,
+    csr_len: *mut usize,
+) -> Code {
+    guard(|| {
+        // SAFETY: text arguments NULL or NUL-terminated; `csr` valid for `csr_cap` bytes;
+        // `csr_len` NULL or writable.
+        let module = unsafe { optional_text(module_path, "module_path") }?;
+        let uri = unsafe { text_arg(uri, "uri") }?;
+        let pin = unsafe { optional_text(pin, "pin") }?;
+        let common_name = unsafe { text_arg(common_name, "common_name") }?;
+        let len = unsafe { out_arg(csr_len, "csr_len") }?;
+        if csr.is_null() {
+            return Err(Error::new(Code::NullArgument, "`csr` is NULL"));
+        }
+        if csr_cap <= TETHER_PKCS11_CSR_MAX_LEN {
+            *len = TETHER_PKCS11_CSR_MAX_LEN;
+            return Err(Error::new(
+                Code::BufferTooSmall,
+                format!(
+                    "`csr` must hold TETHER_PKCS11_CSR_MAX_LEN + 1 = {} bytes before a key is generated; it holds {csr_cap}",
+                    TETHER_PKCS11_CSR_MAX_LEN + 1
+                ),
+            ));
+        }
+        let pem = imp::generate_csr(module, uri, pin, common_name)?;
+        // SAFETY: as above.
+        unsafe { write_text(&pem, csr, csr_cap, csr_len) }
+    })
 }
 
 #[cfg(test)]
