@@ -50,7 +50,9 @@ int main(void) {
     tether_tls_config_free(tls);
 
     /* 3. Connect to the assigned hub next, e.g. with
-          HostName=<hub>;DeviceId=<device id>;SharedAccessKey=<device key>. */
+          HostName=<hub>;DeviceId=<device id>;SharedAccessKey=<device key>.
+          (tether_dps_provision has checked both: a host name, and a device id without ';',
+          so a reply cannot add fields to that string.) */
     printf("assigned %s %s\n", hub, device_id);
     return 0;
 }

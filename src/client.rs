@@ -16,7 +16,7 @@ use crate::error::{Code, Error, Result};
 use crate::handshake::{connect_tcp, io_error};
 use crate::log::Level;
 use crate::mqtt::properties::PropertyBag;
-use crate::session::{Disconnect, Event, Session, SessionConfig, Subscription};
+use crate::session::{Disconnect, Event, InboundAck, Session, SessionConfig, Subscription};
 
 /// How the client reaches the hub and retries.
 #[derive(Clone, Debug)]
@@ -27,7 +27,8 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Back-off: first delay is twice this (default 500 ms).
     pub retry_min_ms: u32,
-    /// Back-off cap (default 60 s).
+    /// Back-off cap (default 60 s). A connection that stays up this long resets the
+    /// back-off.
     pub retry_max_ms: u32,
     /// Random jitter added to each delay, at most (default 2 s).
     pub retry_jitter_ms: u32,
@@ -62,7 +63,14 @@ pub struct Client {
     /// When the next connection attempt is due (`None`: no automatic attempt).
     retry_at_ms: Option<u64>,
     attempt_started_ms: u64,
-    events: VecDeque<Event>,
+    /// When the current connection was accepted by the hub.
+    connected_at_ms: Option<u64>,
+    /// Events for the application, each with the acknowledgement to send once it is taken.
+    events: VecDeque<(Event, Option<InboundAck>)>,
+    /// Output taken from the session that the socket has not accepted yet. New output is
+    /// taken only when this is empty, so the session's bound applies
+    /// ([`crate::session::SessionOptions::max_unsent_bytes`]).
+    out: Vec<u8>,
     clock: fn() -> u64,
 }
 
@@ -94,7 +102,9 @@ impl Client {
             stream: None,
             retry_at_ms: None,
             attempt_started_ms: 0,
+            connected_at_ms: None,
             events: VecDeque::new(),
+            out: Vec::new(),
             clock: system_now_ms,
         })
     }
@@ -130,18 +140,19 @@ impl Client {
                     Error::new(Code::Timeout, format!("not connected within {timeout:?}"))
                 }));
             }
-            match self.poll(left)? {
-                Some(connected @ Event::Connected { .. }) => {
+            match self.next_event(left)? {
+                Some((connected @ Event::Connected { .. }, ack)) => {
                     // The application sees the connection too (TLS version, suite, key).
-                    kept.push_back(connected);
+                    kept.push_back((connected, ack));
                     break Ok(());
                 }
-                Some(Event::Disconnected(Disconnect::Fatal(e))) => break Err(e),
-                Some(Event::Disconnected(why)) => {
+                Some((Event::Disconnected(Disconnect::Fatal(e)), _)) => break Err(e),
+                Some((Event::Disconnected(why), _)) => {
                     if let Some(e) = why.error() {
                         last_error = Some(e.clone());
                     }
                 }
+                // Kept for `poll`, unacknowledged until the application takes it.
                 Some(other) => kept.push_back(other),
                 None => {}
             }
@@ -155,7 +166,23 @@ impl Client {
     /// nothing happened in time. Reconnects by itself after network failures (with
     /// back-off) and for SAS renewal; after a fatal refusal it waits for
     /// [`Client::connect`].
+    ///
+    /// A received QoS 1 message is acknowledged to the hub when this call hands it over
+    /// (at-least-once: a message lost before the application has it is delivered again).
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Event>> {
+        let Some((event, ack)) = self.next_event(timeout)? else {
+            return Ok(None);
+        };
+        if let Some(ack) = ack {
+            self.session.acknowledge(ack);
+            self.flush()?;
+        }
+        Ok(Some(event))
+    }
+
+    /// The next event and its pending acknowledgement, running the connection until
+    /// `timeout`.
+    fn next_event(&mut self, timeout: Duration) -> Result<Option<(Event, Option<InboundAck>)>> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(event) = self.events.pop_front() {
@@ -172,7 +199,7 @@ impl Client {
         let now = (self.clock)();
         if self.stream.is_none() {
             match self.retry_at_ms {
-                Some(at) if now >= at => self.open(now),
+                Some(at) if now >= at => self.open(now, deadline),
                 _ => {}
             }
         }
@@ -190,6 +217,10 @@ impl Client {
         };
         if let Some(at) = next {
             wait = wait.min(Duration::from_millis(at.saturating_sub(now)));
+        }
+        if !self.out.is_empty() {
+            // Output is waiting for the socket: come back soon to push it on.
+            wait = wait.min(Duration::from_millis(10));
         }
         let Some(stream) = self.stream.as_mut() else {
             std::thread::sleep(wait);
@@ -211,10 +242,14 @@ impl Client {
                 let now = (self.clock)();
                 let _ = self.session.handle_input(&buf[..n], now);
             }
+            // A signal may interrupt a read with a timeout (EINTR even under SA_RESTART):
+            // not a network failure.
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => self.session.connection_lost(io_error(e, "receiving")),
         }
@@ -224,13 +259,21 @@ impl Client {
         Ok(())
     }
 
-    fn open(&mut self, now: u64) {
+    /// Opens the TCP connection (name resolution included) within the configured connect
+    /// timeout and never past the caller's `deadline`.
+    fn open(&mut self, now: u64, deadline: Instant) {
         self.retry_at_ms = None;
         self.attempt_started_ms = now;
+        self.out.clear();
         let host = self.session.config().server_name.clone();
         let port = self.options.port;
         crate::log!(Level::Info, "connecting to {host}:{port}");
-        let opened = connect_tcp(&host, port, self.options.connect_timeout).and_then(|stream| {
+        let timeout = self
+            .options
+            .connect_timeout
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(1));
+        let opened = connect_tcp(&host, port, timeout).and_then(|stream| {
             self.session.connect(now)?;
             Ok(stream)
         });
@@ -242,29 +285,34 @@ impl Client {
             Err(e) => {
                 let why = Disconnect::for_error(e);
                 self.after_disconnect(&why, now);
-                self.events.push_back(Event::Disconnected(why));
+                self.events.push_back((Event::Disconnected(why), None));
             }
         }
     }
 
-    /// Sends what the session has to send; a write failure is a lost connection.
+    /// Sends what the session has to send without blocking; what the socket does not
+    /// accept now waits in `out` (and holds the session's output back). A write failure is
+    /// a lost connection.
     fn flush(&mut self) -> Result<()> {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(());
         };
-        let mut out = Vec::new();
-        self.session.poll_output(&mut out);
-        if !out.is_empty() {
-            if let Err(e) = stream.write_all(&out) {
-                self.session.connection_lost(io_error(e, "sending"));
-            }
+        if self.out.is_empty() {
+            self.session.poll_output(&mut self.out);
+        }
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = write_available(stream, &mut self.out) {
+            self.out.clear();
+            self.session.connection_lost(io_error(e, "sending"));
         }
         Ok(())
     }
 
     /// Moves the session's events to the client's queue, handling disconnections.
     fn collect_events(&mut self) {
-        while let Some(event) = self.session.poll_event() {
+        while let Some((event, ack)) = self.session.take_event() {
             let now = (self.clock)();
             match &event {
                 Event::Connected {
@@ -285,11 +333,12 @@ impl Client {
                             String::new()
                         }
                     );
-                    self.backoff.reset();
+                    self.connected_at_ms = Some(now);
                 }
                 Event::Disconnected(why) => {
                     // Send what is left (DISCONNECT, close_notify, an alert), then close.
                     let _ = self.flush();
+                    self.out.clear();
                     if let Some(stream) = self.stream.take() {
                         let _ = stream.shutdown(std::net::Shutdown::Both);
                     }
@@ -297,7 +346,19 @@ impl Client {
                 }
                 _ => {}
             }
-            self.events.push_back(event);
+            self.events.push_back((event, ack));
+        }
+    }
+
+    /// Starts the back-off afresh after a connection that stayed up for at least the longest
+    /// retry delay. A connection that the hub accepts and then loses at once (a broker that
+    /// sends something we cannot take, a link that drops every record) keeps backing off
+    /// instead of reconnecting at the shortest delay forever.
+    fn reset_backoff_if_healthy(&mut self, now: u64) {
+        if let Some(at) = self.connected_at_ms.take() {
+            if now.saturating_sub(at) >= u64::from(self.options.retry_max_ms) {
+                self.backoff.reset();
+            }
         }
     }
 
@@ -316,6 +377,7 @@ impl Client {
                 self.retry_at_ms = Some(now);
             }
             Disconnect::Retriable(error) => {
+                self.reset_backoff_if_healthy(now);
                 let took = now.saturating_sub(self.attempt_started_ms);
                 let delay = self.backoff.next_delay_ms(took);
                 crate::log!(
@@ -378,12 +440,39 @@ impl Client {
     pub fn disconnect(&mut self) {
         self.session.disconnect((self.clock)());
         let _ = self.flush();
+        if let (Some(stream), false) = (self.stream.as_mut(), self.out.is_empty()) {
+            // The DISCONNECT and close_notify, given a short time to leave.
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+            let _ = stream.write_all(&self.out);
+        }
+        self.out.clear();
         self.collect_events();
         if let Some(stream) = self.stream.take() {
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }
         self.retry_at_ms = None;
     }
+}
+
+/// Writes as much of `out` as the socket takes now, without blocking; removes it from `out`.
+fn write_available(stream: &mut TcpStream, out: &mut Vec<u8>) -> std::io::Result<()> {
+    stream.set_nonblocking(true)?;
+    let mut written = 0;
+    let result = loop {
+        if written == out.len() {
+            break Ok(());
+        }
+        match stream.write(&out[written..]) {
+            Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    out.drain(..written);
+    stream.set_nonblocking(false)?;
+    result
 }
 
 impl Drop for Client {

@@ -494,6 +494,39 @@ pub fn drive<S: Read + Write>(
     host: &str,
     has_client_cert: bool,
 ) -> Result<Negotiated> {
+    drive_until(conn, stream, host, has_client_cert, |_| Ok(()))
+}
+
+/// [`drive`] on a TCP stream that must finish by `deadline`: each read waits at most what is
+/// left, so a peer that dribbles bytes cannot stretch the handshake.
+pub fn drive_by(
+    conn: &mut ClientConnection,
+    stream: &mut TcpStream,
+    host: &str,
+    has_client_cert: bool,
+    deadline: std::time::Instant,
+) -> Result<Negotiated> {
+    drive_until(conn, stream, host, has_client_cert, |s: &mut TcpStream| {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(Error::new(
+                Code::Timeout,
+                format!("TLS handshake with {host} did not finish in time"),
+            ));
+        }
+        s.set_read_timeout(Some(left))
+            .and_then(|_| s.set_write_timeout(Some(left)))
+            .map_err(|e| io_error(e, "socket"))
+    })
+}
+
+fn drive_until<S: Read + Write>(
+    conn: &mut ClientConnection,
+    stream: &mut S,
+    host: &str,
+    has_client_cert: bool,
+    mut before_io: impl FnMut(&mut S) -> Result<()>,
+) -> Result<Negotiated> {
     verify::clear_record();
     let mut ctx = Context {
         host: host.to_owned(),
@@ -502,6 +535,7 @@ pub fn drive<S: Read + Write>(
     };
     let mut buf = vec![0u8; 16 * 1024];
     while conn.is_handshaking() {
+        before_io(stream)?;
         while conn.wants_write() {
             conn.write_tls(stream)
                 .map_err(|e| io_error(e, "sending TLS handshake"))?;
@@ -509,8 +543,10 @@ pub fn drive<S: Read + Write>(
         if !conn.is_handshaking() {
             break;
         }
+        before_io(stream)?;
         let n = match stream.read(&mut buf) {
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
             Err(e) => return Err(io_error(e, "waiting for the server's TLS handshake")),
         };
@@ -557,21 +593,55 @@ pub fn drive<S: Read + Write>(
     })
 }
 
-/// Opens a TCP connection to `host:port` within `timeout`.
-pub fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
-    let addrs: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| Error::new(Code::DnsFailed, format!("cannot resolve {host}: {e}")))?
-        .collect();
+/// Resolves `host:port` within `timeout`. The system resolver cannot be interrupted, so
+/// a lookup that overruns is left to finish on its own thread and its answer dropped.
+fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<std::net::SocketAddr>> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![std::net::SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_owned();
+    std::thread::Builder::new()
+        .name("tether-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(
+                (name.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|a| a.collect::<Vec<_>>()),
+            );
+        })
+        .map_err(|e| Error::new(Code::Io, format!("cannot start name resolution: {e}")))?;
+    let addrs = match rx.recv_timeout(timeout) {
+        Ok(result) => result
+            .map_err(|e| Error::new(Code::DnsFailed, format!("cannot resolve {host}: {e}")))?,
+        Err(_) => {
+            return Err(Error::new(
+                Code::Timeout,
+                format!("resolving {host} took longer than {timeout:?}"),
+            ))
+        }
+    };
     if addrs.is_empty() {
         return Err(Error::new(
             Code::DnsFailed,
             format!("{host} has no address"),
         ));
     }
+    Ok(addrs)
+}
+
+/// Opens a TCP connection to `host:port` within `timeout`, name resolution included: the
+/// addresses share what is left of it.
+pub fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
+    let deadline = std::time::Instant::now() + timeout;
+    let addrs = resolve(host, port, timeout)?;
     let mut last = None;
     for addr in &addrs {
-        match TcpStream::connect_timeout(addr, timeout) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(addr, left) {
             Ok(stream) => {
                 stream
                     .set_read_timeout(Some(timeout))
@@ -583,7 +653,12 @@ pub fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream
             Err(e) => last = Some((addr, e)),
         }
     }
-    let (addr, e) = last.expect("at least one address was tried");
+    let Some((addr, e)) = last else {
+        return Err(Error::new(
+            Code::Timeout,
+            format!("TCP connection to {host}:{port} timed out after {timeout:?}"),
+        ));
+    };
     Err(match e.kind() {
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Error::new(
             Code::Timeout,
@@ -615,10 +690,11 @@ pub fn check(
     timeout: Duration,
 ) -> Result<Negotiated> {
     let name = server_name(host)?;
+    let deadline = std::time::Instant::now() + timeout;
     let mut stream = connect_tcp(host, port, timeout)?;
     let mut conn = ClientConnection::new(config, name)
         .map_err(|e| Error::new(Code::TlsHandshakeFailed, format!("TLS setup: {e}")))?;
-    let negotiated = drive(&mut conn, &mut stream, host, has_client_cert)?;
+    let negotiated = drive_by(&mut conn, &mut stream, host, has_client_cert, deadline)?;
     conn.send_close_notify();
     let _ = conn.write_tls(&mut stream);
     Ok(negotiated)

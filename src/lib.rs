@@ -8,12 +8,15 @@
 //!   driver whose every refusal names its cause;
 //! - [`auth`]: device identity: SAS keys and tokens, connection strings, DPS derived keys,
 //!   X.509 identity checks and hardware-held keys;
+//! - [`audit`]: will a device survive IoT Hub's TLS enforcement? Its ClientHello audited,
+//!   from bytes, a listener or a capture;
 //! - [`cert`]: facts read from X.509 certificates;
 //! - [`error`]: the one error type and its stable result codes;
 //! - `ffi`: the C ABI, one file per exported concept.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod audit;
 pub mod auth;
 pub mod backoff;
 pub mod cert;

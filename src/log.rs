@@ -5,6 +5,7 @@
 //!
 //! The hook is process-wide. Without one, nothing is formatted or printed.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -40,14 +41,30 @@ pub type Sink = Arc<dyn Fn(Level, &str) + Send + Sync>;
 static MAX_LEVEL: AtomicU8 = AtomicU8::new(0);
 static SINK: RwLock<Option<Sink>> = RwLock::new(None);
 
+thread_local! {
+    /// Whether this thread is inside the sink (a line logged from there is dropped, and the
+    /// sink cannot be replaced from there: either would deadlock).
+    static IN_SINK: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Installs `sink` for lines up to `max` (or removes the hook with `None`).
-pub fn set_sink(max: Level, sink: Option<Sink>) {
+///
+/// Returns only when no call of the previous sink is running on any thread, and none starts
+/// afterwards: a sink runs while holding the read side of the lock this takes for writing.
+/// So whatever the old sink uses (a C callback's `user_data`) may be freed as soon as this
+/// returns. Called from inside a sink it would wait for itself: that returns `false` and
+/// changes nothing.
+pub fn set_sink(max: Level, sink: Option<Sink>) -> bool {
+    if IN_SINK.with(Cell::get) {
+        return false;
+    }
     let mut slot = SINK.write().unwrap_or_else(|e| e.into_inner());
     MAX_LEVEL.store(
         if sink.is_some() { max as u8 } else { 0 },
         Ordering::Release,
     );
     *slot = sink;
+    true
 }
 
 /// Whether a line at `level` would be delivered.
@@ -57,11 +74,20 @@ pub fn enabled(level: Level) -> bool {
 
 /// Delivers one line (formatting only when enabled; see [`crate::log!`]).
 pub fn emit(level: Level, message: &str) {
-    if !enabled(level) {
+    if !enabled(level) || IN_SINK.with(Cell::get) {
         return;
     }
-    let sink = SINK.read().unwrap_or_else(|e| e.into_inner()).clone();
-    if let Some(sink) = sink {
+    // The read guard is held for the whole call: `set_sink` waits for it.
+    let slot = SINK.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(sink) = slot.as_ref() {
+        struct Inside;
+        impl Drop for Inside {
+            fn drop(&mut self) {
+                IN_SINK.with(|f| f.set(false));
+            }
+        }
+        IN_SINK.with(|f| f.set(true));
+        let _inside = Inside;
         sink(level, message);
     }
 }
@@ -90,7 +116,7 @@ mod tests {
         let _serial = TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink_seen = seen.clone();
-        set_sink(
+        assert!(set_sink(
             Level::Info,
             Some(Arc::new(move |level, msg: &str| {
                 sink_seen
@@ -98,10 +124,10 @@ mod tests {
                     .unwrap()
                     .push(format!("{} {msg}", level.name()))
             })),
-        );
+        ));
         crate::log!(Level::Info, "connected to {}", "hub");
         crate::log!(Level::Debug, "packet {}", 1);
-        set_sink(Level::Debug, None);
+        assert!(set_sink(Level::Debug, None));
         crate::log!(Level::Error, "after removal");
         assert_eq!(*seen.lock().unwrap(), ["INFO connected to hub"]);
     }

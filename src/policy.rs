@@ -14,10 +14,10 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::sign::{CertifiedKey, SigningKey, SingleCertAndKey};
 use rustls::time_provider::TimeProvider;
 use rustls::{ClientConfig, RootCertStore, SupportedCipherSuite};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::cert::CertFacts;
 use crate::error::{Code, Error, Result};
@@ -150,19 +150,7 @@ impl TlsPolicy {
     /// PEM or DER; the key may be PKCS#8, SEC1 (EC) or PKCS#1 (RSA).
     pub fn set_client_cert(&mut self, chain: &[u8], key: &[u8]) -> Result<&mut Self> {
         let chain = load_certificates(chain)?;
-        let key = load_private_key(key)?;
-        let provider = provider(self.suites());
-        let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => Error::new(
-                Code::KeyCertMismatch,
-                "the private key does not match the client certificate",
-            ),
-            other => Error::new(
-                Code::PrivateKeyMalformed,
-                format!("private key is not usable: {other}"),
-            ),
-        })?;
-        self.client_key = Some(Arc::new(certified));
+        self.client_key = Some(Arc::new(certified_key(chain, key)?));
         Ok(self)
     }
 
@@ -171,8 +159,13 @@ impl TlsPolicy {
         let chain = read_file(chain_path)?;
         let key = Zeroizing::new(read_file(key_path)?);
         load_certificates(&chain).map_err(|e| e.context(chain_path))?;
-        load_private_key(&key).map_err(|e| e.context(key_path))?;
-        self.set_client_cert(&chain, &key)
+        self.set_client_cert(&chain, &key).map_err(|e| {
+            if e.code() == Code::PrivateKeyMalformed {
+                e.context(key_path)
+            } else {
+                e
+            }
+        })
     }
 
     /// Uses a certified key built elsewhere (for example one whose signer is a callback into
@@ -363,28 +356,64 @@ pub fn load_certificates(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
 
 /// Length of the first DER element (SEQUENCE) in `bytes`, if it is complete.
 fn der_element_len(bytes: &[u8]) -> Option<usize> {
-    if bytes.len() < 2 || bytes[0] != 0x30 {
-        return None;
-    }
-    let first = bytes[1] as usize;
-    let (header, len) = if first < 0x80 {
-        (2, first)
-    } else {
-        let n = first & 0x7f;
-        if n == 0 || n > 4 || bytes.len() < 2 + n {
-            return None;
-        }
-        let len = bytes[2..2 + n]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | b as usize);
-        (2 + n, len)
-    };
+    let (header, len) = der_header(bytes)?;
     let total = header.checked_add(len)?;
     (total <= bytes.len()).then_some(total)
 }
 
-/// Loads a private key from PEM (PKCS#8, SEC1 or PKCS#1) or DER (any of the three).
+/// The header length and content length of a DER SEQUENCE at the start of `bytes`.
+fn der_header(bytes: &[u8]) -> Option<(usize, usize)> {
+    if bytes.len() < 2 || bytes[0] != 0x30 {
+        return None;
+    }
+    let first = bytes[1] as usize;
+    if first < 0x80 {
+        return Some((2, first));
+    }
+    let n = first & 0x7f;
+    if n == 0 || n > 4 || bytes.len() < 2 + n {
+        return None;
+    }
+    let len = bytes[2..2 + n]
+        .iter()
+        .fold(0usize, |acc, &b| (acc << 8) | b as usize);
+    Some((2 + n, len))
+}
+
+/// Loads a private key from PEM (PKCS#8, SEC1 or PKCS#1) or DER (any of the three) into a
+/// signing key.
+///
+/// Wiping: DER input is read in place (no copy); PEM input is decoded into a buffer wiped
+/// here. The key then lives inside ring's key pair (held by the returned key, and by any
+/// configuration built from it), which ring frees without wiping: see docs/c-abi-contract.md.
+pub fn load_signing_key(bytes: &[u8]) -> Result<Arc<dyn SigningKey>> {
+    with_private_key_der(bytes, load_signing_key_der)
+}
+
+/// Loads and checks a private key as [`load_signing_key`] does, and returns an owned copy of
+/// its DER (for a server configuration, in tests and tools): the caller owns that copy and
+/// should zeroize it. Device code uses [`load_signing_key`], which makes no copy.
 pub fn load_private_key(bytes: &[u8]) -> Result<PrivateKeyDer<'static>> {
+    with_private_key_der(bytes, |key| {
+        load_signing_key_der(key)?;
+        Ok(key.clone_key())
+    })
+}
+
+fn load_signing_key_der(key: &PrivateKeyDer<'_>) -> Result<Arc<dyn SigningKey>> {
+    ring::sign::any_supported_type(key).map_err(|e| {
+        Error::new(
+            Code::PrivateKeyMalformed,
+            format!("private key is not usable: {e}"),
+        )
+    })
+}
+
+/// Runs `use_key` on the DER private key in `bytes` (PEM or DER), wiping any decoded copy.
+fn with_private_key_der<R>(
+    bytes: &[u8],
+    use_key: impl FnOnce(&PrivateKeyDer<'_>) -> Result<R>,
+) -> Result<R> {
     if bytes.is_empty() {
         return Err(Error::new(
             Code::PrivateKeyMalformed,
@@ -398,28 +427,56 @@ pub fn load_private_key(bytes: &[u8]) -> Result<PrivateKeyDer<'static>> {
                 "private key is encrypted; decrypt it first (openssl pkey -in KEY -out PLAIN)",
             ));
         }
-        return PrivateKeyDer::from_pem_slice(bytes).map_err(|_| {
+        let mut key = PrivateKeyDer::from_pem_slice(bytes).map_err(|_| {
             Error::new(
                 Code::PrivateKeyMalformed,
                 "PEM input holds no PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY block",
             )
-        });
+        })?;
+        let result = use_key(&key);
+        key.zeroize();
+        return result;
     }
-    let candidates = [
-        PrivateKeyDer::Pkcs8(bytes.to_vec().into()),
-        PrivateKeyDer::Sec1(bytes.to_vec().into()),
-        PrivateKeyDer::Pkcs1(bytes.to_vec().into()),
-    ];
-    let keys = ring::default_provider().key_provider;
-    for key in candidates {
-        if keys.load_private_key(key.clone_key()).is_ok() {
-            return Ok(key);
-        }
+    let key = der_private_key(bytes).ok_or_else(|| {
+        Error::new(
+            Code::PrivateKeyMalformed,
+            "private key is neither PEM nor a DER PKCS#8, SEC1 or PKCS#1 key",
+        )
+    })?;
+    use_key(&key)
+}
+
+/// A certified key from a chain and a private key in any form [`load_signing_key`] reads:
+/// `KeyCertMismatch` when the key is not the certificate's.
+pub fn certified_key(chain: Vec<CertificateDer<'static>>, key: &[u8]) -> Result<CertifiedKey> {
+    let certified = CertifiedKey::new(chain, load_signing_key(key)?);
+    certified.keys_match().map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => Error::new(
+            Code::KeyCertMismatch,
+            "the private key does not match the client certificate",
+        ),
+        other => Error::new(
+            Code::PrivateKeyMalformed,
+            format!("private key is not usable: {other}"),
+        ),
+    })?;
+    Ok(certified)
+}
+
+/// Tells a DER private key's form by its structure, borrowing `bytes` (no copy to wipe):
+/// PKCS#8 is `SEQUENCE { INTEGER 0|1, SEQUENCE ...}`, PKCS#1 `SEQUENCE { INTEGER 0,
+/// INTEGER ...}`, SEC1 `SEQUENCE { INTEGER 1, OCTET STRING ...}`.
+fn der_private_key(bytes: &[u8]) -> Option<PrivateKeyDer<'_>> {
+    let (header, len) = der_header(bytes)?;
+    if header + len != bytes.len() {
+        return None;
     }
-    Err(Error::new(
-        Code::PrivateKeyMalformed,
-        "private key is neither PEM nor a DER PKCS#8, SEC1 or PKCS#1 key of a supported type",
-    ))
+    match bytes.get(header..header + 4)? {
+        [0x02, 0x01, 0 | 1, 0x30] => Some(PrivateKeyDer::Pkcs8(bytes.into())),
+        [0x02, 0x01, 0, 0x02] => Some(PrivateKeyDer::Pkcs1(bytes.into())),
+        [0x02, 0x01, 1, 0x04] => Some(PrivateKeyDer::Sec1(bytes.into())),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -495,16 +552,16 @@ mod tests {
     #[test]
     fn key_input_errors_name_the_problem() {
         assert_eq!(
-            load_private_key(b"").unwrap_err().code(),
+            load_signing_key(b"").unwrap_err().code(),
             Code::PrivateKeyMalformed
         );
         assert_eq!(
-            load_private_key(&[0x30, 0x03, 0x02, 0x01, 0x00])
+            load_signing_key(&[0x30, 0x03, 0x02, 0x01, 0x00])
                 .unwrap_err()
                 .code(),
             Code::PrivateKeyMalformed
         );
-        let enc = load_private_key(
+        let enc = load_signing_key(
             b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
         )
         .unwrap_err();

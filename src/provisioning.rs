@@ -235,11 +235,12 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
         handshake::server_name(&request.endpoint)?,
     )
     .map_err(|e| Error::new(Code::TlsHandshakeFailed, format!("TLS setup: {e}")))?;
-    handshake::drive(
+    handshake::drive_by(
         &mut tls,
         &mut stream,
         &request.endpoint,
         request.has_client_cert,
+        deadline,
     )?;
     let mut link = Link {
         tls,
@@ -295,6 +296,7 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
                 }
                 return match (parsed.status, parsed.assigned_hub, parsed.device_id) {
                     (Some("assigned"), Some(hub), Some(device)) => {
+                        dps::check_assignment(hub, device)?;
                         crate::log!(
                             crate::log::Level::Info,
                             "{reg} assigned to {hub} as {device}"

@@ -46,6 +46,11 @@ pub struct SessionOptions {
     /// Most QoS 1 messages waiting for PUBACK (default 128); beyond it sending is refused
     /// with `TETHER_RESULT_QUEUE_FULL`.
     pub max_inflight: usize,
+    /// Most bytes of output that may wait for [`Session::poll_output`] (default 1 MiB):
+    /// while more is waiting, new messages (QoS 0 and 1, twin requests, method responses)
+    /// are refused with `TETHER_RESULT_QUEUE_FULL`. A single message is always accepted
+    /// when nothing is waiting. Re-sends and acknowledgements are not held back.
+    pub max_unsent_bytes: usize,
     /// Time allowed for TLS + CONNACK after [`Session::connect`] (default 30 s).
     pub connect_timeout_ms: u64,
     /// The IoT Hub api-version (default `2021-04-12`).
@@ -61,6 +66,9 @@ pub struct SessionOptions {
     pub client_cert_not_after: Option<i64>,
 }
 
+/// Default [`SessionOptions::max_unsent_bytes`]: four messages of IoT Hub's largest size.
+pub const DEFAULT_MAX_UNSENT_BYTES: usize = 1 << 20;
+
 /// Connections made this many days or fewer before the client certificate expires warn.
 pub const CERT_EXPIRY_WARNING_DAYS: i64 = 30;
 
@@ -70,6 +78,7 @@ impl Default for SessionOptions {
             keep_alive_secs: 60,
             token_ttl_secs: 3600,
             max_inflight: 128,
+            max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES,
             connect_timeout_ms: 30_000,
             api_version: None,
             model_id: None,
@@ -147,6 +156,12 @@ impl SessionConfig {
                 "max_inflight must be between 1 and 65000",
             ));
         }
+        if self.options.max_unsent_bytes == 0 {
+            return Err(Error::new(
+                Code::InvalidArgument,
+                "max_unsent_bytes must not be 0",
+            ));
+        }
         if self.options.token_ttl_secs < 10 {
             return Err(Error::new(
                 Code::InvalidArgument,
@@ -180,27 +195,25 @@ pub enum Disconnect {
 }
 
 impl Disconnect {
-    /// How a failed connection ends: retriable for network and transient server failures
-    /// (I/O, timeouts, refused or closed connections, name resolution, CONNACK 1-3, a
-    /// malformed packet, a hardware token that failed and may come back), fatal for
-    /// everything retrying will not fix.
+    /// How a failed connection ends. The one place tether decides what is fatal: only a
+    /// refusal that no retry can fix (see [`is_fatal`]); everything else — network and
+    /// server failures, timeouts, a corrupted TLS record, a malformed or unsupported packet
+    /// from the broker — is retried with back-off.
     pub fn for_error(error: Error) -> Disconnect {
-        let retriable = matches!(
-            error.code(),
-            Code::Io
-                | Code::Timeout
-                | Code::ConnectionClosed
-                | Code::ConnectFailed
-                | Code::DnsFailed
-                | Code::MqttConnectionRefused
-                | Code::MqttMalformed
-                | Code::Pkcs11TokenFailed
-        );
-        if retriable {
-            Disconnect::Retriable(error)
-        } else {
+        if is_fatal(error.code()) {
             Disconnect::Fatal(error)
+        } else {
+            Disconnect::Retriable(error)
         }
+    }
+
+    /// Whether the client reconnects by itself after this disconnection (the C face's
+    /// `will_retry` reads this).
+    pub fn will_retry(&self) -> bool {
+        matches!(
+            self,
+            Disconnect::Renewal | Disconnect::KeySwitched { .. } | Disconnect::Retriable(_)
+        )
     }
 
     /// The error behind this disconnection, if any.
@@ -212,6 +225,52 @@ impl Disconnect {
             Disconnect::Renewal | Disconnect::Requested => None,
         }
     }
+}
+
+/// Whether a failure with `code` is a refusal that no retry can fix: TLS policy refusals,
+/// certificate and key problems, credentials refused (with every key), an expired ready-made
+/// token, the clock not set, configuration the application must change, and a hardware token
+/// that refuses the PIN or no longer holds the key. Everything else (I/O, timeouts, closed
+/// connections, name resolution, CONNACK 1-3, corrupted TLS records, malformed or QoS 2
+/// packets from the broker, an unknown handshake failure, a token that failed and may come
+/// back: `Pkcs11TokenFailed`) is retriable.
+pub fn is_fatal(code: Code) -> bool {
+    matches!(
+        code,
+        Code::TlsVersionRefused
+            | Code::TlsCipherSuiteRefused
+            | Code::CertExpired
+            | Code::CertNotYetValid
+            | Code::CertWrongHost
+            | Code::CertUntrusted
+            | Code::ClientCertRequired
+            | Code::CertMalformed
+            | Code::PrivateKeyMalformed
+            | Code::ClockNotSet
+            | Code::ClientCertRejected
+            | Code::KeyCertMismatch
+            | Code::CertInvalid
+            | Code::CertDeviceMismatch
+            | Code::NotAuthorized
+            | Code::DeviceDisabled
+            | Code::TokenExpired
+            | Code::TokenMalformed
+            | Code::SasKeyInvalid
+            | Code::ConnectionStringInvalid
+            | Code::IdInvalid
+            | Code::InvalidArgument
+            | Code::InvalidUtf8
+            | Code::Pkcs11ModuleNotFound
+            | Code::Pkcs11ModuleInvalid
+            | Code::Pkcs11UriInvalid
+            | Code::Pkcs11PinIncorrect
+            | Code::Pkcs11PinLocked
+            | Code::Pkcs11KeyNotFound
+            | Code::Pkcs11KeyAmbiguous
+            | Code::Pkcs11CertNotFound
+            | Code::Pkcs11MechanismUnsupported
+            | Code::Pkcs11Unavailable
+    )
 }
 
 /// A property of a received message: decoded key, decoded value (`None` = bare key, null).
@@ -277,6 +336,17 @@ pub enum Event {
     },
     /// The transport connection ended.
     Disconnected(Disconnect),
+    /// A message from the hub whose topic or property bag could not be decoded. It is
+    /// handed over as received (and acknowledged once taken, like any QoS 1 message); the
+    /// connection stays up.
+    Undecodable {
+        /// The topic, as received.
+        topic: String,
+        /// The body, as received.
+        payload: Vec<u8>,
+        /// Why it could not be decoded.
+        reason: Error,
+    },
 }
 
 /// What the application subscribes to.
@@ -304,10 +374,15 @@ struct Inflight {
     id: u64,
     topic: String,
     payload: Vec<u8>,
+    /// When it was last written to a connection (`None`: queued while disconnected).
+    sent_ms: Option<u64>,
 }
 
 struct Link {
     tls: ClientConnection,
+    /// The encoded CONNECT (it holds the SAS token), written to `tls` once the handshake is
+    /// complete: rustls would otherwise keep a plaintext copy it does not wipe until then.
+    connect_packet: Option<zeroize::Zeroizing<Vec<u8>>>,
     sniffer: HelloSniffer,
     handshake_reported: bool,
     tls_version: String,
@@ -331,6 +406,29 @@ pub struct Session {
     next_message_id: u64,
     next_request_id: u64,
     key_switches: u32,
+    /// Transport connections started so far: inbound acknowledgements name theirs.
+    generation: u64,
+    /// Events taken by the application so far (absolute index of `events[0]`).
+    events_taken: u64,
+    /// QoS 1 messages received and not yet acknowledged, oldest first.
+    pending_acks: VecDeque<PendingAck>,
+    /// Most bytes of output that may wait to be taken by [`Session::poll_output`].
+    unsent: usize,
+}
+
+/// A received QoS 1 message waiting for the application: its PUBACK is sent when the
+/// application has taken the event ([`Session::acknowledge`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InboundAck {
+    generation: u64,
+    pkid: u16,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PendingAck {
+    /// Absolute index of the event that carries the message.
+    event: u64,
+    ack: InboundAck,
 }
 
 impl std::fmt::Debug for Session {
@@ -372,6 +470,10 @@ impl Session {
             next_message_id: 1,
             next_request_id: 1,
             key_switches: 0,
+            generation: 0,
+            events_taken: 0,
+            pending_acks: VecDeque::new(),
+            unsent: 0,
         })
     }
 
@@ -447,12 +549,12 @@ impl Session {
         };
         let bytes =
             zeroize::Zeroizing::new(encode_to_vec(connect.encoded_len(), |b| connect.encode(b))?);
-        tls.writer()
-            .write_all(&bytes)
-            .map_err(|e| Error::new(Code::Io, format!("TLS buffer: {e}")))?;
         verify::clear_record();
+        self.generation += 1;
+        self.unsent = bytes.len();
         self.link = Some(Link {
             tls,
+            connect_packet: Some(bytes),
             sniffer: HelloSniffer::default(),
             handshake_reported: false,
             tls_version: String::new(),
@@ -568,6 +670,16 @@ impl Session {
                 .read_tls(&mut rest)
                 .map_err(|e| Error::new(Code::Io, format!("TLS input: {e}")))?;
             if let Err(err) = link.tls.process_new_packets() {
+                if link.handshake_reported {
+                    // After the handshake: a corrupted or forged record, not a policy matter.
+                    return Err(Error::new(
+                        Code::Io,
+                        format!(
+                            "TLS record from {} rejected: {err}",
+                            self.config.server_name
+                        ),
+                    ));
+                }
                 let ctx = handshake::Context {
                     host: self.config.server_name.clone(),
                     has_client_cert: self.config.has_client_cert,
@@ -602,6 +714,12 @@ impl Session {
                 .map(|s| format!("{:?}", s.suite()))
                 .unwrap_or_default();
             link.sniffer = HelloSniffer::default();
+            if let Some(connect) = link.connect_packet.take() {
+                link.tls
+                    .writer()
+                    .write_all(&connect)
+                    .map_err(|e| Error::new(Code::Io, format!("TLS buffer: {e}")))?;
+            }
         }
         // Packets that arrived before a close_notify (a CONNACK refusal, say) count first.
         self.read_packets(now_ms)?;
@@ -671,11 +789,22 @@ impl Session {
             Packet::Publish(publish) => {
                 let topic = publish.topic;
                 let payload = publish.payload.to_vec();
-                if publish.qos == 1 {
-                    let ack = encode_to_vec(Ok(4), |b| codec::encode_puback(publish.pkid, b))?;
-                    self.write(&ack, now_ms)?;
+                let before = self.events.len();
+                if let Err(reason) = self.on_publish(topic, payload.clone()) {
+                    crate::log!(
+                        crate::log::Level::Warn,
+                        "undecodable message on {topic:?} handed over raw: {reason}"
+                    );
+                    self.events.push_back(Event::Undecodable {
+                        topic: topic.to_owned(),
+                        payload,
+                        reason,
+                    });
                 }
-                self.on_publish(topic, payload)
+                if publish.qos == 1 {
+                    self.defer_ack(before, publish.pkid, now_ms)?;
+                }
+                Ok(())
             }
         }
     }
@@ -716,13 +845,12 @@ impl Session {
         if !subs.is_empty() {
             self.send_subscribe(&subs, now_ms)?;
         }
-        let resend: Vec<(u16, String, Vec<u8>)> = self
-            .inflight
-            .iter()
-            .map(|(pkid, m)| (*pkid, m.topic.clone(), m.payload.clone()))
-            .collect();
+        let resend = self.resend_order();
         for (pkid, topic, payload) in &resend {
             self.write_publish(topic, payload, 1, *pkid, true, now_ms)?;
+            if let Some(m) = self.inflight.get_mut(pkid) {
+                m.sent_ms = Some(now_ms);
+            }
         }
         let link = self.link.as_ref().expect("connected sessions have a link");
         let key = match &self.config.credential {
@@ -736,6 +864,21 @@ impl Session {
             resent: resend.len(),
         });
         Ok(())
+    }
+
+    /// The unacknowledged messages in the order the application sent them (message ids
+    /// grow with each send; packet ids wrap at 65535).
+    fn resend_order(&self) -> Vec<(u16, String, Vec<u8>)> {
+        let mut resend: Vec<(u64, u16, String, Vec<u8>)> = self
+            .inflight
+            .iter()
+            .map(|(pkid, m)| (m.id, *pkid, m.topic.clone(), m.payload.clone()))
+            .collect();
+        resend.sort_by_key(|(id, ..)| *id);
+        resend
+            .into_iter()
+            .map(|(_, pkid, topic, payload)| (pkid, topic, payload))
+            .collect()
     }
 
     fn on_publish(&mut self, topic: &str, payload: Vec<u8>) -> Result<()> {
@@ -815,6 +958,18 @@ impl Session {
                 return Ok(());
             }
         }
+        if let Some(deadline) = self.ack_deadline() {
+            if now_ms >= deadline {
+                return Err(Error::new(
+                    Code::Timeout,
+                    format!(
+                        "no PUBACK from {} within the keep-alive: the connection is stalled",
+                        self.config.server_name
+                    ),
+                ));
+            }
+        }
+        let link = self.link.as_mut().expect("connected sessions have a link");
         if let Some(deadline) = link.ping_deadline_ms {
             if now_ms >= deadline {
                 return Err(Error::new(
@@ -837,6 +992,18 @@ impl Session {
         Ok(())
     }
 
+    /// When the oldest QoS 1 message written on this connection is overdue: unacknowledged
+    /// for a keep-alive period means the connection is stalled even while we keep sending
+    /// (which holds the keep-alive ping back).
+    fn ack_deadline(&self) -> Option<u64> {
+        let keep_alive_ms = u64::from(self.config.options.keep_alive_secs) * 1000;
+        if keep_alive_ms == 0 || self.state != State::Connected {
+            return None;
+        }
+        let oldest = self.inflight.values().filter_map(|m| m.sent_ms).min()?;
+        Some(oldest.saturating_add(keep_alive_ms))
+    }
+
     /// When [`Session::handle_timeout`] should next be called (Unix ms), if ever.
     pub fn next_deadline(&self) -> Option<u64> {
         match self.state {
@@ -847,10 +1014,15 @@ impl Session {
                 let keep_alive_ms = u64::from(self.config.options.keep_alive_secs) * 1000;
                 let ping = (keep_alive_ms > 0 && link.ping_deadline_ms.is_none())
                     .then(|| link.last_sent_ms.saturating_add(keep_alive_ms));
-                [ping, link.ping_deadline_ms, link.renew_at_ms]
-                    .into_iter()
-                    .flatten()
-                    .min()
+                [
+                    ping,
+                    link.ping_deadline_ms,
+                    link.renew_at_ms,
+                    self.ack_deadline(),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
             }
         }
     }
@@ -866,12 +1038,75 @@ impl Session {
                 break;
             }
         }
+        if !link.tls.wants_write() {
+            self.unsent = 0;
+        }
         out.len() - before
     }
 
-    /// The next event for the application, if any.
+    /// The next event for the application, if any. A received QoS 1 message is
+    /// acknowledged to the hub now that the application has it (at-least-once): send the
+    /// output afterwards.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let (event, ack) = self.take_event()?;
+        if let Some(ack) = ack {
+            self.acknowledge(ack);
+        }
+        Some(event)
+    }
+
+    /// The next event and, for a received QoS 1 message, the acknowledgement to pass to
+    /// [`Session::acknowledge`] once the application has taken it (a driver that queues
+    /// events, like [`crate::client::Client`], acknowledges when it hands the event over).
+    pub fn take_event(&mut self) -> Option<(Event, Option<InboundAck>)> {
+        let event = self.events.pop_front()?;
+        let index = self.events_taken;
+        self.events_taken += 1;
+        let ack = match self.pending_acks.front() {
+            Some(p) if p.event == index => self.pending_acks.pop_front().map(|p| p.ack),
+            _ => None,
+        };
+        Some((event, ack))
+    }
+
+    /// Sends the PUBACK for a message the application has taken. Nothing is sent when the
+    /// connection it arrived on has ended: the hub delivers it again.
+    pub fn acknowledge(&mut self, ack: InboundAck) {
+        if ack.generation != self.generation || self.state != State::Connected {
+            return;
+        }
+        self.write_puback(ack.pkid);
+    }
+
+    /// Queues the acknowledgement of QoS 1 message `pkid`, whose event (if any) was pushed
+    /// at relative index `first_event`: sent when that event is taken, or now if the
+    /// message produced none (a topic not for this device).
+    fn defer_ack(&mut self, first_event: usize, pkid: u16, _now_ms: u64) -> Result<()> {
+        let ack = InboundAck {
+            generation: self.generation,
+            pkid,
+        };
+        if self.events.len() == first_event {
+            self.acknowledge(ack);
+        } else {
+            self.pending_acks.push_back(PendingAck {
+                event: self.events_taken + first_event as u64,
+                ack,
+            });
+        }
+        Ok(())
+    }
+
+    fn write_puback(&mut self, pkid: u16) {
+        let Ok(ack) = encode_to_vec(Ok(4), |b| codec::encode_puback(pkid, b)) else {
+            return;
+        };
+        if let Some(link) = self.link.as_mut() {
+            // Control packets are not held back by the output bound.
+            if link.tls.writer().write_all(&ack).is_ok() {
+                self.unsent += ack.len();
+            }
+        }
     }
 
     /// Tells the session its transport failed or closed. Unacknowledged messages stay
@@ -924,6 +1159,24 @@ impl Session {
             .write_all(bytes)
             .map_err(|e| Error::new(Code::Io, format!("TLS buffer: {e}")))?;
         link.last_sent_ms = now_ms;
+        self.unsent += bytes.len();
+        Ok(())
+    }
+
+    /// Refuses a new message of `len` bytes while the output bound is reached (back-pressure
+    /// for QoS 0; see [`SessionOptions::max_unsent_bytes`]).
+    fn reserve_output(&self, len: usize) -> Result<()> {
+        let limit = self.config.options.max_unsent_bytes;
+        if self.unsent > 0 && self.unsent.saturating_add(len) > limit {
+            return Err(Error::new(
+                Code::QueueFull,
+                format!(
+                    "{} bytes are waiting to be sent (limit {limit}); send the output and \
+                     try again",
+                    self.unsent
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -943,7 +1196,11 @@ impl Session {
             pkid,
             dup,
         };
-        let bytes = encode_to_vec(publish.encoded_len(), |b| publish.encode(b))?;
+        let len = publish.encoded_len()?;
+        if !dup {
+            self.reserve_output(len)?;
+        }
+        let bytes = encode_to_vec(Ok(len), |b| publish.encode(b))?;
         self.write(&bytes, now_ms)
     }
 
@@ -1005,17 +1262,18 @@ impl Session {
             ));
         }
         let pkid = self.allocate_pkid();
-        let id = self.next_message_id;
-        self.next_message_id += 1;
         if self.state == State::Connected {
             self.write_publish(&topic, payload, 1, pkid, false, now_ms)?;
         }
+        let id = self.next_message_id;
+        self.next_message_id += 1;
         self.inflight.insert(
             pkid,
             Inflight {
                 id,
                 topic,
                 payload: payload.to_vec(),
+                sent_ms: (self.state == State::Connected).then_some(now_ms),
             },
         );
         Ok(id)

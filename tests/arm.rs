@@ -430,10 +430,10 @@ impl StandIn {
             dir,
             log,
         };
-        assert_eq!(
-            line.trim(),
-            format!("ready sas={port} x509={x509}"),
-            "{}",
+        assert!(
+            line.trim()
+                .starts_with(&format!("ready sas={port} x509={x509} service=")),
+            "{line}: {}",
             hub.log()
         );
         hub

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use common::hub::{now, registry, sas_device, token, Hub, HOST};
+use common::hub::{now, registry, sas_device, Hub, HOST};
 use common::{require, target_command, temp_dir, Mosquitto, Pki};
 use serde_json::Value;
 use tether::auth::sas::{self, SasKey};
@@ -144,6 +144,7 @@ fn every_subcommand_answers_help_with_examples_and_exit_codes() {
         "listen",
         "twin",
         "hub",
+        "audit",
         "completions",
         "version",
     ] {
@@ -153,6 +154,10 @@ fn every_subcommand_answers_help_with_examples_and_exit_codes() {
     let twin_subs = subcommands(&twin_help);
     assert_eq!(twin_subs, ["get", "patch"]);
     commands.extend(twin_subs.iter().map(|s| format!("twin {s}")));
+    let (_, hub_help, _) = output(&["hub", "--help"], &[]);
+    let hub_subs = subcommands(&hub_help);
+    assert_eq!(hub_subs, ["c2d", "invoke", "twin", "watch"]);
+    commands.extend(hub_subs.iter().map(|s| format!("hub {s}")));
     for command in &commands {
         let words: Vec<&str> = command.split(' ').collect();
         let mut args = words.clone();
@@ -366,17 +371,9 @@ fn thumbprint_json_holds_the_text_outputs_values() {
 
 // ------------------------------------------------------------------ against the stand-in
 
-/// The stand-in with the device under test and two service identities (a subscriber and a
-/// publisher: the stand-in takes over a connection whose client id connects again).
+/// The stand-in with the device under test; the service side is `tether hub twin|invoke`.
 fn hub() -> Hub {
-    Hub::start(&registry(
-        &[],
-        &[
-            sas_device(DEVICE, "enabled", KEY, KEY),
-            sas_device("svc-sub", "enabled", KEY, KEY),
-            sas_device("svc-pub", "enabled", KEY, KEY),
-        ],
-    ))
+    Hub::start(&registry(&[], &[sas_device(DEVICE, "enabled", KEY, KEY)]))
 }
 
 fn device_env(hub: &Hub) -> Vec<(&'static str, String)> {
@@ -396,77 +393,15 @@ fn envs<'a>(owned: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)>
     owned.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
-/// mosquitto_sub as a service identity on `filters`, printing `topic payload` lines; returns
-/// once the broker delivers a probe message to it.
-fn service_sub(hub: &Hub, filters: &[&str]) -> Lines {
-    require("stdbuf", "coreutils");
-    let tok = token("svc-sub", KEY, now() + 3600);
-    let base = hub.sas_client("mosquitto_sub", "svc-sub", "svc-sub", &tok);
-    let mut cmd = Command::new("stdbuf");
-    cmd.arg("-oL").arg(base.get_program()).args(base.get_args());
-    cmd.args(["-v", "-q", "1", "-t", "$iothub/cli-probe"]);
-    for f in filters {
-        cmd.args(["-t", f]);
-    }
-    let sub = Lines::spawn(&mut cmd);
-    for _ in 0..40 {
-        service_pub(hub, "$iothub/cli-probe", "probe");
-        if sub
-            .wait_for(
-                |l| l.starts_with("$iothub/cli-probe"),
-                Duration::from_millis(500),
-            )
-            .is_some()
-        {
-            return sub;
-        }
-    }
-    panic!(
-        "the service subscriber never received its probe:\n{}",
-        hub.log()
-    );
-}
-
-fn service_pub(hub: &Hub, topic: &str, message: &str) {
-    let tok = token("svc-pub", KEY, now() + 3600);
-    let out = hub
-        .sas_client("mosquitto_pub", "svc-pub", "svc-pub", &tok)
-        .args(["-q", "1", "-t", topic, "-m", message])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mosquitto_pub {topic}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The `$rid` of a request line `TOPIC PAYLOAD`.
-fn rid(line: &str) -> String {
-    let after = line.split("$rid=").nth(1).expect("a $rid");
-    after
-        .split(|c: char| c == '&' || c.is_whitespace())
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-/// Waits for the service to see a twin request whose topic starts with `prefix`, answers it
-/// with `status` (topic tail `extra`) and `body`, and returns the request line.
-fn answer(
-    service: &Lines,
-    hub: &Hub,
-    prefix: &str,
-    status: &str,
-    extra: &str,
-    body: &str,
-) -> String {
-    let request = service
-        .wait_for(|l| l.starts_with(prefix), Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("no request on {prefix}"));
-    let topic = format!("$iothub/twin/res/{status}/?$rid={}{extra}", rid(&request));
-    service_pub(hub, &topic, body);
-    request
+/// `tether hub SUBCOMMAND --dir DIR ARGS...` against the running stand-in: the service side
+/// (the stand-in answers twin requests and carries C2D, methods and desired patches itself).
+fn service(hub: &Hub, args: &[&str]) -> String {
+    let dir = hub.dir.to_string_lossy().into_owned();
+    let mut all = vec!["hub", args[0], "--dir", &dir];
+    all.extend_from_slice(&args[1..]);
+    let (code, out, err) = output(&all, &[]);
+    assert_eq!(code, 0, "tether {all:?}: {err}");
+    out
 }
 
 #[test]
@@ -632,7 +567,7 @@ fn send_prints_json_and_takes_its_payload_from_a_file_or_stdin() {
 fn listen_prints_a_desired_patch_and_twin_and_answers_a_method_with_the_chosen_payload() {
     let hub = hub();
     let env = device_env(&hub);
-    let service = service_sub(&hub, &["$iothub/twin/GET/#", "$iothub/methods/res/#"]);
+    service(&hub, &["twin", DEVICE, "--desired", r#"{"color":"red"}"#]);
     let dir = temp_dir("cli-listen");
     let answer_file = dir.join("answer.json");
     std::fs::write(&answer_file, "{\"rebooting\":true}").unwrap();
@@ -660,51 +595,49 @@ fn listen_prints_a_desired_patch_and_twin_and_answers_a_method_with_the_chosen_p
         serde_json::json!({"event": "listening"})
     );
 
-    // --get-twin: the service sees the request and answers it.
-    let doc = r#"{"desired":{"color":"red","$version":3},"reported":{"$version":1}}"#;
-    answer(&service, &hub, "$iothub/twin/GET/", "200", "", doc);
+    // --get-twin: the stand-in answers with the twin it keeps.
     let twin = listen
         .wait_for(|l| l.contains("\"twin\""), Duration::from_secs(20))
         .expect("the twin response");
     let twin = json(&twin);
     assert_eq!(twin["status"], 200);
-    assert_eq!(twin["payload"], json(doc));
+    assert_eq!(
+        twin["payload"],
+        json(r#"{"desired":{"color":"red","$version":2},"reported":{"$version":1}}"#)
+    );
 
     // The device subscribed before asking for the twin, so patches and methods reach it now.
-    service_pub(
-        &hub,
-        "$iothub/twin/PATCH/properties/desired/?$version=7",
-        r#"{"color":"blue","$version":7}"#,
-    );
+    service(&hub, &["twin", DEVICE, "--desired", r#"{"color":"blue"}"#]);
     let desired = listen
         .wait_for(|l| l.contains("\"desired\""), Duration::from_secs(20))
         .expect("the desired patch");
     let desired = json(&desired);
-    assert_eq!(desired["version"], 7);
+    assert_eq!(desired["version"], 3);
     assert_eq!(desired["payload"]["color"], "blue");
 
-    service_pub(
+    let answered = service(
         &hub,
-        "$iothub/methods/POST/reboot/?$rid=9",
-        r#"{"delay":5}"#,
+        &[
+            "invoke",
+            DEVICE,
+            "reboot",
+            "--payload",
+            r#"{"delay":5}"#,
+            "--json",
+        ],
+    );
+    assert_eq!(
+        json(&answered),
+        serde_json::json!({"status": 201, "payload": {"rebooting": true}})
     );
     let method = listen
         .wait_for(|l| l.contains("\"method\""), Duration::from_secs(20))
         .expect("the method call");
     let method = json(&method);
     assert_eq!(method["name"], "reboot");
-    assert_eq!(method["request_id"], "9");
+    assert!(method["request_id"].as_str().is_some_and(|r| !r.is_empty()));
     assert_eq!(method["payload"]["delay"], 5);
     assert_eq!(method["status"], 201);
-    assert_eq!(
-        service
-            .wait_for(
-                |l| l.starts_with("$iothub/methods/res/"),
-                Duration::from_secs(20)
-            )
-            .as_deref(),
-        Some("$iothub/methods/res/201/?$rid=9 {\"rebooting\":true}")
-    );
 }
 
 #[test]
@@ -721,20 +654,22 @@ fn listen_text_lines_for_a_desired_patch_and_stops_after_count() {
     {
         panic!("listen did not start: {}\n{}", listen.stderr(), hub.log());
     }
-    // Until the subscription is in place the patch may go nowhere: repeat it until seen.
+    // Until the subscription is in place the patch is only stored: repeat it until seen.
     let mut seen = None;
     for _ in 0..20 {
-        service_pub(
-            &hub,
-            "$iothub/twin/PATCH/properties/desired/?$version=4",
-            r#"{"on":true}"#,
-        );
+        service(&hub, &["twin", DEVICE, "--desired", r#"{"on":true}"#]);
         seen = listen.wait_for(|l| l.starts_with("desired"), Duration::from_secs(1));
         if seen.is_some() {
             break;
         }
     }
-    assert_eq!(seen.as_deref(), Some(r#"desired 4 {"on":true}"#));
+    let seen = seen.expect("a desired patch");
+    let (version, payload) = seen
+        .strip_prefix("desired ")
+        .and_then(|r| r.split_once(' '))
+        .expect("desired VERSION PAYLOAD");
+    assert_eq!(json(payload)["on"], true, "{seen}");
+    assert_eq!(json(payload)["$version"].to_string(), version, "{seen}");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = listen.child.try_wait().unwrap() {
@@ -753,17 +688,10 @@ fn listen_text_lines_for_a_desired_patch_and_stops_after_count() {
 fn twin_get_prints_the_document_and_patch_reads_stdin_and_prints_json() {
     let hub = hub();
     let env = device_env(&hub);
-    let service = service_sub(
-        &hub,
-        &[
-            "$iothub/twin/GET/#",
-            "$iothub/twin/PATCH/properties/reported/#",
-        ],
-    );
-    let doc = r#"{"desired":{"interval":30,"$version":2},"reported":{"$version":5}}"#;
+    service(&hub, &["twin", DEVICE, "--desired", r#"{"interval":30}"#]);
+    let doc = r#"{"desired":{"interval":30,"$version":2},"reported":{"$version":1}}"#;
 
     let get = Lines::spawn(&mut tether(&["twin", "get"], &envs(&env)));
-    answer(&service, &hub, "$iothub/twin/GET/", "200", "", doc);
     let printed = get
         .wait_for(|_| true, Duration::from_secs(20))
         .expect("the twin document");
@@ -774,29 +702,17 @@ fn twin_get_prints_the_document_and_patch_reads_stdin_and_prints_json() {
         &envs(&env),
         br#"{"firmware":"1.2.3"}"#,
     );
-    let request = answer(
-        &service,
-        &hub,
-        "$iothub/twin/PATCH/",
-        "204",
-        "&$version=6",
-        "",
-    );
-    assert!(request.ends_with(r#" {"firmware":"1.2.3"}"#), "{request}");
     let (code, out, err) = text(patch.wait_with_output().unwrap());
     assert_eq!(code, 0, "{err}");
     let v = json(&out);
     assert_eq!(v["status"], 204);
-    assert_eq!(v["version"], 6);
+    assert_eq!(v["version"], 2);
+    let twin = json(&service(&hub, &["twin", DEVICE]));
+    assert_eq!(twin["properties"]["reported"]["firmware"], "1.2.3");
 
-    // A refusal by the hub fails the command, naming the status.
-    let refused = start(
-        &["twin", "patch", r#"{"a":1}"#, "--timeout", "30"],
-        &envs(&env),
-        b"",
-    );
-    answer(&service, &hub, "$iothub/twin/PATCH/", "400", "", "{}");
-    let (code, _, err) = text(refused.wait_with_output().unwrap());
+    // A refusal by the hub (a reported patch must be a JSON object) fails the command,
+    // naming the status.
+    let (code, _, err) = output(&["twin", "patch", "[1]", "--timeout", "30"], &envs(&env));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("status 400"), "{err}");
 

@@ -254,13 +254,17 @@ fn a_device_cannot_read_or_write_another_devices_topics_nor_publish_qos2() {
         !String::from_utf8_lossy(&received.stdout).contains("intruder"),
         "{received:?}"
     );
-    // QoS 2 is refused even on the device's own topic.
+    // QoS 2 is refused even on the device's own topic, and the connection closed (the
+    // listener's max_qos 1).
     hub.sas_client("mosquitto_pub", "d2", "d2", &token("d2", K2, se))
         .args(["-t", "devices/d2/messages/events/", "-m", "x", "-q", "2"])
         .output()
         .unwrap();
     assert!(
-        hub.wait_log("QoS 2 publish", Duration::from_secs(2)),
+        hub.wait_log(
+            "Too high QoS in PUBLISH from d2, disconnecting",
+            Duration::from_secs(2)
+        ),
         "{}",
         hub.log()
     );
@@ -479,4 +483,120 @@ fn client_of_a_disabled_device_gets_a_clear_error_and_no_reconnect_storm() {
     // broker's "New connection" lines would also count `tether hub`'s own readiness probes.)
     let attempts = hub.log().matches("tether-hub: refused \"off-1\"").count();
     assert_eq!(attempts, 1, "{}", hub.log());
+}
+
+/// Every event until the telemetry `id` is acknowledged (or 10 s).
+fn events_until_acked(
+    c: &mut tether::client::Client,
+    id: u64,
+    hub: &Hub,
+) -> Vec<tether::session::Event> {
+    use tether::session::Event;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut events = Vec::new();
+    while Instant::now() < deadline {
+        if let Some(e) = c.poll(Duration::from_millis(100)).unwrap() {
+            let done = matches!(e, Event::TelemetryAcked { id: acked, .. } if acked == id);
+            events.push(e);
+            if done {
+                return events;
+            }
+        }
+    }
+    panic!(
+        "telemetry {id} was not acknowledged: {events:?}\n{}",
+        hub.log()
+    );
+}
+
+#[test]
+fn ids_with_iot_hubs_symbols_connect_subscribe_and_send_through_the_stand_in() {
+    use tether::auth::connection_string::{Credential, KeyPair};
+    use tether::mqtt::properties::PropertyBag;
+    use tether::session::{Event, SessionConfig, SessionOptions, Subscription};
+    use tether::Code;
+    // Everything IoT Hub allows that a connection string and a topic can carry ('?' first,
+    // to catch a user-name parser that splits at the first "/?").
+    let id = "?dev:7.(a)!@$'*,=%_-";
+    let hub = Hub::start(&registry(&[], &[sas_device(id, "enabled", K1, K2)]));
+    let mut c = device_client(&hub, id, K1, 3600);
+    c.connect(Duration::from_secs(10)).unwrap();
+    c.subscribe(Subscription::C2d).unwrap();
+    let sent = c
+        .send_telemetry(b"{\"t\":21}", &PropertyBag::new(), 1)
+        .unwrap();
+    // The broker answers SUBSCRIBE before the later PUBLISH: by the PUBACK, a refused
+    // subscription would have been reported.
+    let events = events_until_acked(&mut c, sent, &hub);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::SubscriptionRefused { .. })),
+        "{events:?}\n{}",
+        hub.log()
+    );
+    assert!(
+        hub.wait_log(&format!("accepted \"{id}\""), Duration::from_secs(2)),
+        "{}",
+        hub.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!hub.log().contains("may not"), "{}", hub.log());
+    drop(c);
+
+    // '+', '#' and ';' too: the hub accepts the id, its token and its user name, but MQTT
+    // topic names cannot carry '+' or '#' (and a connection string cannot carry ';', so
+    // the configuration is made directly).
+    let id = "d+1#;x";
+    let hub = Hub::start(&registry(&[], &[sas_device(id, "enabled", K1, "")]));
+    let mut policy = tether::policy::TlsPolicy::new();
+    policy.add_ca_file(&hub.ca()).unwrap();
+    let config = SessionConfig {
+        hub_host: HOST.into(),
+        server_name: "localhost".into(),
+        device_id: id.into(),
+        module_id: None,
+        credential: Credential::Keys {
+            keys: Box::new(KeyPair::new(SasKey::from_base64(K1).unwrap())),
+            key_name: None,
+        },
+        tls: policy.build().unwrap(),
+        has_client_cert: false,
+        options: SessionOptions::default(),
+    };
+    let mut c = tether::client::Client::new(
+        config,
+        tether::client::ClientOptions {
+            port: hub.sas,
+            ..tether::client::ClientOptions::default()
+        },
+    )
+    .unwrap();
+    c.connect(Duration::from_secs(10)).unwrap();
+    assert!(
+        hub.wait_log(&format!("accepted \"{id}\""), Duration::from_secs(2)),
+        "{}",
+        hub.log()
+    );
+    let e = c.send_telemetry(b"x", &PropertyBag::new(), 1).unwrap_err();
+    assert_eq!(e.code(), Code::IdInvalid);
+    assert!(
+        e.message()
+            .contains("contains '+' at offset 1: MQTT topic names cannot contain '+' or '#'"),
+        "{e:?}"
+    );
+    let e = c.subscribe(Subscription::C2d).unwrap_err();
+    assert!(
+        e.message().contains("MQTT topic names cannot contain"),
+        "{e:?}"
+    );
+    // The connection is still up and usable for what does not name the device in a topic.
+    c.subscribe(Subscription::Methods).unwrap();
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end {
+        match c.poll(Duration::from_millis(100)).unwrap() {
+            None | Some(Event::Connected { .. }) => {}
+            Some(e) => panic!("unexpected {e:?}\n{}", hub.log()),
+        }
+    }
 }

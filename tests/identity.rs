@@ -836,6 +836,17 @@ fn c_program_gets_published_vectors_and_distinct_errors() {
         b"myiothub.azure-devices.net%2Fdevices%2Fmy_device%2Fmodules%2Fmy_module\n1578941692",
     );
     assert!(tokens[1].contains(&format!("&sig={}&", sas::url_encode_string(&sig))));
+    // An id with every character IoT Hub allows: signed as the embedded C SDK encodes it.
+    let sr =
+        "myiothub.azure-devices.net%2Fdevices%2Fa-%3A.%2B%25_%23%2A%3F%21%28%29%2C%3D%40%3B%24%27";
+    let sig = openssl_hmac_base64(VECTOR_KEY, format!("{sr}\n1578941692").as_bytes());
+    assert_eq!(
+        tokens[2],
+        format!(
+            "SharedAccessSignature sr={sr}&sig={}&se=1578941692",
+            sas::url_encode_string(&sig)
+        )
+    );
     let (_, cli, _) = tether_cli(&["thumbprint", &pki.path("device.der")]);
     for line in stdout.lines().filter(|l| l.starts_with("SHA")) {
         assert!(cli.contains(line), "{line} vs {cli}");

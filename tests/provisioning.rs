@@ -255,3 +255,62 @@ fn c_example_provision_dps_prints_the_assignment() {
     let seen = seen.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(seen.client_id, REG);
 }
+
+fn assigned(hub: &str, device: &str) -> String {
+    format!(
+        r#"{{"operationId":"op-1","status":"assigned","registrationState":{{"assignedHub":"{hub}","deviceId":"{device}","status":"assigned"}}}}"#
+    )
+}
+
+#[test]
+fn provisioning_refuses_an_assignment_that_would_inject_connection_string_fields() {
+    // A hostile or broken DPS must not smuggle ";GatewayHostName=..." (or anything that is
+    // not a host name or a device id) into what the device pastes into a connection string.
+    let cases = [
+        (
+            "hub-7.azure-devices.net;GatewayHostName=evil.example",
+            "sn-007",
+            "DPS reply: assignedHub: host name",
+            "';' at offset 23",
+        ),
+        (
+            "hub-7.azure-devices.net",
+            "sn-007;GatewayHostName=evil.example",
+            "DPS reply: deviceId: device id",
+            "a connection string cannot hold ';'",
+        ),
+        (
+            "hub-7.azure-devices.net/x",
+            "sn-007",
+            "DPS reply: assignedHub",
+            "'/' at offset 23",
+        ),
+        (
+            "hub-7.azure-devices.net",
+            "sn 007",
+            "DPS reply: deviceId",
+            "a space at offset 2",
+        ),
+        (
+            "hub-7.azure-devices.net",
+            "",
+            "DPS reply: deviceId",
+            "device id is empty",
+        ),
+    ];
+    for (hub, device, field, why) in cases {
+        let (port, _seen) = dps_responder(vec![(200, None, assigned(hub, device))]);
+        let err = provision(&request(port, group_credential()), now()).unwrap_err();
+        assert_eq!(err.code(), Code::IdInvalid, "{hub} {device}: {err:?}");
+        assert!(err.message().starts_with(field), "{err:?}");
+        assert!(err.message().contains(why), "{err:?}");
+    }
+    // IoT Hub's own id characters (other than ';') are a valid assignment.
+    let (port, _seen) = dps_responder(vec![(
+        200,
+        None,
+        assigned("hub-7.azure-devices.net", "sn+007#(a)"),
+    )]);
+    let a = provision(&request(port, group_credential()), now()).unwrap();
+    assert_eq!(a.device_id, "sn+007#(a)");
+}

@@ -281,14 +281,6 @@ fn sas_renewal_reconnects_with_a_fresh_token_and_loses_nothing() {
     s.subscribe(Subscription::C2d, T0).unwrap();
     hub.pump(&mut s, T0);
     assert!(matches!(hub.packet(), Some(v4::Packet::Subscribe(_))));
-    let id = s
-        .send_telemetry(b"one", &PropertyBag::new(), 1, T0)
-        .unwrap();
-    hub.pump(&mut s, T0);
-    let sent = match hub.packet() {
-        Some(v4::Packet::Publish(p)) => p,
-        other => panic!("expected PUBLISH, got {other:?}"),
-    };
     events(&mut s);
 
     // Renewal is due at the larger of 120 s and 15 % of 600 s before expiry: 480 s in.
@@ -296,6 +288,10 @@ fn sas_renewal_reconnects_with_a_fresh_token_and_loses_nothing() {
     assert!(s.next_deadline().unwrap() <= renew);
     s.handle_timeout(renew - 1);
     assert!(s.is_connected());
+    // A message sent just before the renewal, not acknowledged on this connection.
+    let id = s
+        .send_telemetry(b"one", &PropertyBag::new(), 1, renew - 1)
+        .unwrap();
     s.handle_timeout(renew);
     assert_eq!(events(&mut s), [Event::Disconnected(Disconnect::Renewal)]);
     hub.pump(&mut s, renew);
@@ -304,7 +300,11 @@ fn sas_renewal_reconnects_with_a_fresh_token_and_loses_nothing() {
     while matches!(p, Some(v4::Packet::PingReq)) {
         p = hub.packet();
     }
-    assert!(matches!(p, Some(v4::Packet::Disconnect)), "{p:?}");
+    let sent = match p {
+        Some(v4::Packet::Publish(p)) => p,
+        other => panic!("expected PUBLISH, got {other:?}"),
+    };
+    assert!(matches!(hub.packet(), Some(v4::Packet::Disconnect)));
 
     let (mut hub, second) = connected(&mut s, renew + 50);
     let key = SasKey::from_base64(PRIMARY).unwrap();
@@ -472,7 +472,9 @@ fn c2d_methods_and_twin_arrive_as_events_and_methods_are_answered() {
             payload: b"{\"x\":1}".to_vec(),
         }
     );
-    // The QoS 1 C2D message was acknowledged, and the method gets its answer.
+    // The QoS 1 C2D message was acknowledged once polled (at-least-once), and the method
+    // gets its answer.
+    hub.pump(&mut s, T0 + 5);
     assert!(matches!(hub.packet(), Some(v4::Packet::PubAck(a)) if a.pkid == 7));
     s.respond_method("42", 200, b"{\"ok\":true}", T0 + 6)
         .unwrap();
@@ -517,6 +519,33 @@ fn the_in_flight_queue_is_bounded() {
         published += 1;
     }
     assert_eq!(published, 3);
+}
+
+#[test]
+fn unsent_output_is_bounded_for_qos0_and_drains() {
+    let mut s = session(keys(false), SessionOptions::default());
+    let (mut hub, _) = connected(&mut s, T0);
+    // 255 KiB messages while the driver takes no output: four fit in the 1 MiB bound.
+    let body = vec![7u8; 255 * 1024];
+    let mut accepted = 0;
+    let err = loop {
+        match s.send_telemetry(&body, &PropertyBag::new(), 0, T0) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted <= 4, "the output bound was not applied");
+    };
+    assert_eq!(err.code(), Code::QueueFull, "{err}");
+    assert_eq!(accepted, 4);
+    // QoS 1 is refused too while the output is full (nothing is queued on the side).
+    let err = s
+        .send_telemetry(&body, &PropertyBag::new(), 1, T0)
+        .unwrap_err();
+    assert_eq!(err.code(), Code::QueueFull);
+    assert_eq!(s.inflight(), 0);
+    // Once the output is taken, sending works again.
+    hub.pump(&mut s, T0);
+    s.send_telemetry(&body, &PropertyBag::new(), 0, T0).unwrap();
 }
 
 #[test]

@@ -60,8 +60,9 @@ pub struct UserName<'a> {
 /// Reads `{host}/{deviceId}[/{moduleId}]/?api-version=...[&...]`.
 pub fn parse_username(username: &str) -> Result<UserName<'_>> {
     let shape = "user name must be {hostName}/{deviceId}[/{moduleId}]/?api-version=...";
+    // The last "/?": ids may contain '?' (never '/'), the percent-encoded query never "/?".
     let (path, query) = username
-        .split_once("/?")
+        .rsplit_once("/?")
         .ok_or_else(|| refuse(Code::NotAuthorized, format!("{shape} (no \"/?\")")))?;
     if !query.split('&').any(|p| {
         p.strip_prefix("api-version=")
@@ -368,6 +369,51 @@ fn chained_to(registry: &Registry, cert_der: &[u8], now_unix: u64) -> Result<Str
     ))
 }
 
+/// Checks a service call's `Authorization` header: a SAS token naming (`skn`) a shared
+/// access policy of the registry with the `ServiceConnect` right, for the hub (or this
+/// device), signed with the policy's primary or secondary key (constant time), not expired.
+/// Answers the policy's name.
+pub fn authenticate_service(
+    registry: &Registry,
+    token: &str,
+    device: &str,
+    now_unix: u64,
+) -> Result<String> {
+    let parsed = sas::parse(token)?;
+    let Some(name) = parsed.key_name.as_deref() else {
+        return Err(refuse(
+            Code::NotAuthorized,
+            "token names no shared access policy (skn): the service API needs a policy token",
+        ));
+    };
+    let policy = registry
+        .policies
+        .iter()
+        .find(|p| p.key_name == name)
+        .ok_or_else(|| {
+            refuse(
+                Code::NotAuthorized,
+                format!("no shared access policy \"{name}\" in the registry"),
+            )
+        })?;
+    if !policy.grants("ServiceConnect") {
+        return Err(refuse(
+            Code::NotAuthorized,
+            format!("policy \"{name}\" does not have the ServiceConnect right"),
+        ));
+    }
+    let resource = format!("{}/devices/{device}", registry.host_name);
+    let mut last = None;
+    for key in [&policy.primary, &policy.secondary].into_iter().flatten() {
+        match sas::verify_for(token, key, &resource, now_unix) {
+            Ok(_) => return Ok(name.to_owned()),
+            Err(e) if e.code() == Code::SignatureMismatch && last.is_some() => {}
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| refuse(Code::SignatureMismatch, "token signature does not match")))
+}
+
 /// What a client asks to do with a topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -381,22 +427,65 @@ pub enum Access {
     Unsubscribe,
 }
 
+/// The largest device-to-cloud message IoT Hub accepts over MQTT: 256 KB, payload and the
+/// properties in the topic together.
+pub const MAX_D2C_BYTES: usize = 256 * 1024;
+
+/// The `$iothub/...` filters a device may subscribe to (IoT Hub's MQTT support page):
+/// twin responses, desired-property patches and direct-method calls.
+const IOTHUB_SUBSCRIBE: [&str; 3] = [
+    "$iothub/twin/res/",
+    "$iothub/twin/PATCH/properties/desired/",
+    "$iothub/methods/POST/",
+];
+
+/// The `$iothub/...` topics a device may publish to: a twin GET, a reported-properties
+/// PATCH, a direct-method response.
+const IOTHUB_PUBLISH: [&str; 3] = [
+    "$iothub/twin/GET/",
+    "$iothub/twin/PATCH/properties/reported/",
+    "$iothub/methods/res/",
+];
+
+/// Whether `filter` is `prefix` followed by `#` or by a single level (`+` or text) and `#`.
+fn iothub_filter(filter: &str) -> bool {
+    IOTHUB_SUBSCRIBE.iter().any(|p| {
+        filter.strip_prefix(p).is_some_and(|rest| {
+            rest == "#" || rest.strip_suffix("/#").is_some_and(|l| !l.contains('/'))
+        }) || filter
+            .strip_suffix('/')
+            .is_some_and(|f| p.strip_suffix('/') == Some(f))
+    })
+}
+
 /// Whether `session` may do `access` on `topic` (a filter for subscriptions): only its own
-/// `devices/{id}/...` topics (a device does not get its modules' topics) and `$iothub/...`;
-/// QoS 2 publishes are refused.
+/// `devices/{id}/...` topics (a device does not get its modules' topics) and the `$iothub/...`
+/// topics IoT Hub serves to devices; publishes are checked by [`publish`].
 pub fn authorize(session: &Session, access: Access, topic: &str, qos: u8) -> Result<()> {
-    if access == Access::Unsubscribe {
-        return Ok(());
+    match access {
+        Access::Unsubscribe => return Ok(()),
+        Access::Write => return publish(session, topic, qos, false, 0),
+        Access::Subscribe if topic.starts_with("$iothub/") => {
+            return if iothub_filter(topic) {
+                Ok(())
+            } else {
+                Err(refuse(
+                    Code::TopicInvalid,
+                    format!(
+                        "\"{}\" may not subscribe to \"{topic}\": devices subscribe to $iothub/twin/res/#, \
+                         $iothub/twin/PATCH/properties/desired/# and $iothub/methods/POST/#",
+                        session.name()
+                    ),
+                ))
+            };
+        }
+        Access::Read if topic.starts_with("$iothub/") => return Ok(()),
+        _ => {}
     }
-    if access == Access::Write && qos > 1 {
-        return Err(refuse(
-            Code::MqttQosUnsupported,
-            format!("QoS {qos} publish on \"{topic}\" refused: IoT Hub supports QoS 0 and 1"),
-        ));
-    }
-    if topic.starts_with("$iothub/") {
-        return Ok(());
-    }
+    own(session, access, topic)
+}
+
+fn own(session: &Session, access: Access, topic: &str) -> Result<()> {
     let prefix = session.prefix();
     let own = topic
         .strip_prefix(&prefix)
@@ -416,6 +505,57 @@ pub fn authorize(session: &Session, access: Access, topic: &str, qos: u8) -> Res
             session.name()
         ),
     ))
+}
+
+/// Whether `session` may publish `len` bytes on `topic` with `qos` and `retain`. IoT Hub
+/// closes the connection of a device whose publish it refuses; the plugin does the same with
+/// every refusal here: QoS 2, a topic other than its own
+/// `devices/{id}/messages/events/...` (or a module's) and the `$iothub/...` topics devices
+/// publish to, and a message over [`MAX_D2C_BYTES`].
+///
+/// The retain flag is allowed: IoT Hub passes such a message on with an `mqtt-retain`
+/// property and keeps nothing, and so does the plugin.
+pub fn publish(session: &Session, topic: &str, qos: u8, _retain: bool, len: usize) -> Result<()> {
+    let who = session.name();
+    if qos > 1 {
+        return Err(refuse(
+            Code::MqttQosUnsupported,
+            format!("QoS {qos} publish on \"{topic}\" refused: IoT Hub supports QoS 0 and 1"),
+        ));
+    }
+    if topic.starts_with("$iothub/") {
+        if IOTHUB_PUBLISH.iter().any(|p| topic.starts_with(p)) {
+            return Ok(());
+        }
+        return Err(refuse(
+            Code::TopicInvalid,
+            format!(
+                "\"{who}\" may not publish on \"{topic}\": devices publish twin GETs, reported \
+                 patches and method responses only"
+            ),
+        ));
+    }
+    own(session, Access::Write, topic)?;
+    let rest = &topic[session.prefix().len()..];
+    if !rest.starts_with("messages/events/") && rest != "messages/events" {
+        return Err(refuse(
+            Code::TopicInvalid,
+            format!(
+                "\"{who}\" may not publish on \"{topic}\": a device publishes only on {}messages/events/",
+                session.prefix()
+            ),
+        ));
+    }
+    if len + topic.len() > MAX_D2C_BYTES {
+        return Err(refuse(
+            Code::MqttPacketTooLarge,
+            format!(
+                "\"{who}\" published {} bytes on \"{topic}\": IoT Hub accepts at most {MAX_D2C_BYTES} (256 KB)",
+                len + topic.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -671,6 +811,166 @@ mod tests {
     }
 
     #[test]
+    fn publishes_follow_iot_hubs_rules() {
+        let d1 = session("d1", None);
+        publish(
+            &d1,
+            "devices/d1/messages/events/a=1",
+            1,
+            false,
+            MAX_D2C_BYTES - 100,
+        )
+        .unwrap();
+        for topic in [
+            "$iothub/twin/GET/?$rid=1",
+            "$iothub/twin/PATCH/properties/reported/?$rid=2",
+            "$iothub/methods/res/200/?$rid=3",
+        ] {
+            publish(&d1, topic, 0, false, 10).unwrap_or_else(|e| panic!("{topic}: {e:?}"));
+        }
+        let refused = [
+            (
+                "devices/d1/messages/devicebound/x",
+                1,
+                false,
+                1,
+                "publishes only on",
+            ),
+            (
+                "devices/d2/messages/events/",
+                1,
+                false,
+                1,
+                "may not publish",
+            ),
+            ("devices/d1/messages/events/", 2, false, 1, "QoS 2"),
+            (
+                "devices/d1/messages/events/",
+                1,
+                false,
+                MAX_D2C_BYTES,
+                "256 KB",
+            ),
+            (
+                "$iothub/methods/POST/x/?$rid=1",
+                0,
+                false,
+                1,
+                "method responses only",
+            ),
+            (
+                "$iothub/twin/res/200/?$rid=1",
+                0,
+                false,
+                1,
+                "method responses only",
+            ),
+            (
+                "$iothub/twin/PATCH/properties/desired/?$version=1",
+                0,
+                false,
+                1,
+                "only",
+            ),
+        ];
+        for (topic, qos, retain, len, needle) in refused {
+            let e = publish(&d1, topic, qos, retain, len).unwrap_err();
+            assert!(e.message().contains(needle), "{topic}: {e:?}");
+        }
+        for filter in [
+            "$iothub/#",
+            "$iothub/twin/GET/#",
+            "$iothub/methods/res/#",
+            "$iothub/twin/#",
+        ] {
+            assert!(
+                authorize(&d1, Access::Subscribe, filter, 1).is_err(),
+                "{filter}"
+            );
+        }
+        for filter in [
+            "$iothub/twin/res/#",
+            "$iothub/methods/POST/#",
+            "$iothub/methods/POST/reboot/#",
+            "$iothub/twin/PATCH/properties/desired/#",
+        ] {
+            authorize(&d1, Access::Subscribe, filter, 1)
+                .unwrap_or_else(|e| panic!("{filter}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn service_calls_need_a_service_connect_policy_token() {
+        let registry = Registry::parse(
+            &format!(
+                r#"{{"hostName": "{HOST}", "devices": [],
+                "authorizationPolicies": [
+                  {{"keyName": "service", "primaryKey": "{PRIMARY}", "secondaryKey": "{SECONDARY}", "rights": "ServiceConnect"}},
+                  {{"keyName": "registryRead", "primaryKey": "{OTHER}", "rights": "RegistryRead"}}]}}"#
+            ),
+            Path::new("."),
+        )
+        .unwrap();
+        let hub = Resource::parse(HOST).unwrap();
+        let t = |key: &str, skn: Option<&str>, se: u64| token(&hub, key, skn, se);
+        assert_eq!(
+            authenticate_service(&registry, &t(PRIMARY, Some("service"), NOW + 60), "d1", NOW)
+                .unwrap(),
+            "service"
+        );
+        authenticate_service(
+            &registry,
+            &t(SECONDARY, Some("service"), NOW + 60),
+            "d1",
+            NOW,
+        )
+        .unwrap();
+        // A device-scoped policy token grants that device only.
+        let dev = token(
+            &Resource::device(HOST, "d1").unwrap(),
+            PRIMARY,
+            Some("service"),
+            NOW + 60,
+        );
+        authenticate_service(&registry, &dev, "d1", NOW).unwrap();
+        let cases = [
+            (t(PRIMARY, None, NOW + 60), "d1", "skn"),
+            (
+                t(PRIMARY, Some("nobody"), NOW + 60),
+                "d1",
+                "no shared access policy",
+            ),
+            (
+                t(OTHER, Some("registryRead"), NOW + 60),
+                "d1",
+                "ServiceConnect",
+            ),
+            (t(OTHER, Some("service"), NOW + 60), "d1", "signature"),
+            (t(PRIMARY, Some("service"), NOW), "d1", "expired"),
+            (dev.clone(), "d2", "not"),
+        ];
+        // A policy with a key that is not base64 names the policy, never the key.
+        let bad = "not/base64!!key";
+        let e = Registry::parse(
+            &format!(
+                r#"{{"hostName": "{HOST}", "authorizationPolicies": [
+                  {{"keyName": "service", "primaryKey": "{bad}", "rights": "ServiceConnect"}}]}}"#
+            ),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            e.message().contains("authorizationPolicies[0]") && !e.message().contains(bad),
+            "{e:?}"
+        );
+        for (tok, device, needle) in cases {
+            let e = authenticate_service(&registry, &tok, device, NOW).unwrap_err();
+            assert!(e.message().contains(needle), "{needle}: {e:?}");
+            assert!(!e.message().contains("sig="), "{e:?}");
+        }
+    }
+
+    #[test]
     fn usernames_are_read_with_their_ids() {
         assert_eq!(
             parse_username("h/d/m/?api-version=1").unwrap(),
@@ -681,7 +981,16 @@ mod tests {
             }
         );
         assert!(parse_username("h/d/m/x/?api-version=1").is_err());
-        assert!(parse_username("h/d#/?api-version=1").is_err());
+        assert!(parse_username("h/d d/?api-version=1").is_err());
+        // Every character IoT Hub allows in ids, '?' included (even first).
+        assert_eq!(
+            parse_username("h/?d#+;$'(1)/m?:%/?api-version=1&DeviceClientType=a%2Fb").unwrap(),
+            UserName {
+                host: "h",
+                device: "?d#+;$'(1)",
+                module: Some("m?:%")
+            }
+        );
         assert!(parse_username("h/d/?api-version=").is_err());
     }
 }

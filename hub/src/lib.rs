@@ -10,15 +10,22 @@
 //! - X.509: the client certificate's SHA-1 or SHA-256 thumbprint registered (`selfSigned`),
 //!   or issued by a registered CA with CN = device id (`certificateAuthority`);
 //! - disabled identities are refused, and disconnected when disabled while connected;
-//! - a device publishes and subscribes only on `devices/{id}/...` and `$iothub/...`; QoS 2
-//!   publishes are refused.
+//! - a device publishes and subscribes only on its own `devices/{id}/...` topics and the
+//!   `$iothub/...` topics IoT Hub serves; a refused publish (QoS 2, retained, too large,
+//!   another topic) closes the connection;
+//! - behind `$iothub/...` the plugin acts as the hub ([`service`]): twins, cloud-to-device
+//!   messages and direct methods, driven through a control socket ([`control`]).
 //!
 //! The decisions are plain functions ([`decide`]) over the registry ([`registry`]); the FFI
 //! shell (`plugin`) only gathers inputs, logs, and applies answers.
 
+pub mod control;
 pub mod decide;
 pub mod registry;
+pub mod service;
 pub mod trust;
 
-#[cfg(not(test))]
+// Left out of unit tests and of fuzz builds (cargo-fuzz sets `--cfg fuzzing`): it needs the
+// broker's symbols.
+#[cfg(not(any(test, fuzzing)))]
 mod plugin;

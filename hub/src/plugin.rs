@@ -10,14 +10,21 @@ use std::ffi::{c_char, c_int, c_long, c_ulong, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde_json::{json, Value};
+use zeroize::Zeroize;
+
+use crate::control::Command;
 use crate::decide::{self, Access, Session};
 use crate::registry::{Status, Watched};
+use crate::service::{Out, Request, Service};
 
 const EVT_ACL_CHECK: c_int = 2;
 const EVT_BASIC_AUTH: c_int = 3;
+const EVT_MESSAGE: c_int = 7;
 const EVT_TICK: c_int = 9;
 const EVT_DISCONNECT: c_int = 10;
 
@@ -68,6 +75,21 @@ struct EvtAclCheck {
 }
 
 #[repr(C)]
+struct EvtMessage {
+    future: *mut c_void,
+    client: *mut c_void,
+    topic: *mut c_char,
+    payload: *mut c_void,
+    properties: *mut c_void,
+    reason_string: *mut c_char,
+    payloadlen: u32,
+    qos: u8,
+    reason_code: u8,
+    retain: bool,
+    future2: [*mut c_void; 4],
+}
+
+#[repr(C)]
 struct EvtTick {
     future: *mut c_void,
     now_ns: c_long,
@@ -90,6 +112,7 @@ struct EvtDisconnect {
 const _: () = {
     assert!(std::mem::size_of::<EvtBasicAuth>() == 64);
     assert!(std::mem::size_of::<EvtAclCheck>() == 88);
+    assert!(std::mem::size_of::<EvtMessage>() == 88);
     assert!(std::mem::size_of::<EvtTick>() == 72);
     assert!(std::mem::size_of::<EvtDisconnect>() == 56);
 };
@@ -97,6 +120,7 @@ const _: () = {
 const _: () = {
     assert!(std::mem::size_of::<EvtBasicAuth>() == 32);
     assert!(std::mem::size_of::<EvtAclCheck>() == 48);
+    assert!(std::mem::size_of::<EvtMessage>() == 48);
     assert!(std::mem::size_of::<EvtDisconnect>() == 28);
 };
 
@@ -119,8 +143,18 @@ extern "C" {
     fn mosquitto_client_id(client: *const c_void) -> *const c_char;
     fn mosquitto_client_address(client: *const c_void) -> *const c_char;
     fn mosquitto_client_certificate(client: *const c_void) -> *mut c_void;
+    fn mosquitto_client_clean_session(client: *const c_void) -> bool;
     fn mosquitto_kick_client_by_clientid(client_id: *const c_char, with_will: bool) -> c_int;
     fn mosquitto_log_printf(level: c_int, fmt: *const c_char, ...);
+    fn mosquitto_broker_publish_copy(
+        client_id: *const c_char,
+        topic: *const c_char,
+        payloadlen: c_int,
+        payload: *const c_void,
+        qos: c_int,
+        retain: bool,
+        properties: *mut c_void,
+    ) -> c_int;
 }
 
 #[link(name = "crypto")]
@@ -164,6 +198,14 @@ struct State {
     trusted: Option<PathBuf>,
     /// The `trusted` folder's modification time when the trust folder was last written.
     trusted_seen: Option<SystemTime>,
+    /// Twins, C2D queues and method calls.
+    service: Service<Sender<Value>>,
+    /// Requests from the control channel, carried out on the broker's thread.
+    commands: Option<Receiver<Command>>,
+    /// `tether hub watch` clients: the device they follow (all when None).
+    watchers: Vec<(Option<String>, Sender<Value>)>,
+    /// Clients to disconnect on the next tick, and why (a refused publish).
+    kicks: Vec<(String, String)>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -206,7 +248,122 @@ fn guard(fallback: c_int, body: impl FnOnce() -> c_int) -> c_int {
     })
 }
 
+/// Publishes to exactly one client (queued by the broker, sent from its loop).
+fn publish_to(client: &str, topic: &str, payload: &[u8], qos: c_int) {
+    let (Ok(c), Ok(t)) = (CString::new(client), CString::new(topic)) else {
+        return;
+    };
+    // SAFETY: NUL-terminated strings and `payload.len()` readable bytes, copied by the
+    // broker; no properties.
+    let rc = unsafe {
+        mosquitto_broker_publish_copy(
+            c.as_ptr(),
+            t.as_ptr(),
+            payload.len() as c_int,
+            payload.as_ptr() as *const c_void,
+            qos,
+            false,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc != ERR_SUCCESS {
+        log(
+            LOG_WARNING,
+            &format!("cannot publish to \"{client}\" on \"{topic}\" ({rc})"),
+        );
+    }
+}
+
 impl State {
+    /// Carries out what the service answered.
+    fn apply(&mut self, outs: Vec<Out<Sender<Value>>>) {
+        for out in outs {
+            match out {
+                Out::Publish {
+                    client,
+                    topic,
+                    payload,
+                } => {
+                    let qos = if topic.starts_with("$iothub/") { 0 } else { 1 };
+                    publish_to(&client, &topic, &payload, qos);
+                }
+                Out::Reply(to, value) => {
+                    let _ = to.send(value);
+                }
+                Out::Watch(value) => {
+                    let device = value["device"].as_str().unwrap_or("").to_owned();
+                    self.watchers.retain(|(filter, to)| {
+                        filter.as_ref().is_some_and(|f| *f != device)
+                            || to.send(value.clone()).is_ok()
+                    });
+                }
+                Out::Save => {
+                    if let Err(e) = self.service.save() {
+                        log(LOG_ERR, &format!("cannot save the twins: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out the control channel's requests.
+    fn serve_commands(&mut self, now: u64) {
+        let mut commands = Vec::new();
+        if let Some(rx) = &self.commands {
+            while let Ok(c) = rx.try_recv() {
+                commands.push(c);
+            }
+        }
+        for Command { mut request, reply } in commands {
+            let answer =
+                |status: u16, message: String| json!({"status": status, "message": message});
+            if request.get("op").and_then(Value::as_str) == Some("watch") {
+                let device = request
+                    .get("device")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                if reply
+                    .send(json!({"status": 200, "watching": device}))
+                    .is_ok()
+                {
+                    self.watchers.push((device, reply));
+                }
+                continue;
+            }
+            let req = match Request::from_json(&request) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = reply.send(answer(400, e));
+                    continue;
+                }
+            };
+            let (device, module) = match req.device().split_once('/') {
+                Some((d, m)) => (d.to_owned(), Some(m.to_owned())),
+                None => (req.device().to_owned(), None),
+            };
+            let registry = &self.registry.current;
+            if let Some(Value::String(mut token)) = request.get_mut("sas").map(Value::take) {
+                let checked = decide::authenticate_service(registry, &token, &device, now);
+                token.zeroize();
+                if let Err(e) = checked {
+                    log(
+                        LOG_NOTICE,
+                        &format!("service call refused: {e} ({})", e.code().name()),
+                    );
+                    let _ = reply.send(json!({"status": 401, "message": e.message()}));
+                    continue;
+                }
+            }
+            if registry.identity(&device, module.as_deref()).is_none() {
+                let _ = reply.send(json!({"status": 404, "errorCode": 404001,
+                    "message": format!("\"{}\" is not in the registry", req.device())}));
+                continue;
+            }
+            let outs = self.service.request(req, reply, now);
+            self.apply(outs);
+        }
+    }
+
     /// Re-reads the registry if it changed; logs the outcome. True when a new version is in
     /// force.
     fn refresh(&mut self) -> bool {
@@ -352,6 +509,10 @@ extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, _user: *mut c_void
                         client: ev.client as usize,
                     },
                 );
+                // SAFETY: the event's client pointer.
+                let persistent = !unsafe { mosquitto_client_clean_session(ev.client) };
+                let outs = st.service.connected(client_id, persistent, now);
+                st.apply(outs);
                 ERR_SUCCESS
             }
             Err(e) => {
@@ -385,12 +546,15 @@ extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, _user: *mut c_void)
             ACL_SUBSCRIBE => Access::Subscribe,
             _ => Access::Unsubscribe,
         };
-        let guard = state();
-        let session = guard
-            .as_ref()
-            .and_then(|st| st.connected.get(client_id))
+        let mut guard = state();
+        let Some(st) = guard.as_mut() else {
+            return ERR_ACL_DENIED;
+        };
+        let session = st
+            .connected
+            .get(client_id)
             .filter(|c| c.client == ev.client as usize)
-            .map(|c| &c.session);
+            .map(|c| c.session.clone());
         let Some(session) = session else {
             log(
                 LOG_NOTICE,
@@ -398,13 +562,59 @@ extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, _user: *mut c_void)
             );
             return ERR_ACL_DENIED;
         };
-        match decide::authorize(session, access, topic, ev.qos) {
-            Ok(()) => ERR_SUCCESS,
-            Err(e) => {
-                log(LOG_NOTICE, &format!("denied: {e} ({})", e.code().name()));
-                ERR_ACL_DENIED
+        let decision = match access {
+            Access::Write => {
+                decide::publish(&session, topic, ev.qos, ev.retain, ev.payloadlen as usize)
             }
+            _ => decide::authorize(&session, access, topic, ev.qos),
+        };
+        if let Err(e) = decision {
+            log(LOG_NOTICE, &format!("denied: {e} ({})", e.code().name()));
+            if access == Access::Write {
+                // IoT Hub closes the connection of a device whose publish it refuses.
+                st.connected.remove(client_id);
+                st.service.disconnected(client_id);
+                st.kicks.push((
+                    client_id.to_owned(),
+                    format!("refused publish: {}", e.message()),
+                ));
+            }
+            return ERR_ACL_DENIED;
         }
+        let outs = match access {
+            Access::Write => {
+                let payload = if ev.payload.is_null() || ev.payloadlen == 0 {
+                    &[][..]
+                } else {
+                    // SAFETY: the broker passes the message's `payloadlen` bytes.
+                    unsafe {
+                        std::slice::from_raw_parts(ev.payload as *const u8, ev.payloadlen as usize)
+                    }
+                };
+                st.service
+                    .device_publish(client_id, topic, payload, ev.retain)
+            }
+            Access::Subscribe => st.service.subscribe(client_id, topic, now_unix()),
+            Access::Unsubscribe => {
+                st.service.unsubscribe(client_id, topic);
+                Vec::new()
+            }
+            Access::Read => Vec::new(),
+        };
+        st.apply(outs);
+        ERR_SUCCESS
+    })
+}
+
+/// IoT Hub does not keep retained messages: it passes them on with an `mqtt-retain` property.
+/// The broker must not keep them either, or a later subscriber would get one replayed.
+extern "C" fn on_message(_event: c_int, data: *mut c_void, _user: *mut c_void) -> c_int {
+    guard(ERR_SUCCESS, || {
+        // SAFETY: the broker passes a mosquitto_evt_message for this event, and reads back
+        // the fields a plugin may change (retain among them).
+        let ev = unsafe { &mut *(data as *mut EvtMessage) };
+        ev.retain = false;
+        ERR_SUCCESS
     })
 }
 
@@ -427,8 +637,13 @@ extern "C" fn on_tick(_event: c_int, _data: *mut c_void, _user: *mut c_void) -> 
                 .collect();
             for (id, why) in revoked {
                 st.connected.remove(&id);
+                st.service.disconnected(&id);
                 kicks.push((id, why));
             }
+            kicks.append(&mut st.kicks);
+            st.serve_commands(now);
+            let outs = st.service.tick(now);
+            st.apply(outs);
         }
         // The lock is released: a kick reports the disconnect synchronously.
         for (id, why) in kicks {
@@ -456,15 +671,17 @@ extern "C" fn on_disconnect(_event: c_int, data: *mut c_void, _user: *mut c_void
                 .is_some_and(|c| c.client == ev.client as usize)
             {
                 st.connected.remove(client_id);
+                st.service.disconnected(client_id);
             }
         }
         ERR_SUCCESS
     })
 }
 
-const CALLBACKS: [(c_int, Callback); 4] = [
+const CALLBACKS: [(c_int, Callback); 5] = [
     (EVT_BASIC_AUTH, on_basic_auth),
     (EVT_ACL_CHECK, on_acl_check),
+    (EVT_MESSAGE, on_message),
     (EVT_TICK, on_tick),
     (EVT_DISCONNECT, on_disconnect),
 ];
@@ -534,7 +751,33 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                 watched.current.host_name
             ),
         );
+        let dir = option("dir").map(PathBuf::from);
+        let commands = match &dir {
+            Some(d) => match crate::control::listen(d) {
+                Ok((path, rx)) => {
+                    log(LOG_INFO, &format!("control channel {}", path.display()));
+                    Some(rx)
+                }
+                Err(e) => {
+                    // The broker still checks devices; only the service side is missing.
+                    log(
+                        LOG_ERR,
+                        &format!(
+                            "cannot open the control channel in {}: {e}; tether hub c2d, invoke, \
+                             twin, watch and the REST API will not work",
+                            d.display()
+                        ),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
         let st = State {
+            service: Service::new(dir.as_ref().map(|d| d.join("twins.json"))),
+            commands,
+            watchers: Vec::new(),
+            kicks: Vec::new(),
             registry: watched,
             connected: HashMap::new(),
             last_look: Instant::now(),

@@ -33,6 +33,22 @@ struct RegistryFile {
     certificate_authorities: Vec<String>,
     #[serde(default)]
     devices: Vec<DeviceFile>,
+    #[serde(default)]
+    authorization_policies: Vec<PolicyFile>,
+}
+
+/// A shared access policy as IoT Hub lists them:
+/// `{"keyName": "service", "primaryKey": "...", "secondaryKey": "...", "rights": "ServiceConnect"}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicyFile {
+    key_name: String,
+    #[serde(default)]
+    primary_key: Option<String>,
+    #[serde(default)]
+    secondary_key: Option<String>,
+    #[serde(default)]
+    rights: String,
 }
 
 #[derive(Deserialize)]
@@ -146,16 +162,63 @@ pub struct Authority {
     pub der: Vec<u8>,
 }
 
+/// A shared access policy (`authorizationPolicies`): a key name, its keys and its rights
+/// (`ServiceConnect`, `RegistryRead`, ... as IoT Hub spells them, comma-separated).
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub key_name: String,
+    pub primary: Option<Box<SasKey>>,
+    pub secondary: Option<Box<SasKey>>,
+    pub rights: Vec<String>,
+}
+
+impl Policy {
+    /// Whether the policy grants `right` (e.g. `ServiceConnect`).
+    pub fn grants(&self, right: &str) -> bool {
+        self.rights.iter().any(|r| r.eq_ignore_ascii_case(right))
+    }
+}
+
 /// The registry, checked and ready for decisions.
 #[derive(Clone, Debug)]
 pub struct Registry {
     pub host_name: String,
     pub authorities: Vec<Authority>,
     identities: HashMap<(String, Option<String>), Identity>,
+    /// The shared access policies, for the service API.
+    pub policies: Vec<Policy>,
 }
 
 fn invalid(message: impl Into<String>) -> Error {
     Error::new(Code::InvalidArgument, message)
+}
+
+/// A JSON error by position only: serde's own messages quote the offending value
+/// (`invalid type: string "..."`), which may be a key, and this error is logged on every
+/// reload. Only a missing field's name (from our schema) is kept.
+fn json_error(e: serde_json::Error) -> Error {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "could not be read",
+        Category::Syntax => "is not JSON",
+        Category::Eof => "ends too early",
+        Category::Data => {
+            "does not match the registry format (a wrong type, an unknown name, or a missing field)"
+        }
+    };
+    let text = e.to_string();
+    let missing = text
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field)
+        .filter(|f| f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .map(|f| format!(": missing field {f}"))
+        .unwrap_or_default();
+    invalid(format!(
+        "registry is not valid: it {what} at line {} column {}{missing} (values are never shown: they may be keys)",
+        e.line(),
+        e.column()
+    ))
 }
 
 fn key(text: &Option<String>, what: &str) -> Result<Option<Box<SasKey>>> {
@@ -178,8 +241,7 @@ impl Registry {
     /// Reads and checks the registry text. `base` is the folder that relative CA paths are
     /// resolved against.
     pub fn parse(text: &str, base: &Path) -> Result<Registry> {
-        let file: RegistryFile = serde_json::from_str(text)
-            .map_err(|e| invalid(format!("registry is not valid: {e}")))?;
+        let file: RegistryFile = serde_json::from_str(text).map_err(json_error)?;
         check_host(&file.host_name).map_err(|e| e.context("registry hostName"))?;
         let mut authorities = Vec::new();
         for ca in &file.certificate_authorities {
@@ -244,10 +306,32 @@ impl Registry {
                 },
             );
         }
+        let mut policies = Vec::new();
+        for (n, p) in file.authorization_policies.iter().enumerate() {
+            let label = format!("authorizationPolicies[{n}] (\"{}\")", p.key_name);
+            tether::auth::sas::check_key_name(&p.key_name).map_err(|e| e.context(&label))?;
+            let primary = key(&p.primary_key, "primaryKey").map_err(|e| e.context(&label))?;
+            let secondary = key(&p.secondary_key, "secondaryKey").map_err(|e| e.context(&label))?;
+            if primary.is_none() && secondary.is_none() {
+                return Err(invalid(format!("{label}: the policy has no key")));
+            }
+            policies.push(Policy {
+                key_name: p.key_name.clone(),
+                primary,
+                secondary,
+                rights: p
+                    .rights
+                    .split(',')
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty())
+                    .collect(),
+            });
+        }
         Ok(Registry {
             host_name: file.host_name,
             authorities,
             identities,
+            policies,
         })
     }
 
@@ -384,6 +468,54 @@ mod tests {
         let twice = r#"{"deviceId": "d", "status": "enabled", "authentication": {"type": "certificateAuthority"}}"#;
         let e = registry(&format!("{twice},{twice}")).unwrap_err();
         assert!(e.message().contains("twice"), "{e:?}");
+    }
+
+    #[test]
+    fn malformed_json_errors_give_the_position_and_never_a_value() {
+        const SECRET: &str = "c2VjcmV0LWtleS0xMjM0NTY3ODkw";
+        let cases = [
+            // symmetricKey as a string instead of an object
+            format!(
+                r#"{{"deviceId": "d", "status": "enabled", "authentication": {{"type": "sas", "symmetricKey": "{SECRET}"}}}}"#
+            ),
+            // a key that is not a string
+            format!(
+                r#"{{"deviceId": "d", "status": "enabled", "authentication": {{"type": "sas", "symmetricKey": {{"primaryKey": ["{SECRET}"]}}}}}}"#
+            ),
+            // broken JSON right after a key
+            format!(
+                r#"{{"deviceId": "d", "status": "enabled", "authentication": {{"type": "sas", "symmetricKey": {{"primaryKey": "{SECRET}" "x"}}}}}}"#
+            ),
+            // a key in place of the type
+            format!(
+                r#"{{"deviceId": "d", "status": "enabled", "authentication": {{"type": "{SECRET}"}}}}"#
+            ),
+            // a key where a thumbprint object belongs
+            format!(
+                r#"{{"deviceId": "d", "status": "enabled", "authentication": {{"type": "selfSigned", "x509Thumbprint": "{SECRET}"}}}}"#
+            ),
+            // a key as the status
+            format!(
+                r#"{{"deviceId": "d", "status": "{SECRET}", "authentication": {{"type": "certificateAuthority"}}}}"#
+            ),
+        ];
+        for case in &cases {
+            let e = registry(case).unwrap_err();
+            assert!(!e.message().contains("c2VjcmV0"), "{e:?}");
+            assert!(e.message().contains("registry is not valid"), "{e:?}");
+            assert!(e.message().contains(" at line 1 column "), "{e:?}");
+        }
+        let e = registry(
+            r#"{"status": "enabled", "authentication": {"type": "certificateAuthority"}}"#,
+        )
+        .unwrap_err();
+        assert!(e.message().contains("missing field deviceId"), "{e:?}");
+        let e = Registry::parse(
+            "{\n  \"hostName\": \"h\",\n  \"devices\": [",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(e.message().contains("ends too early at line 3"), "{e:?}");
     }
 
     #[test]

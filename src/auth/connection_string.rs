@@ -168,17 +168,26 @@ impl ConnectionString {
         ];
         let mut values: [Option<&str>; 8] = [None; 8];
         let mut ignored = Vec::new();
+        let mut previous = "";
         for (n, segment) in text.split(';').enumerate() {
             if segment.is_empty() {
                 continue;
             }
             // Never echo a segment: it may hold a key.
             let (name, value) = segment.split_once('=').ok_or_else(|| {
+                let hint = match previous {
+                    "DeviceId" | "ModuleId" => format!(
+                        "; if the {previous} contains ';': IoT Hub allows it in ids, but a \
+                         connection string cannot hold ';' in a value"
+                    ),
+                    _ => String::new(),
+                };
                 invalid(format!(
-                    "segment {} has no '=' (expected Name=value pairs separated by ';')",
+                    "segment {} has no '=' (expected Name=value pairs separated by ';'){hint}",
                     n + 1
                 ))
             })?;
+            previous = name;
             match KNOWN.iter().position(|k| *k == name) {
                 Some(i) => {
                     if values[i].is_some() {

@@ -30,6 +30,11 @@ pub const MAX_ID_LEN: usize = 128;
 /// Longest host name (DNS limit).
 pub const MAX_HOST_LEN: usize = 253;
 
+/// The characters besides ASCII letters and digits that IoT Hub allows in device and module
+/// ids. Not every transport can carry all of them: see [`check_topic_id`] (`+`, `#`) and
+/// the connection string (`;`).
+pub const DEVICE_ID_SYMBOLS: &str = "-:.+%_#*?!(),=@;$'";
+
 /// Shortens untrusted text for an error message (giant inputs stay readable).
 pub(crate) fn excerpt(text: &str) -> String {
     const MAX: usize = 64;
@@ -68,8 +73,8 @@ impl IdKind {
             return true;
         }
         match self {
-            // IoT Hub: ASCII letters, digits and - . % _ * ? ! ( ) , : = @ $ '
-            IdKind::Device | IdKind::Module => "-.%_*?!(),:=@$'".contains(c),
+            // IoT Hub: ASCII letters, digits and - : . + % _ # * ? ! ( ) , = @ ; $ '
+            IdKind::Device | IdKind::Module => DEVICE_ID_SYMBOLS.contains(c),
             // DPS: letters, digits and - . _ :
             IdKind::Registration => "-._:".contains(c),
             IdKind::Scope => false,
@@ -111,6 +116,43 @@ pub fn check_id(kind: IdKind, id: &str) -> Result<()> {
         return Err(Error::new(
             Code::IdInvalid,
             format!("{label} \"{}\" contains {what} at offset {at}", excerpt(id)),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a (valid) device or module id can be written into an MQTT topic name: MQTT
+/// 3.1.1 (4.7.1) reserves `+` and `#` as wildcards, so an id holding one can connect, but
+/// cannot send telemetry or receive cloud-to-device messages over MQTT.
+pub fn check_topic_id(kind: IdKind, id: &str) -> Result<()> {
+    check_id(kind, id)?;
+    if let Some((at, c)) = id.char_indices().find(|&(_, c)| c == '+' || c == '#') {
+        return Err(Error::new(
+            Code::IdInvalid,
+            format!(
+                "{} \"{}\" contains '{c}' at offset {at}: MQTT topic names cannot contain '+' or '#' \
+                 (MQTT 3.1.1, 4.7.1), so this id cannot send or receive on devices/... topics over MQTT",
+                kind.label(),
+                excerpt(id)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a (valid) device or module id can be written into a connection string, whose
+/// fields are separated by `;`: an id holding `;` cannot be carried by one.
+pub fn check_connection_string_id(kind: IdKind, id: &str) -> Result<()> {
+    check_id(kind, id)?;
+    if let Some(at) = id.find(';') {
+        return Err(Error::new(
+            Code::IdInvalid,
+            format!(
+                "{} \"{}\" contains ';' at offset {at}: a connection string cannot hold ';' in a value \
+                 (it separates the fields)",
+                kind.label(),
+                excerpt(id)
+            ),
         ));
     }
     Ok(())
@@ -190,6 +232,16 @@ mod tests {
     fn ids_follow_the_hub_rules_and_each_failure_says_why() {
         check_id(IdKind::Device, "my_device").unwrap();
         check_id(IdKind::Device, "a-b.c%d_e*f?g!h(i)j,k:l=m@n$o'p").unwrap();
+        check_id(IdKind::Device, "a+b#c;d").unwrap();
+        for c in DEVICE_ID_SYMBOLS.chars() {
+            check_id(IdKind::Module, &format!("m{c}")).unwrap();
+        }
+        for c in [
+            '/', ' ', '&', '"', '<', '{', '[', '\\', '^', '`', '|', '~', 'é',
+        ] {
+            let e = check_id(IdKind::Device, &format!("d{c}")).unwrap_err();
+            assert_eq!(e.code(), Code::IdInvalid, "{c:?}");
+        }
         let e = check_id(IdKind::Device, "").unwrap_err();
         assert_eq!(
             (e.code(), e.message()),
@@ -205,6 +257,31 @@ mod tests {
         let e = check_id(IdKind::Registration, "reg$1").unwrap_err();
         assert_eq!(e.code(), Code::IdInvalid);
         check_id(IdKind::Registration, "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6").unwrap();
+    }
+
+    #[test]
+    fn ids_a_transport_cannot_carry_are_refused_with_that_reason() {
+        check_topic_id(IdKind::Device, "a;b$c").unwrap();
+        for (id, c) in [("a+b", '+'), ("dev#1", '#')] {
+            let e = check_topic_id(IdKind::Device, id).unwrap_err();
+            assert_eq!(e.code(), Code::IdInvalid);
+            assert!(e.message().contains(&format!("contains '{c}'")), "{e:?}");
+            assert!(
+                e.message()
+                    .contains("MQTT topic names cannot contain '+' or '#'"),
+                "{e:?}"
+            );
+        }
+        check_connection_string_id(IdKind::Device, "a+b#c").unwrap();
+        let e = check_connection_string_id(IdKind::Module, "m;GatewayHostName=x").unwrap_err();
+        assert!(
+            e.message().contains("module id")
+                && e.message().contains("a connection string cannot hold ';'"),
+            "{e:?}"
+        );
+        // Ids that break the general rules keep the general message.
+        let e = check_topic_id(IdKind::Device, "a/b").unwrap_err();
+        assert!(e.message().contains("'/'"), "{e:?}");
     }
 
     #[test]

@@ -696,12 +696,14 @@ pub fn parse(token: &str) -> Result<ParsedToken> {
     let se = se.ok_or_else(|| malformed("token has no \"se\" (expiry) field"))?;
     let resource_uri =
         url_decode(sr).ok_or_else(|| malformed("token field \"sr\" has a malformed %-escape"))?;
-    let sig_b64 =
-        url_decode(sig).ok_or_else(|| malformed("token field \"sig\" has a malformed %-escape"))?;
+    // The signature is a credential while the token is valid: every copy made here is wiped.
+    let sig_b64 = Zeroizing::new(
+        url_decode(sig).ok_or_else(|| malformed("token field \"sig\" has a malformed %-escape"))?,
+    );
     let mut signature = [0u8; 32];
-    let mut raw = [0u8; 48];
+    let mut raw = Zeroizing::new([0u8; 48]);
     let n = STANDARD
-        .decode_slice(sig_b64.as_bytes(), &mut raw)
+        .decode_slice(sig_b64.as_bytes(), &mut raw[..])
         .map_err(|_| malformed("token signature is not base64 of an HMAC-SHA256 (32 bytes)"))?;
     if n != 32 {
         return Err(malformed(format!(

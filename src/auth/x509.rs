@@ -3,7 +3,7 @@
 //! held in a TPM, HSM or secure element never enters the library.
 //!
 //! Loading reuses the TLS policy's loaders ([`crate::policy::load_certificates`] and
-//! [`crate::policy::load_private_key`]): PEM or DER, PKCS#8, SEC1 or PKCS#1 keys.
+//! [`crate::policy::load_signing_key`]): PEM or DER, PKCS#8, SEC1 or PKCS#1 keys.
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use rustls::{SignatureAlgorithm, SignatureScheme};
 
 use crate::cert::{format_utc, CertFacts};
 use crate::error::{Code, Error, Result};
-use crate::policy::{load_certificates, load_private_key};
+use crate::policy::{certified_key, load_certificates};
 
 /// Uppercase hex without separators, as the IoT Hub portal and CLI show thumbprints.
 fn upper_hex(bytes: &[u8]) -> String {
@@ -301,9 +301,10 @@ impl DeviceCertificate {
         Ok(())
     }
 
-    /// Seconds of validity left at `now_unix` (negative once expired).
+    /// Seconds of validity left at `now_unix` (negative once expired; saturating for an
+    /// extreme `now_unix`).
     pub fn seconds_left(&self, now_unix: i64) -> i64 {
-        self.leaf.not_after - now_unix
+        self.leaf.not_after.saturating_sub(now_unix)
     }
 
     /// Whether the leaf expires within `days` days of `now_unix` (or has expired): the
@@ -322,20 +323,18 @@ impl DeviceCertificate {
     /// A certified key from this chain and a private key (PEM or DER; PKCS#8, SEC1 or
     /// PKCS#1): `KeyCertMismatch` when the key is not the certificate's.
     pub fn with_private_key(&self, key: &[u8]) -> Result<CertifiedKey> {
-        let key = load_private_key(key)?;
-        let provider = rustls::crypto::ring::default_provider();
-        CertifiedKey::from_der(self.chain.clone(), key, &provider).map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => Error::new(
-                Code::KeyCertMismatch,
-                format!(
-                    "the private key does not match the client certificate ({})",
-                    self.leaf.subject
-                ),
-            ),
-            other => Error::new(
-                Code::PrivateKeyMalformed,
-                format!("private key is not usable: {other}"),
-            ),
+        certified_key(self.chain.clone(), key).map_err(|e| {
+            if e.code() == Code::KeyCertMismatch {
+                Error::new(
+                    Code::KeyCertMismatch,
+                    format!(
+                        "the private key does not match the client certificate ({})",
+                        self.leaf.subject
+                    ),
+                )
+            } else {
+                e
+            }
         })
     }
 

@@ -11,8 +11,34 @@ use crate::ffi::event::{properties_arg, tether_event, EventSlot};
 use crate::ffi::handles::{free_handle, handle_mut, handle_ref, into_handle};
 use crate::ffi::panic::{guard, guard_value};
 use crate::ffi::tls_config::{tether_tls_config, tls_or_default};
-use crate::ffi::{bytes_arg, out_arg, text_arg, write_text};
+use crate::ffi::topics::opt_text_arg;
+use crate::ffi::{bytes_arg, opt_in_arg, opt_out_arg, out_arg, text_arg, text_out, TextOut};
 use crate::session::{SessionConfig, SessionOptions, Subscription};
+
+/// A buffer of this many bytes holds any twin request id with its NUL (a decimal `u64`).
+pub const TETHER_REQUEST_ID_CAP: usize = 21;
+
+/// Checks a request-id output before the request is sent: not NULL, room for any id, no
+/// overlap.
+///
+/// # Safety
+/// `out` is NULL or valid for `cap` bytes; `out_len` NULL or valid for a write.
+pub(crate) unsafe fn request_id_out<'a>(
+    out: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> Result<TextOut<'a>, Error> {
+    // SAFETY: forwarded.
+    let text = unsafe { text_out(out, cap, out_len, "request_id", "request_id_len") }?;
+    if !text.fits(TETHER_REQUEST_ID_CAP - 1) {
+        text.report_needed(TETHER_REQUEST_ID_CAP - 1);
+        return Err(Error::new(
+            Code::BufferTooSmall,
+            format!("`request_id` holds {cap} bytes; TETHER_REQUEST_ID_CAP ({TETHER_REQUEST_ID_CAP}) are needed"),
+        ));
+    }
+    Ok(text)
+}
 
 /// Subscribe to cloud-to-device messages (`tether_client_subscribe`).
 pub const TETHER_SUBSCRIBE_C2D: u32 = 1;
@@ -35,7 +61,8 @@ pub struct tether_client_options {
     pub token_ttl_secs: u32,
     /// Most unacknowledged QoS 1 messages (default 128).
     pub max_inflight: u32,
-    /// Timeout for TCP connect, and for TLS + CONNACK, milliseconds (default 10000).
+    /// Timeout for TCP connect, and for TLS + CONNACK, milliseconds (default 10000; 0 is
+    /// refused with `TETHER_RESULT_INVALID_ARGUMENT`).
     pub connect_timeout_ms: u32,
     /// Largest delay between reconnection attempts, milliseconds (default 60000).
     pub retry_max_ms: u32,
@@ -51,6 +78,12 @@ pub(crate) unsafe fn session_config(
     tls: *const tether_tls_config,
     options: &tether_client_options,
 ) -> Result<SessionConfig, Error> {
+    if options.connect_timeout_ms == 0 {
+        return Err(Error::new(
+            Code::InvalidArgument,
+            "connect_timeout_ms is 0: every attempt would time out at once",
+        ));
+    }
     let cs = ConnectionString::parse(connection_string)?;
     // SAFETY: per the contract.
     let (config, has_cert, not_after) = unsafe { tls_or_default(tls) }?;
@@ -64,6 +97,19 @@ pub(crate) unsafe fn session_config(
         ..SessionOptions::default()
     };
     Ok(session)
+}
+
+/// The client options (NULL: `tether_client_options_default()`).
+///
+/// # Safety
+/// `options` is NULL or valid for a read.
+pub(crate) unsafe fn options_arg(
+    options: *const tether_client_options,
+) -> Result<tether_client_options, Error> {
+    // SAFETY: forwarded.
+    Ok(unsafe { opt_in_arg(options, "options") }?
+        .copied()
+        .unwrap_or_else(|| tether_client::tether_client_options_default()))
 }
 
 /// The subscriptions in a set of `TETHER_SUBSCRIBE_*` bits.
@@ -135,10 +181,7 @@ impl tether_client {
             // SAFETY: arguments per the contract above.
             let text = unsafe { text_arg(connection_string, "connection_string") }?;
             let out = unsafe { out_arg(client_out, "client_out") }?;
-            let options = match unsafe { options.as_ref() } {
-                Some(o) => *o,
-                None => Self::tether_client_options_default(),
-            };
+            let options = unsafe { options_arg(options) }?;
             let session = unsafe { session_config(text, tls, &options) }?;
             let client = Client::new(
                 session,
@@ -219,7 +262,9 @@ impl tether_client {
     /// `*message_id_out` (may be NULL) receives the id the TELEMETRY_ACKED event will carry.
     /// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
     /// `TETHER_RESULT_MQTT_QOS_UNSUPPORTED`, `TETHER_RESULT_MQTT_PACKET_TOO_LARGE` (over 256 KiB),
-    /// `TETHER_RESULT_QUEUE_FULL`, `TETHER_RESULT_INVALID_STATE` (QoS 0 while disconnected),
+    /// `TETHER_RESULT_QUEUE_FULL` (`max_inflight` QoS 1 messages unacknowledged, or more than
+    /// 1 MiB of output waiting for a slow network: back-pressure, try again after a poll),
+    /// `TETHER_RESULT_INVALID_STATE` (QoS 0 while disconnected),
     /// `TETHER_RESULT_PROPERTY_BAG_INVALID` (empty key).
     #[no_mangle]
     pub unsafe extern "C" fn tether_client_send_telemetry(
@@ -237,8 +282,9 @@ impl tether_client {
             let c = unsafe { handle_mut(client, "client") }?;
             let payload = unsafe { bytes_arg(payload, payload_len, "payload") }?;
             let bag = unsafe { properties_arg(keys, values, property_count) }?;
+            let id_out = unsafe { opt_out_arg(message_id_out, "message_id_out") }?;
             let id = c.client.send_telemetry(payload, &bag, qos)?;
-            if let Some(out) = unsafe { message_id_out.as_mut() } {
+            if let Some(out) = id_out {
                 *out = id;
             }
             Ok(())
@@ -312,9 +358,11 @@ impl tether_client {
 
     /// Requests the twin document; the TWIN_RESPONSE event with the request id written to
     /// `request_id` (NUL-terminated, capacity `cap`, length in `*request_id_len`) carries it.
-    /// Subscribes to twin topics if needed. Results: `TETHER_RESULT_OK`,
-    /// `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_STATE` (not connected),
-    /// `TETHER_RESULT_BUFFER_TOO_SMALL` (the request was sent; `*request_id_len` = length).
+    /// Subscribes to twin topics if needed. `cap` must be at least `TETHER_REQUEST_ID_CAP`:
+    /// the buffer is checked before anything is sent. Results: `TETHER_RESULT_OK`,
+    /// `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_ARGUMENT` (buffers overlap),
+    /// `TETHER_RESULT_INVALID_STATE` (not connected), `TETHER_RESULT_BUFFER_TOO_SMALL`
+    /// (nothing sent; `*request_id_len` = `TETHER_REQUEST_ID_CAP - 1`).
     #[no_mangle]
     pub unsafe extern "C" fn tether_client_twin_get(
         client: *mut tether_client,
@@ -325,9 +373,8 @@ impl tether_client {
         guard(|| {
             // SAFETY: NULL or a live client; buffer contract.
             let c = unsafe { handle_mut(client, "client") }?;
-            unsafe { out_arg(request_id_len, "request_id_len") }?;
-            let rid = c.client.twin_get()?;
-            unsafe { write_text(&rid, request_id, cap, request_id_len) }
+            let out = unsafe { request_id_out(request_id, cap, request_id_len) }?;
+            out.write(&c.client.twin_get()?)
         })
     }
 
@@ -347,9 +394,8 @@ impl tether_client {
             // SAFETY: NULL or a live client; buffers per the contract.
             let c = unsafe { handle_mut(client, "client") }?;
             let json = unsafe { bytes_arg(json, json_len, "json") }?;
-            unsafe { out_arg(request_id_len, "request_id_len") }?;
-            let rid = c.client.twin_patch_reported(json)?;
-            unsafe { write_text(&rid, request_id, cap, request_id_len) }
+            let out = unsafe { request_id_out(request_id, cap, request_id_len) }?;
+            out.write(&c.client.twin_patch_reported(json)?)
         })
     }
 
@@ -391,9 +437,9 @@ impl tether_client {
             // SAFETY: NULL or a live client; keys NULL or NUL-terminated.
             let c = unsafe { handle_mut(client, "client") }?;
             let primary = unsafe { text_arg(primary_key, "primary_key") }?;
+            let secondary = unsafe { opt_text_arg(secondary_key, "secondary_key") }?;
             let mut keys = KeyPair::new(SasKey::from_base64(primary)?);
-            if !secondary_key.is_null() {
-                let secondary = unsafe { text_arg(secondary_key, "secondary_key") }?;
+            if let Some(secondary) = secondary {
                 keys.set_secondary(SasKey::from_base64(secondary)?);
             }
             let key_name = match &c.client.session().config().credential {

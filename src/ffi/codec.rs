@@ -11,7 +11,7 @@ use std::ffi::c_char;
 use crate::error::{Code, Error, Result};
 use crate::ffi::panic::guard;
 use crate::ffi::topics::{opt_text_arg, tether_span};
-use crate::ffi::{bytes_arg, out_arg, text_arg};
+use crate::ffi::{array_arg, bytes_arg, opt_in_arg, out_arg, out_buf_arg, text_arg};
 use crate::mqtt::codec::{self, ConnectReturnCode, Decoded, Packet};
 
 /// The default bound on a received packet (327680 bytes: a 256 KiB message, a topic of up
@@ -134,14 +134,10 @@ impl tether_mqtt_packet {
 /// # Safety
 /// `out` is NULL or valid for `cap` bytes.
 unsafe fn out_buf<'a>(out: *mut u8, cap: usize) -> Result<&'a mut [u8]> {
+    // SAFETY: forwarded.
+    unsafe { out_buf_arg(out, cap, "out") }?;
     if cap == 0 {
         return Ok(&mut []);
-    }
-    if out.is_null() {
-        return Err(Error::new(
-            Code::NullArgument,
-            format!("`out` is NULL but its capacity is {cap}"),
-        ));
     }
     // SAFETY: per the contract.
     Ok(unsafe { std::slice::from_raw_parts_mut(out, cap) })
@@ -193,7 +189,7 @@ pub unsafe extern "C" fn tether_mqtt_encode_connect(
 ) -> Code {
     guard(|| {
         // SAFETY: per the contract.
-        let o = unsafe { options.as_ref() }
+        let o = unsafe { opt_in_arg(options, "options") }?
             .ok_or_else(|| Error::new(Code::NullArgument, "`options` is NULL"))?;
         let client_id = unsafe { text_arg(o.client_id, "options->client_id") }?;
         let username = unsafe { opt_text_arg(o.username, "options->username") }?;
@@ -293,11 +289,8 @@ unsafe fn filters_arg<'a>(filters: *const *const c_char, count: usize) -> Result
             "at least one topic filter is needed",
         ));
     }
-    if filters.is_null() {
-        return Err(Error::new(Code::NullArgument, "`filters` is NULL"));
-    }
     // SAFETY: per the contract.
-    let ptrs = unsafe { std::slice::from_raw_parts(filters, count) };
+    let ptrs = unsafe { array_arg(filters, count, "filters") }?;
     ptrs.iter()
         .enumerate()
         .map(|(i, p)| unsafe { text_arg(*p, &format!("filters[{i}]")) })

@@ -10,7 +10,7 @@ use crate::auth::FixedClock;
 use crate::error::{Code, Error, Result};
 use crate::ffi::handles::{free_handle, handle_mut, handle_ref, into_handle};
 use crate::ffi::panic::{guard, guard_value};
-use crate::ffi::{out_arg, text_arg, write_text};
+use crate::ffi::{out_arg, text_arg, text_out, write_text};
 
 /// `tether_connection_string_auth`: symmetric key (`SharedAccessKey`).
 pub const TETHER_AUTH_SAS_KEY: u32 = 1;
@@ -45,12 +45,11 @@ unsafe fn get_text(
     guard(|| {
         // SAFETY: NULL or a live handle; buffer contract of the calling function.
         let cs = unsafe { handle_ref(cs, "cs") }?;
+        let out = unsafe { text_out(out, out_cap, out_len, "out", "out_len") }?;
         match getter(&cs.inner) {
-            Some(text) => unsafe { write_text(text, out, out_cap, out_len) },
+            Some(text) => out.write(text),
             None => {
-                if let Some(len) = unsafe { out_len.as_mut() } {
-                    *len = 0;
-                }
+                out.report_needed(0);
                 Err(Error::new(
                     Code::NotFound,
                     format!("the connection string has no {what}"),

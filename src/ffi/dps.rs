@@ -12,7 +12,7 @@ use crate::auth::dps::{derive_device_key_base64, DERIVED_KEY_BASE64_LEN};
 use crate::auth::sas::SasKey;
 use crate::ffi::panic::guard;
 use crate::ffi::topics::{opt_text_arg, tether_span, topic_arg, write_built};
-use crate::ffi::{bytes_arg, out_arg, text_arg, write_text};
+use crate::ffi::{bytes_arg, out_arg, text_arg, text_out, write_text};
 use crate::mqtt::dps;
 use crate::Code;
 
@@ -254,6 +254,11 @@ pub unsafe extern "C" fn tether_dps_parse_body(
     })
 }
 
+/// A buffer of this many bytes holds any assigned IoT Hub host name with its NUL.
+pub const TETHER_DPS_HUB_CAP: usize = 254;
+/// A buffer of this many bytes holds any device id with its NUL.
+pub const TETHER_DPS_DEVICE_ID_CAP: usize = 129;
+
 /// Registers the device with the Device Provisioning Service and writes the IoT Hub it was
 /// assigned to (`hub_out`) and its device id there (`device_id_out`). Blocks the calling
 /// thread for the whole flow: TLS under the IoT Hub policy, MQTT CONNECT, register, poll while
@@ -266,13 +271,16 @@ pub unsafe extern "C" fn tether_dps_parse_body(
 ///   device key derived with `tether_dps_derive_key` (and `group_enrollment` true); NULL to
 ///   authenticate with the client certificate in `tls` (X.509).
 /// - `tls`: NULL for the IoT Hub defaults.
-/// - outputs: NUL-terminated; 254 bytes always fit a host name and 129 a device id. When a
-///   buffer is too small the device is registered nonetheless: the result is
-///   `TETHER_RESULT_BUFFER_TOO_SMALL` with both lengths set, and calling again returns the
-///   same assignment.
+/// - outputs: NUL-terminated; `hub_cap` must be at least `TETHER_DPS_HUB_CAP` (254, any
+///   host name) and `device_id_cap` at least `TETHER_DPS_DEVICE_ID_CAP` (129, any device
+///   id). Every argument, these capacities included, is checked before anything is sent:
+///   a smaller buffer gives `TETHER_RESULT_BUFFER_TOO_SMALL` with both lengths set to those
+///   sizes minus the NUL, and the device is not registered.
 ///
 /// Results: `TETHER_RESULT_OK`; argument results; `TETHER_RESULT_SAS_KEY_INVALID`,
-/// `TETHER_RESULT_ID_INVALID`; `TETHER_RESULT_NOT_AUTHORIZED` (DPS refused the credentials or
+/// `TETHER_RESULT_ID_INVALID` (also for a DPS reply whose `assignedHub` is not a host name or
+/// whose `deviceId` is not a device id a connection string can carry, e.g. one holding
+/// `;GatewayHostName=...`); `TETHER_RESULT_NOT_AUTHORIZED` (DPS refused the credentials or
 /// the registration: the message gives DPS's status and text); `TETHER_RESULT_TIMEOUT`; TLS
 /// (100-199) and network (400-499) results.
 #[no_mangle]
@@ -300,12 +308,32 @@ pub unsafe extern "C" fn tether_dps_provision(
         let id_scope = unsafe { text_arg(id_scope, "id_scope") }?;
         let registration_id = unsafe { text_arg(registration_id, "registration_id") }?;
         let key = unsafe { opt_text_arg(device_key_base64, "device_key_base64") }?;
-        unsafe { out_arg(hub_len, "hub_len") }?;
-        unsafe { out_arg(device_id_len, "device_id_len") }?;
+        let hub = unsafe { text_out(hub_out, hub_cap, hub_len, "hub_out", "hub_len") }?;
+        let device = unsafe {
+            text_out(
+                device_id_out,
+                device_id_cap,
+                device_id_len,
+                "device_id_out",
+                "device_id_len",
+            )
+        }?;
         if port == 0 || timeout_ms == 0 {
             return Err(crate::Error::new(
                 Code::InvalidArgument,
                 "port and timeout_ms must not be 0",
+            ));
+        }
+        if !hub.fits(TETHER_DPS_HUB_CAP - 1) || !device.fits(TETHER_DPS_DEVICE_ID_CAP - 1) {
+            // Refused before registering: nothing written, both sizes reported.
+            hub.report_needed(TETHER_DPS_HUB_CAP - 1);
+            device.report_needed(TETHER_DPS_DEVICE_ID_CAP - 1);
+            return Err(crate::Error::new(
+                Code::BufferTooSmall,
+                format!(
+                    "the outputs need TETHER_DPS_HUB_CAP ({TETHER_DPS_HUB_CAP}) and \
+                     TETHER_DPS_DEVICE_ID_CAP ({TETHER_DPS_DEVICE_ID_CAP}) bytes"
+                ),
             ));
         }
         let (config, has_client_cert, _) = unsafe { crate::ffi::tls_config::tls_or_default(tls) }?;
@@ -327,24 +355,8 @@ pub unsafe extern "C" fn tether_dps_provision(
             timeout: std::time::Duration::from_millis(timeout_ms.into()),
         };
         let assignment = provision(&request, crate::client::system_now_ms() / 1000)?;
-        let (hub, device) = (&assignment.assigned_hub, &assignment.device_id);
-        if hub.len() >= hub_cap || device.len() >= device_id_cap {
-            // Nothing is written; both lengths are reported.
-            unsafe {
-                *hub_len = hub.len();
-                *device_id_len = device.len();
-            }
-            return Err(crate::Error::new(
-                Code::BufferTooSmall,
-                format!(
-                    "the assignment needs {} and {} bytes with their NUL terminators",
-                    hub.len() + 1,
-                    device.len() + 1
-                ),
-            ));
-        }
-        unsafe { write_text(hub, hub_out, hub_cap, hub_len) }?;
-        unsafe { write_text(device, device_id_out, device_id_cap, device_id_len) }
+        hub.write(&assignment.assigned_hub)?;
+        device.write(&assignment.device_id)
     })
 }
 

@@ -5,7 +5,7 @@ use std::ffi::c_char;
 
 use crate::error::{Code, Error};
 use crate::ffi::panic::{guard, guard_value};
-use crate::ffi::write_text;
+use crate::ffi::text_out;
 
 thread_local! {
     static LAST_ERROR: RefCell<Option<Error>> = const { RefCell::new(None) };
@@ -77,15 +77,12 @@ pub unsafe extern "C" fn tether_last_error(
 ) -> Code {
     let saved = LAST_ERROR.with(|l| l.borrow().clone());
     let code = guard(|| {
-        let message = saved.as_ref().map(|e| e.message().to_owned());
-        match message {
-            // SAFETY: buffer contract documented above.
-            Some(message) => unsafe { write_text(&message, buf, cap, out_len) },
+        // SAFETY: buffer contract documented above.
+        let out = unsafe { text_out(buf, cap, out_len, "buf", "out_len") }?;
+        match saved.as_ref() {
+            Some(error) => out.write(error.message()),
             None => {
-                // SAFETY: as above.
-                if let Some(len) = unsafe { out_len.as_mut() } {
-                    *len = 0;
-                }
+                out.report_needed(0);
                 Err(Error::new(
                     Code::NotFound,
                     "no failure recorded on this thread",

@@ -6,7 +6,7 @@ use std::ffi::{c_char, CString};
 use crate::error::{Code, Error, Result};
 use crate::ffi::text_arg;
 use crate::mqtt::properties::PropertyBag;
-use crate::session::{Disconnect, Event};
+use crate::session::Event;
 
 /// What a polled event is.
 ///
@@ -36,6 +36,12 @@ pub enum tether_event_kind {
     /// token renewal); `will_retry`: whether the client reconnects by itself.
     /// `tether_last_error` gives the message.
     TETHER_EVENT_DISCONNECTED = 8,
+    /// A message from the hub whose topic or properties could not be decoded, handed over
+    /// as received instead of being dropped; the connection stays up, and a QoS 1 message
+    /// is acknowledged once polled. `name`: the topic; `payload`; `error`: why
+    /// (`TETHER_RESULT_TOPIC_INVALID`, `TETHER_RESULT_PROPERTY_BAG_INVALID`...);
+    /// `tether_last_error` gives the message.
+    TETHER_EVENT_UNDECODABLE = 9,
 }
 
 /// One event from `tether_client_poll`. Pointers are owned by the client and stay valid
@@ -49,7 +55,7 @@ pub struct tether_event {
     /// TELEMETRY_ACKED: the id `tether_client_send_telemetry` returned.
     pub message_id: u64,
     /// METHOD_REQUEST: the method; CONNECTED: `TLSv1.2 <suite>`; SUBSCRIPTION_REFUSED: the
-    /// filter. NUL-terminated.
+    /// filter; UNDECODABLE: the topic. NUL-terminated.
     pub name: *const c_char,
     /// METHOD_REQUEST, TWIN_RESPONSE: the request id. NUL-terminated.
     pub request_id: *const c_char,
@@ -63,9 +69,10 @@ pub struct tether_event {
     pub payload_len: usize,
     /// C2D: how many properties `tether_client_event_property` can read.
     pub property_count: usize,
-    /// DISCONNECTED: why.
+    /// DISCONNECTED, UNDECODABLE: why.
     pub error: Code,
-    /// DISCONNECTED: whether the client reconnects by itself on later polls.
+    /// DISCONNECTED: whether the client reconnects by itself on later polls (tether decides
+    /// once: only refusals no retry can fix are final; see docs/reliability.md).
     pub will_retry: bool,
 }
 
@@ -171,14 +178,22 @@ impl EventSlot {
             }
             Event::Disconnected(why) => {
                 out.kind = tether_event_kind::TETHER_EVENT_DISCONNECTED;
-                out.will_retry = matches!(
-                    why,
-                    Disconnect::Renewal | Disconnect::KeySwitched { .. } | Disconnect::Retriable(_)
-                );
+                out.will_retry = why.will_retry();
                 if let Some(e) = why.error() {
                     out.error = e.code();
                     crate::ffi::error::set_last_error(e.clone());
                 }
+            }
+            Event::Undecodable {
+                topic,
+                payload: body,
+                reason,
+            } => {
+                out.kind = tether_event_kind::TETHER_EVENT_UNDECODABLE;
+                name = Some(topic.clone());
+                payload = body;
+                out.error = reason.code();
+                crate::ffi::error::set_last_error(reason.clone());
             }
         }
         if !payload.is_empty() {
@@ -227,22 +242,13 @@ pub(crate) unsafe fn properties_arg(
     if count == 0 {
         return Ok(bag);
     }
-    if keys.is_null() || values.is_null() {
-        return Err(Error::new(
-            Code::NullArgument,
-            "`keys` and `values` must not be NULL when property_count > 0",
-        ));
-    }
-    for i in 0..count {
-        // SAFETY: both arrays hold `count` pointers per the contract.
-        let key = unsafe { text_arg(*keys.add(i), "keys[i]") }?;
-        let value_ptr = unsafe { *values.add(i) };
-        let value = if value_ptr.is_null() {
-            None
-        } else {
-            // SAFETY: non-NULL and NUL-terminated per the contract.
-            Some(unsafe { text_arg(value_ptr, "values[i]") }?)
-        };
+    // SAFETY: both arrays hold `count` pointers per the contract.
+    let keys = unsafe { crate::ffi::array_arg(keys, count, "keys") }?;
+    let values = unsafe { crate::ffi::array_arg(values, count, "values") }?;
+    for (key, value) in keys.iter().zip(values) {
+        // SAFETY: NUL-terminated (values: or NULL) per the contract.
+        let key = unsafe { text_arg(*key, "keys[i]") }?;
+        let value = unsafe { crate::ffi::topics::opt_text_arg(*value, "values[i]") }?;
         bag.try_append(key, value)?;
     }
     Ok(bag)

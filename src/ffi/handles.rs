@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Code, Error, Result};
+use crate::ffi::claim_handle;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
@@ -30,16 +31,19 @@ pub(crate) unsafe fn free_handle<T>(ptr: *mut T) {
 /// # Safety
 /// `ptr` is NULL or a live handle of type `T` not mutated concurrently.
 pub(crate) unsafe fn handle_ref<'a, T>(ptr: *const T, name: &str) -> Result<&'a T> {
+    claim_handle(ptr, name, false)?;
     // SAFETY: per the contract.
     unsafe { ptr.as_ref() }
         .ok_or_else(|| Error::new(Code::NullArgument, format!("`{name}` is NULL")))
 }
 
-/// Borrows a handle for writing.
+/// Borrows a handle for writing (an output for the overlap rule: no other argument may
+/// point into it).
 ///
 /// # Safety
 /// `ptr` is NULL or a live handle of type `T` not used concurrently.
 pub(crate) unsafe fn handle_mut<'a, T>(ptr: *mut T, name: &str) -> Result<&'a mut T> {
+    claim_handle(ptr, name, true)?;
     // SAFETY: per the contract.
     unsafe { ptr.as_mut() }
         .ok_or_else(|| Error::new(Code::NullArgument, format!("`{name}` is NULL")))

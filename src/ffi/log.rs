@@ -44,11 +44,17 @@ impl UserData {
 /// `TETHER_LOG_DEBUG`), process-wide, replacing any previous one; NULL removes it.
 ///
 /// The callback runs on the thread that called into the library (for example inside
-/// `tether_client_poll`), possibly on several threads if several use the library; it must
-/// not call back into tether. `user_data` is passed back unchanged and must stay valid until
-/// the callback is replaced or removed.
+/// `tether_client_poll`), possibly on several threads at once if several use the library;
+/// it must not call back into tether (lines logged from inside it are dropped).
+/// `user_data` is passed back unchanged.
 ///
-/// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_INVALID_ARGUMENT` (level out of range).
+/// Replacing or removing the callback waits until every call of the old one that is under
+/// way on other threads has returned, and no call of the old one starts afterwards: once
+/// this function returns, the old `user_data` may be freed.
+///
+/// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_INVALID_ARGUMENT` (level out of range),
+/// `TETHER_RESULT_INVALID_STATE` (called from inside the log callback, where waiting for
+/// the callback to return would never end; nothing changed).
 #[no_mangle]
 pub unsafe extern "C" fn tether_set_log_callback(
     max_level: u32,
@@ -68,14 +74,9 @@ pub unsafe extern "C" fn tether_set_log_callback(
                 ))
             }
         };
-        let Some(callback) = callback else {
-            set_sink(level, None);
-            return Ok(());
-        };
-        let user = UserData(user_data);
-        set_sink(
-            level,
-            Some(Arc::new(move |level: Level, message: &str| {
+        let sink = callback.map(|callback| -> crate::log::Sink {
+            let user = UserData(user_data);
+            Arc::new(move |level: Level, message: &str| {
                 let line =
                     std::ffi::CString::new(message.replace('\0', " ")).expect("NULs replaced");
                 // SAFETY: the caller's callback with its own user data, per the contract.
@@ -87,9 +88,16 @@ pub unsafe extern "C" fn tether_set_log_callback(
                         line.as_bytes().len(),
                     )
                 };
-            })),
-        );
-        Ok(())
+            })
+        });
+        if set_sink(level, sink) {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Code::InvalidState,
+                "tether_set_log_callback was called from inside the log callback",
+            ))
+        }
     })
 }
 

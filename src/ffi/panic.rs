@@ -1,11 +1,13 @@
 //! The panic boundary: no panic ever unwinds into C.
 //!
-//! Every exported function wraps its body in one of these. A failure is recorded as the
+//! Every exported function wraps its body in one of these, which also gives the call its
+//! own set of claimed argument ranges (the overlap rule, `ffi::claim`). A failure is recorded as the
 //! thread's last error (see `ffi/error.rs`) before its code is returned.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::error::{Code, Error, Result};
+use crate::ffi::arg_scope;
 use crate::ffi::error::set_last_error;
 
 fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
@@ -22,7 +24,7 @@ fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
 
 /// Runs `body`; returns `Ok` or the failure's code, recording the failure as the last error.
 pub(crate) fn guard(body: impl FnOnce() -> Result<()>) -> Code {
-    match catch_unwind(AssertUnwindSafe(body)) {
+    match arg_scope(|| catch_unwind(AssertUnwindSafe(body))) {
         Ok(Ok(())) => Code::Ok,
         Ok(Err(e)) => {
             let code = e.code();
@@ -38,7 +40,7 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<()>) -> Code {
 
 /// Runs `body` that returns a value; on failure records it and returns `fallback`.
 pub(crate) fn guard_value<T>(fallback: T, body: impl FnOnce() -> Result<T>) -> T {
-    match catch_unwind(AssertUnwindSafe(body)) {
+    match arg_scope(|| catch_unwind(AssertUnwindSafe(body))) {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             set_last_error(e);

@@ -7,7 +7,7 @@ use crate::error::{Code, Error};
 use crate::ffi::handles::handle_mut;
 use crate::ffi::panic::guard;
 use crate::ffi::tls_config::tether_tls_config_builder;
-use crate::ffi::{out_arg, text_arg, write_text};
+use crate::ffi::{text_arg, text_out};
 
 /// Longest PIN a `tether_pkcs11_pin_callback` may write, in bytes.
 pub const TETHER_PKCS11_PIN_MAX_LEN: usize = 256;
@@ -261,12 +261,12 @@ pub unsafe extern "C" fn tether_pkcs11_generate_csr(
         let uri = unsafe { text_arg(uri, "uri") }?;
         let pin = unsafe { optional_text(pin, "pin") }?;
         let common_name = unsafe { text_arg(common_name, "common_name") }?;
-        let len = unsafe { out_arg(csr_len, "csr_len") }?;
+        let out = unsafe { text_out(csr, csr_cap, csr_len, "csr", "csr_len") }?;
         if csr.is_null() {
             return Err(Error::new(Code::NullArgument, "`csr` is NULL"));
         }
-        if csr_cap <= TETHER_PKCS11_CSR_MAX_LEN {
-            *len = TETHER_PKCS11_CSR_MAX_LEN;
+        if !out.fits(TETHER_PKCS11_CSR_MAX_LEN) {
+            out.report_needed(TETHER_PKCS11_CSR_MAX_LEN);
             return Err(Error::new(
                 Code::BufferTooSmall,
                 format!(
@@ -276,8 +276,7 @@ pub unsafe extern "C" fn tether_pkcs11_generate_csr(
             ));
         }
         let pem = imp::generate_csr(module, uri, pin, common_name)?;
-        // SAFETY: as above.
-        unsafe { write_text(&pem, csr, csr_cap, csr_len) }
+        out.write(&pem)
     })
 }
 

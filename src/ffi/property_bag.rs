@@ -10,7 +10,7 @@ use std::ffi::c_char;
 use crate::error::{Code, Error, Result};
 use crate::ffi::panic::guard;
 use crate::ffi::topics::{tether_span, topic_arg, write_built};
-use crate::ffi::{out_arg, text_arg};
+use crate::ffi::{bytes_arg, out_arg, out_buf_arg, text_arg};
 use crate::mqtt::properties::{self, parse_bag, Property};
 
 /// A property bag being built in a caller-owned buffer. Initialise it with
@@ -88,6 +88,7 @@ pub unsafe extern "C" fn tether_property_bag_init(
                 "`cap` is 0; the bag needs room for at least its NUL terminator",
             ));
         }
+        unsafe { out_buf_arg(buf.cast(), cap, "buf") }?;
         // SAFETY: `buf` is valid for `cap >= 1` bytes.
         unsafe { *buf = 0 };
         *bag = tether_property_bag { buf, cap, len: 0 };
@@ -169,12 +170,7 @@ pub unsafe extern "C" fn tether_property_iter_init(
     guard(|| {
         // SAFETY: per the contract.
         let iter = unsafe { out_arg(iter, "iter") }?;
-        if bag.is_null() && bag_len != 0 {
-            return Err(Error::new(
-                Code::NullArgument,
-                format!("`bag` is NULL but its length is {bag_len}"),
-            ));
-        }
+        unsafe { bytes_arg(bag.cast(), bag_len, "bag") }?;
         *iter = tether_property_iter {
             bag,
             len: bag_len,
@@ -210,6 +206,8 @@ pub unsafe extern "C" fn tether_property_iter_next(
                 "the iterator was not initialised or was changed by the caller",
             ));
         }
+        // The bag is read through the spans written to `out`: they must not overlap.
+        unsafe { bytes_arg(iter.bag.cast(), iter.len, "iter->bag") }?;
         // Only the next property is read and checked, so iterating is linear in the bag.
         // SAFETY: the bag is valid for `len` bytes per tether_property_iter_init's contract.
         let rest = unsafe {
@@ -306,12 +304,7 @@ pub unsafe extern "C" fn tether_property_decode(
         // SAFETY: per the contract.
         let raw = unsafe { topic_arg(encoded, encoded_len, "encoded") }?;
         let out_len = unsafe { out_arg(out_len, "out_len") }?;
-        if out.is_null() && cap != 0 {
-            return Err(Error::new(
-                Code::NullArgument,
-                format!("`out` is NULL but its capacity is {cap}"),
-            ));
-        }
+        unsafe { out_buf_arg(out.cast(), cap, "out") }?;
         let needed = properties::decoded_len(raw)?;
         if needed >= cap {
             *out_len = needed;

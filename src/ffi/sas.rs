@@ -53,11 +53,7 @@ pub unsafe extern "C" fn tether_sas_token(
         // SAFETY: each pointer is NULL or NUL-terminated per the contract above.
         let resource_uri = unsafe { text_arg(resource_uri, "resource_uri") }?;
         let key_base64 = unsafe { text_arg(key_base64, "key_base64") }?;
-        let key_name = if key_name.is_null() {
-            None
-        } else {
-            Some(unsafe { text_arg(key_name, "key_name") }?)
-        };
+        let key_name = unsafe { crate::ffi::topics::opt_text_arg(key_name, "key_name") }?;
         let resource = Resource::parse(resource_uri)?;
         let key = SasKey::from_base64_named(key_base64, "key_base64")?;
         let mut buf = [0u8; TETHER_SAS_TOKEN_MAX_LEN];

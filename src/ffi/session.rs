@@ -10,12 +10,12 @@
 use std::ffi::c_char;
 
 use crate::error::{Code, Error};
-use crate::ffi::client::{session_config, subscriptions_arg, tether_client, tether_client_options};
+use crate::ffi::client::{options_arg, session_config, subscriptions_arg, tether_client_options};
 use crate::ffi::event::{properties_arg, tether_event, EventSlot};
 use crate::ffi::handles::{free_handle, handle_mut, handle_ref, into_handle};
 use crate::ffi::panic::{guard, guard_value};
 use crate::ffi::tls_config::tether_tls_config;
-use crate::ffi::{bytes_arg, out_arg, text_arg};
+use crate::ffi::{bytes_arg, opt_out_arg, out_arg, out_buf_arg, text_arg};
 use crate::session::Session;
 
 /// A device session without I/O: TLS (IoT Hub policy) and IoT Hub MQTT in one state
@@ -43,10 +43,7 @@ impl tether_session {
             // SAFETY: arguments per the contract above.
             let text = unsafe { text_arg(connection_string, "connection_string") }?;
             let out = unsafe { out_arg(session_out, "session_out") }?;
-            let options = match unsafe { options.as_ref() } {
-                Some(o) => *o,
-                None => tether_client::tether_client_options_default(),
-            };
+            let options = unsafe { options_arg(options) }?;
             let session = unsafe { session_config(text, tls, &options) }?;
             *out = into_handle(tether_session {
                 session: Session::new(session)?,
@@ -117,12 +114,7 @@ impl tether_session {
             // SAFETY: NULL or a live session; `buf` valid for `cap` bytes.
             let s = unsafe { handle_mut(session, "session") }?;
             let out_len = unsafe { out_arg(out_len, "out_len") }?;
-            if buf.is_null() && cap != 0 {
-                return Err(Error::new(
-                    Code::NullArgument,
-                    "`buf` is NULL but `cap` is not 0",
-                ));
-            }
+            unsafe { out_buf_arg(buf, cap, "buf") }?;
             s.session.poll_output(&mut s.output);
             let n = s.output.len().min(cap);
             if n > 0 {
@@ -187,7 +179,9 @@ impl tether_session {
     }
 
     /// Writes the next event to `*event_out` (`TETHER_EVENT_NONE` when there is none). The
-    /// event's pointers stay valid until the next call or `tether_session_free`.
+    /// event's pointers stay valid until the next call or `tether_session_free`. A received
+    /// QoS 1 message is acknowledged to the hub by this call (at-least-once): send the
+    /// session's output afterwards.
     #[no_mangle]
     pub unsafe extern "C" fn tether_session_poll_event(
         session: *mut tether_session,
@@ -222,7 +216,9 @@ impl tether_session {
     }
 
     /// Sends telemetry; arguments and results as `tether_client_send_telemetry`. QoS 1
-    /// messages are queued while disconnected.
+    /// messages are queued while disconnected. While more than 1 MiB of output waits to be
+    /// taken with `tether_session_poll_output`, new messages are refused with
+    /// `TETHER_RESULT_QUEUE_FULL` (back-pressure).
     #[no_mangle]
     pub unsafe extern "C" fn tether_session_send_telemetry(
         session: *mut tether_session,
@@ -240,8 +236,9 @@ impl tether_session {
             let s = unsafe { handle_mut(session, "session") }?;
             let payload = unsafe { bytes_arg(payload, payload_len, "payload") }?;
             let bag = unsafe { properties_arg(keys, values, property_count) }?;
+            let id_out = unsafe { opt_out_arg(message_id_out, "message_id_out") }?;
             let id = s.session.send_telemetry(payload, &bag, qos, now_ms)?;
-            if let Some(out) = unsafe { message_id_out.as_mut() } {
+            if let Some(out) = id_out {
                 *out = id;
             }
             Ok(())

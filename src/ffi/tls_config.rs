@@ -7,7 +7,7 @@ use rustls::ClientConfig;
 
 use crate::ffi::handles::{free_handle, handle_mut, handle_ref, into_handle};
 use crate::ffi::panic::{guard, guard_value};
-use crate::ffi::{bytes_arg, out_arg, text_arg, write_text};
+use crate::ffi::{bytes_arg, out_arg, text_arg, text_out};
 use crate::handshake;
 use crate::policy::TlsPolicy;
 use crate::Code;
@@ -161,9 +161,12 @@ impl tether_tls_config_builder {
 
     /// Authenticates the device with a client certificate (mutual TLS). `chain` holds the
     /// leaf certificate first, then any intermediates (PEM, or DER certificates back to
-    /// back); `key` is its private key (PEM or DER; PKCS#8, SEC1 or PKCS#1). Both are copied;
-    /// the library keeps the key in memory it zeroes when the configuration is freed, so the
-    /// caller may wipe its copy after the call.
+    /// back); `key` is its private key (PEM or DER; PKCS#8, SEC1 or PKCS#1). The caller may
+    /// wipe its copy after the call. tether makes no copy of a DER key and wipes the buffer
+    /// it decodes a PEM key into; the parsed key then lives inside ring's key pair until the
+    /// configuration is freed, and ring frees it without wiping (a dependency's copy tether
+    /// cannot reach; use `tether_tls_config_builder_set_client_signer` to keep the key out
+    /// of process memory).
     ///
     /// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
     /// `TETHER_RESULT_CERT_MALFORMED`, `TETHER_RESULT_PRIVATE_KEY_MALFORMED`,
@@ -275,7 +278,8 @@ impl tether_tls_config {
             // SAFETY: NULL or a live config; `host` NULL or NUL-terminated; buffer contract.
             let config = unsafe { handle_ref(config, "config") }?;
             let host = unsafe { text_arg(host, "host") }?;
-            unsafe { out_arg(report_len, "report_len") }?;
+            let report =
+                unsafe { text_out(report, report_cap, report_len, "report", "report_len") }?;
             if port == 0 || timeout_ms == 0 {
                 return Err(crate::Error::new(
                     Code::InvalidArgument,
@@ -289,9 +293,7 @@ impl tether_tls_config {
                 config.has_client_cert,
                 std::time::Duration::from_millis(timeout_ms.into()),
             )?;
-            let line = format!("{} {}", negotiated.version, negotiated.suite);
-            // SAFETY: buffer contract documented above.
-            unsafe { write_text(&line, report, report_cap, report_len) }
+            report.write(&format!("{} {}", negotiated.version, negotiated.suite))
         })
     }
 
@@ -332,7 +334,7 @@ pub(crate) unsafe fn tls_or_default(
     tls: *const tether_tls_config,
 ) -> crate::Result<(Arc<ClientConfig>, bool, Option<i64>)> {
     // SAFETY: per the contract.
-    Ok(match unsafe { tls.as_ref() } {
+    Ok(match unsafe { crate::ffi::opt_in_arg(tls, "tls") }? {
         Some(tls) => (
             tls.config.clone(),
             tls.has_client_cert,

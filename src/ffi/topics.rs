@@ -12,7 +12,7 @@ use std::ffi::c_char;
 
 use crate::error::{Code, Error, Result};
 use crate::ffi::panic::guard;
-use crate::ffi::{bytes_arg, out_arg, text_arg};
+use crate::ffi::{bytes_arg, out_arg, out_buf_arg, text_arg};
 use crate::mqtt::properties::{Count, Sink, SliceSink};
 use crate::mqtt::topics::{self, TwinTopic, UsernameOptions};
 
@@ -100,12 +100,7 @@ pub(crate) unsafe fn write_built(
 ) -> Result<()> {
     // SAFETY: forwarded contract.
     let out_len = unsafe { out_arg(out_len, "out_len") }?;
-    if out.is_null() && cap != 0 {
-        return Err(Error::new(
-            Code::NullArgument,
-            format!("`out` is NULL but its capacity is {cap}"),
-        ));
-    }
+    unsafe { out_buf_arg(out.cast(), cap, "out") }?;
     let mut count = Count::default();
     build(&mut count)?;
     let needed = count.0;

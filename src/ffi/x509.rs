@@ -6,7 +6,7 @@ use std::ffi::c_char;
 use crate::auth::x509::{self, DeviceCertificate};
 use crate::error::{Code, Error};
 use crate::ffi::panic::guard;
-use crate::ffi::{bytes_arg, out_arg, text_arg, write_text};
+use crate::ffi::{bytes_arg, out_arg, out_buf_arg, text_arg, write_text};
 
 /// `tether_x509_thumbprint`: SHA-1, 40 hex digits.
 pub const TETHER_THUMBPRINT_SHA1: u32 = 1;
@@ -69,11 +69,7 @@ pub unsafe extern "C" fn tether_x509_check_identity(
         // SAFETY: as documented above.
         let cert = unsafe { bytes_arg(cert, cert_len, "cert") }?;
         let device_id = unsafe { text_arg(device_id, "device_id") }?;
-        let module_id = if module_id.is_null() {
-            None
-        } else {
-            Some(unsafe { text_arg(module_id, "module_id") }?)
-        };
+        let module_id = unsafe { crate::ffi::topics::opt_text_arg(module_id, "module_id") }?;
         DeviceCertificate::from_bytes(cert)?.check_identity(device_id, module_id)
     })
 }
@@ -141,6 +137,7 @@ pub unsafe extern "C" fn tether_ecdsa_raw_to_der(
         // SAFETY: as documented above.
         let raw = unsafe { bytes_arg(raw, raw_len, "raw") }?;
         let out_len = unsafe { out_arg(out_len, "out_len") }?;
+        unsafe { out_buf_arg(out, out_cap, "out") }?;
         let mut der = [0u8; 141];
         let n = x509::ecdsa_raw_to_der(raw, &mut der)?;
         if n > out_cap {
@@ -150,10 +147,7 @@ pub unsafe extern "C" fn tether_ecdsa_raw_to_der(
                 format!("the DER signature needs {n} bytes; the buffer holds {out_cap}"),
             ));
         }
-        if out.is_null() {
-            return Err(Error::new(Code::NullArgument, "`out` is NULL"));
-        }
-        // SAFETY: `out` is valid for `out_cap >= n` bytes.
+        // SAFETY: `out` is valid for `out_cap >= n` bytes (checked by `out_buf_arg`).
         unsafe { std::ptr::copy_nonoverlapping(der.as_ptr(), out, n) };
         *out_len = n;
         Ok(())

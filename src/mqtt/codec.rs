@@ -264,7 +264,8 @@ fn finish(
 }
 
 impl Connect<'_> {
-    fn validate(&self) -> Result<usize> {
+    /// Validates; returns the remaining length.
+    fn remaining_len(&self) -> Result<usize> {
         check_string(self.client_id, "client id", true)?;
         if self.client_id.is_empty() && !self.clean_session {
             return Err(invalid("an empty client id requires a clean session"));
@@ -297,7 +298,11 @@ impl Connect<'_> {
             }
             (None, None) => {}
         }
-        frame_len(remaining)
+        Ok(remaining)
+    }
+
+    fn validate(&self) -> Result<usize> {
+        frame_len(self.remaining_len()?)
     }
 
     /// The encoded size of this CONNECT, after validating it.
@@ -307,23 +312,79 @@ impl Connect<'_> {
 
     /// Encodes the CONNECT into `out`; returns the bytes written. On any error nothing is
     /// written (`BufferTooSmall` when `out` is shorter than [`Connect::encoded_len`]).
+    ///
+    /// Written straight into `out`, with no intermediate buffer: the password (a SAS token)
+    /// is copied nowhere else, so a caller that wipes `out` leaves no copy behind.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize> {
-        let len = self.validate()?;
-        let mut c = v4::Connect::new(self.client_id);
-        c.keep_alive = self.keep_alive_s;
-        c.clean_session = self.clean_session;
+        let remaining = self.remaining_len()?;
+        let len = frame_len(remaining)?;
+        check_room(len, out)?;
+        let will_qos = match &self.will {
+            Some(w) => check_qos(w.qos, "will")? as u8,
+            None => 0,
+        };
+        let mut flags = u8::from(self.clean_session) << 1;
         if let Some(w) = &self.will {
-            c.last_will = Some(v4::LastWill::new(
-                w.topic,
-                w.payload.to_vec(),
-                check_qos(w.qos, "will")?,
-                w.retain,
-            ));
+            flags |= 0b100 | will_qos << 3 | u8::from(w.retain) << 5;
         }
-        if let Some(u) = self.username {
-            c.login = Some(v4::Login::new(u, self.password.unwrap_or("")));
+        if self.username.is_some() {
+            flags |= 0x80;
         }
-        finish(len, out, "CONNECT", |b| c.write(b))
+        if self.password.is_some() {
+            flags |= 0x40;
+        }
+        let mut w = Writer { out, at: 0 };
+        w.byte(0x10);
+        w.varint(remaining);
+        w.string(b"MQTT");
+        w.byte(4);
+        w.byte(flags);
+        w.bytes(&self.keep_alive_s.to_be_bytes());
+        w.string(self.client_id.as_bytes());
+        if let Some(will) = &self.will {
+            w.string(will.topic.as_bytes());
+            w.string(will.payload);
+        }
+        for field in [self.username, self.password].into_iter().flatten() {
+            w.string(field.as_bytes());
+        }
+        debug_assert_eq!(w.at, len);
+        Ok(w.at)
+    }
+}
+
+/// Writes a packet into a buffer already checked to be large enough.
+struct Writer<'a> {
+    out: &'a mut [u8],
+    at: usize,
+}
+
+impl Writer<'_> {
+    fn byte(&mut self, b: u8) {
+        self.out[self.at] = b;
+        self.at += 1;
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.out[self.at..self.at + b.len()].copy_from_slice(b);
+        self.at += b.len();
+    }
+
+    /// A length-prefixed MQTT string or binary field (length checked by validation).
+    fn string(&mut self, b: &[u8]) {
+        self.bytes(&(b.len() as u16).to_be_bytes());
+        self.bytes(b);
+    }
+
+    fn varint(&mut self, mut n: usize) {
+        loop {
+            let digit = (n % 128) as u8;
+            n /= 128;
+            self.byte(if n > 0 { digit | 0x80 } else { digit });
+            if n == 0 {
+                break;
+            }
+        }
     }
 }
 

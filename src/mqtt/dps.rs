@@ -2,7 +2,7 @@
 //! operation-status topics, the register payload, and parsing of replies (topic and JSON
 //! body).
 
-use crate::auth::{check_id, IdKind};
+use crate::auth::{check_connection_string_id, check_host, check_id, IdKind};
 use crate::error::{Code, Error, Result};
 use crate::mqtt::properties::{self, parse_bag, Sink};
 use crate::mqtt::topics::{validate_echoed_request_id, validate_request_id};
@@ -23,6 +23,17 @@ pub fn validate_registration_id(id: &str) -> Result<()> {
 /// Checks an ID scope such as `0neFEEDC0DE`: 1 to 64 ASCII letters and digits.
 pub fn validate_id_scope(scope: &str) -> Result<()> {
     check_id(IdKind::Scope, scope)
+}
+
+/// Checks what a DPS reply assigned before anything uses it: `assignedHub` must be a host
+/// name and `deviceId` a device id that a connection string can carry (no `;`: the
+/// assignment is handed on as `HostName=...;DeviceId=...`, so `;GatewayHostName=...` in a
+/// reply must not become a field). The error (`IdInvalid`) names the field and the rule,
+/// and shows the offending value shortened.
+pub fn check_assignment(assigned_hub: &str, device_id: &str) -> Result<()> {
+    check_host(assigned_hub).map_err(|e| e.context("DPS reply: assignedHub"))?;
+    check_connection_string_id(IdKind::Device, device_id)
+        .map_err(|e| e.context("DPS reply: deviceId"))
 }
 
 /// DPS client id: the registration id.
@@ -526,5 +537,39 @@ mod tests {
             Code::IdInvalid
         );
         assert!(build_string(|s| poll_topic_to(s, "1", "")).is_err());
+    }
+
+    #[test]
+    fn an_assignment_is_a_host_name_and_a_device_id_a_connection_string_can_carry() {
+        check_assignment("hub-7.azure-devices.net", "sn-007").unwrap();
+        check_assignment("hub.azure-devices.net", "a+b#c(1)!@$'*,=%").unwrap();
+        let e = check_assignment("hub.example;GatewayHostName=evil.example", "dev").unwrap_err();
+        assert_eq!(e.code(), Code::IdInvalid);
+        assert!(
+            e.message().starts_with("DPS reply: assignedHub: host name"),
+            "{e:?}"
+        );
+        assert!(e.message().contains("';' at offset 11"), "{e:?}");
+        let e = check_assignment("hub.example", "dev;GatewayHostName=evil.example").unwrap_err();
+        assert!(
+            e.message().starts_with("DPS reply: deviceId: device id"),
+            "{e:?}"
+        );
+        assert!(
+            e.message().contains("a connection string cannot hold ';'"),
+            "{e:?}"
+        );
+        for (hub, dev) in [
+            ("", "d"),
+            ("h", ""),
+            ("h/x", "d"),
+            ("h", "d/e"),
+            ("h", "d\n"),
+        ] {
+            assert_eq!(
+                check_assignment(hub, dev).unwrap_err().code(),
+                Code::IdInvalid
+            );
+        }
     }
 }

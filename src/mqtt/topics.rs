@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::auth::{check_host, check_id, IdKind};
+use crate::auth::{check_host, check_id, check_topic_id, IdKind};
 use crate::error::{Code, Error, Result};
 use crate::mqtt::properties::{self, parse_bag, Count, Properties, Sink};
 
@@ -30,7 +30,8 @@ pub const TWIN_DESIRED_SUBSCRIBE_TOPIC: &str = "$iothub/twin/PATCH/properties/de
 pub const METHODS_SUBSCRIBE_TOPIC: &str = "$iothub/methods/POST/#";
 
 /// Checks a device or module id: 1 to 128 characters from IoT Hub's set (ASCII
-/// alphanumerics and `- . % _ * ? ! ( ) , : = @ $ '`), with the rules of [`crate::auth`].
+/// alphanumerics and `- : . + % _ # * ? ! ( ) , = @ ; $ '`), with the rules of
+/// [`crate::auth`]. Topic builders also refuse `+` and `#` ([`check_topic_id`]).
 /// `what` is "device id" or "module id".
 pub fn validate_device_id(id: &str, what: &str) -> Result<()> {
     let kind = if what == "module id" {
@@ -223,8 +224,10 @@ pub fn telemetry_topic_to(
     module: Option<&str>,
     bag: &str,
 ) -> Result<()> {
-    validate_device_id(device, "device id")?;
-    validate_module(module)?;
+    check_topic_id(IdKind::Device, device)?;
+    if let Some(m) = module {
+        check_topic_id(IdKind::Module, m)?;
+    }
     parse_bag(bag).validate()?;
     let len = "devices/".len()
         + device.len()
@@ -273,7 +276,7 @@ pub fn check_message_size(bag_len: usize, payload_len: usize) -> Result<()> {
 
 /// Cloud-to-device subscription filter: `devices/{d}/messages/devicebound/#`.
 pub fn c2d_subscribe_topic_to(sink: &mut (impl Sink + ?Sized), device: &str) -> Result<()> {
-    validate_device_id(device, "device id")?;
+    check_topic_id(IdKind::Device, device)?;
     sink.put("devices/");
     sink.put(device);
     sink.put("/messages/devicebound/#");
@@ -585,10 +588,38 @@ mod tests {
 
     #[test]
     fn bad_ids_are_refused_with_id_invalid() {
-        for bad in ["", "a/b", "a b", "a#", "a+", "é", &"x".repeat(129)] {
+        for bad in ["", "a/b", "a b", "a&", "é", &"x".repeat(129)] {
             let e = client_id(bad, None).unwrap_err();
             assert_eq!(e.code(), Code::IdInvalid, "{bad:?}");
         }
+        // IoT Hub's whole set is accepted where MQTT can carry it: client id, user name.
+        let id = "a-:.+%_#*?!(),=@;$'";
+        assert_eq!(client_id(id, Some(id)).unwrap(), format!("{id}/{id}"));
+        assert_eq!(
+            username("h.example", id, None, &UsernameOptions::default()).unwrap(),
+            format!("h.example/{id}/?api-version={DEFAULT_API_VERSION}")
+        );
+        // Topic names cannot carry '+' or '#': refused, with that reason.
+        for (device, module) in [
+            ("a+", None),
+            ("a#", None),
+            ("d", Some("m+")),
+            ("d", Some("#")),
+        ] {
+            let e = telemetry_topic(device, module, "").unwrap_err();
+            assert_eq!(e.code(), Code::IdInvalid);
+            assert!(
+                e.message()
+                    .contains("MQTT topic names cannot contain '+' or '#'"),
+                "{e:?}"
+            );
+        }
+        let e = build_string(|s| c2d_subscribe_topic_to(s, "dev#1")).unwrap_err();
+        assert!(e.message().contains("contains '#' at offset 3"), "{e:?}");
+        assert_eq!(
+            telemetry_topic("a;b$c'=(1)", Some("m@!"), "").unwrap(),
+            "devices/a;b$c'=(1)/modules/m@!/messages/events/"
+        );
         assert_eq!(
             client_id("d", Some("m/x")).unwrap_err().code(),
             Code::IdInvalid

@@ -143,6 +143,37 @@ static void connection_strings(void) {
     CHECK(tether_connection_string_parse(NULL, &cs) == TETHER_RESULT_NULL_ARGUMENT);
 }
 
+/* Every character IoT Hub allows in ids: a token, a client id; a topic refuses '+' and '#'
+   naming MQTT's rule, and a connection string cannot carry ';'. */
+static void hub_id_characters(void) {
+    char out[TETHER_SAS_TOKEN_MAX_LEN + 1];
+    char message[512];
+    size_t len = 0;
+    tether_connection_string *cs = NULL;
+    CHECK(tether_sas_token("myiothub.azure-devices.net/devices/a-:.+%_#*?!(),=@;$'", KEY, NULL,
+                           1578941692, out, sizeof out, &len) == TETHER_RESULT_OK);
+    CHECK(strstr(out, "sr=myiothub.azure-devices.net%2Fdevices%2F"
+                      "a-%3A.%2B%25_%23%2A%3F%21%28%29%2C%3D%40%3B%24%27&sig=") != NULL);
+    printf("TOKEN %s\n", out);
+    CHECK(tether_mqtt_client_id("d+#;", "m$'@", out, sizeof out, &len) == TETHER_RESULT_OK);
+    CHECK(strcmp(out, "d+#;/m$'@") == 0);
+    CHECK(tether_telemetry_topic("d;(1)", NULL, "", 0, out, sizeof out, &len) ==
+          TETHER_RESULT_OK);
+    CHECK(strcmp(out, "devices/d;(1)/messages/events/") == 0);
+    CHECK(tether_telemetry_topic("sensor+1", NULL, "", 0, out, sizeof out, &len) ==
+          TETHER_RESULT_ID_INVALID);
+    CHECK(tether_last_error(message, sizeof message, &len) == TETHER_RESULT_OK);
+    CHECK(strstr(message, "MQTT topic names cannot contain '+' or '#'") != NULL);
+    CHECK(tether_c2d_subscribe_topic("sensor#1", out, sizeof out, &len) ==
+          TETHER_RESULT_ID_INVALID);
+    CHECK(tether_connection_string_parse(
+              "HostName=h.example;DeviceId=a;b;SharedAccessKey=" KEY, &cs) ==
+          TETHER_RESULT_CONNECTION_STRING_INVALID);
+    CHECK(cs == NULL);
+    CHECK(tether_last_error(message, sizeof message, &len) == TETHER_RESULT_OK);
+    CHECK(strstr(message, "a connection string cannot hold ';'") != NULL);
+}
+
 static void thumbprints(const char *path) {
     FILE *f = fopen(path, "rb");
     unsigned char der[8192];
@@ -170,6 +201,7 @@ int main(int argc, char **argv) {
     sas_tokens();
     dps();
     connection_strings();
+    hub_id_characters();
     thumbprints(argv[1]);
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

@@ -60,6 +60,8 @@ pub struct Hub {
     pub registry: PathBuf,
     pub sas: u16,
     pub x509: u16,
+    /// The service REST API's HTTPS port (`service=` in the ready line).
+    pub service: u16,
     pub log: PathBuf,
 }
 
@@ -109,16 +111,22 @@ impl Hub {
                 let _ = tx.send(line);
             }
         });
-        let hub = Hub {
+        let mut hub = Hub {
             child,
             dir,
             registry,
             sas,
             x509,
+            service: 0,
             log,
         };
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => assert_eq!(line, format!("ready sas={sas} x509={x509}")),
+            Ok(line) => {
+                let service = line
+                    .strip_prefix(&format!("ready sas={sas} x509={x509} service="))
+                    .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+                hub.service = service.parse().unwrap();
+            }
             Err(_) => panic!("tether hub did not get ready:\n{}", hub.log()),
         }
         hub

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod faults;
+
 /// Panics with an install hint unless `tool` is on PATH.
 pub fn require(tool: &str, package: &str) {
     let found = Command::new("sh")

@@ -144,6 +144,10 @@ namespace Tether
         public event Action<DesiredPropertiesPatch> DesiredPropertiesUpdated;
         /// <summary>Raised when the hub refuses a subscription; the argument is the topic filter.</summary>
         public event Action<string> SubscriptionRefused;
+        /// <summary>A message from the hub that could not be decoded, handed over raw (topic in
+        /// <c>Description</c>, body in <c>Message</c>, reason in <c>ConnectionStatus</c>); the
+        /// connection stays up.</summary>
+        public event Action<ClientEvent> UndecodableMessageReceived;
 
         /// <summary>
         /// Creates a client for <c>HostName=...;DeviceId=...;SharedAccessKey=...</c> (or
@@ -206,6 +210,45 @@ namespace Tether
                 throw Interop.Error(r);
             }
             return new DeviceClient(h);
+        }
+
+        /// <summary>
+        /// Provisions the device through the Device Provisioning Service
+        /// (<see cref="Dps.Provision"/>), then creates a client for the assigned hub and
+        /// device id: with <paramref name="deviceKeyBase64"/> (SAS; for a group enrollment the
+        /// key from <see cref="Dps.DeriveKey"/> and <see cref="DpsOptions.GroupEnrollment"/>),
+        /// or when it is null with the client certificate in <see cref="ClientOptions.Tls"/>
+        /// (X.509; DPS uses <see cref="DpsOptions.Tls"/>, by default the same). Blocks during
+        /// provisioning; the client is not opened yet.
+        /// </summary>
+        public static DeviceClient CreateFromDps(string idScope, string registrationId, string deviceKeyBase64,
+            DpsOptions dps = null, ClientOptions options = null)
+        {
+            dps = dps ?? new DpsOptions();
+            if (dps.Tls == null && options != null && options.Tls != null)
+            {
+                dps = new DpsOptions
+                {
+                    Endpoint = dps.Endpoint, Port = dps.Port, GroupEnrollment = dps.GroupEnrollment,
+                    Tls = options.Tls, TimeoutMilliseconds = dps.TimeoutMilliseconds,
+                };
+            }
+            DpsAssignment assigned = Dps.Provision(idScope, registrationId, deviceKeyBase64, dps);
+            string auth;
+            if (deviceKeyBase64 != null)
+            {
+                auth = "SharedAccessKey=" + deviceKeyBase64;
+            }
+            else
+            {
+                if (options == null || options.Tls == null)
+                {
+                    throw new ArgumentException("X.509 (no device key) needs the client certificate in options.Tls", "options");
+                }
+                auth = "x509=true";
+            }
+            return CreateFromConnectionString(
+                "HostName=" + assigned.AssignedHub + ";DeviceId=" + assigned.DeviceId + ";" + auth, options);
         }
 
         private Handle Live
@@ -531,6 +574,11 @@ namespace Tether
                     e.ConnectionStatus = new ConnectionStatus(ev.Error,
                         ev.Error == Result.Ok ? "disconnected" : Interop.LastError(), ev.WillRetry != 0);
                     break;
+                case EventKind.Undecodable:
+                    e.Description = Interop.FromUtf8(ev.Name);
+                    e.Message = new Message(Interop.Bytes(ev.Payload, ev.PayloadLen), new Dictionary<string, string>());
+                    e.ConnectionStatus = new ConnectionStatus(ev.Error, Interop.LastError(), true);
+                    break;
             }
             return e;
         }
@@ -588,6 +636,9 @@ namespace Tether
                     break;
                 case EventKind.Disconnected:
                     Raise(Disconnected, e.ConnectionStatus);
+                    break;
+                case EventKind.Undecodable:
+                    Raise(UndecodableMessageReceived, e);
                     break;
             }
         }

@@ -49,7 +49,7 @@ namespace Tether
     }
 
     /// <summary>Device Provisioning Service helpers.</summary>
-    public static class Dps
+    public static partial class Dps
     {
         private static class Native
         {

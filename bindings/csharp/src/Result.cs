@@ -113,6 +113,10 @@ namespace Tether
         DesiredPropertiesPatch = 6,
         SubscriptionRefused = 7,
         Disconnected = 8,
+        /// <summary>A message whose topic or properties could not be decoded, handed over raw:
+        /// <see cref="ClientEvent.Description"/> is the topic, <see cref="ClientEvent.Message"/>
+        /// the body (no properties), <see cref="ClientEvent.ConnectionStatus"/> the reason.</summary>
+        Undecodable = 9,
     }
 
     /// <summary>Embedded trust anchors (<c>TETHER_ROOTS_*</c>).</summary>

@@ -94,6 +94,23 @@ namespace Tether.Tests
             }
         }
 
+        /// <summary>Kills a helper process (if it still runs), waits for it and frees it.</summary>
+        internal static void Stop(Process process)
+        {
+            try
+            {
+                if (!process.HasExited)
+                {
+                    process.Kill();
+                }
+                process.WaitForExit(5000);
+            }
+            catch (InvalidOperationException)
+            {
+            }
+            process.Dispose();
+        }
+
         internal static string Quote(string s)
         {
             return "'" + s.Replace("'", "'\\''") + "'";
@@ -157,18 +174,7 @@ namespace Tether.Tests
 
         public void Dispose()
         {
-            try
-            {
-                if (!process.HasExited)
-                {
-                    process.Kill();
-                }
-                process.WaitForExit(5000);
-            }
-            catch (InvalidOperationException)
-            {
-            }
-            process.Dispose();
+            Hub.Stop(process);
         }
     }
 }

@@ -285,7 +285,7 @@ class Hub:
         t = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)
         t.start()
         t.join(60)
-        if not line or line[0].strip() != f"ready sas={self.sas} x509={self.x509}":
+        if not line or not line[0].startswith(f"ready sas={self.sas} x509={self.x509} service="):
             self.stop()
             pytest.fail(f"tether hub did not get ready: {line}\n{self.log()}")
         self.ca = str(self.dir / "ca.pem")

@@ -8,11 +8,12 @@ import subprocess
 import threading
 import time
 import urllib.parse
+from collections import deque
 
 import pytest
 
 import tether
-from conftest import DEVICE, HUB_HOST, KEY, Hub, sas_device
+from conftest import DEVICE, HUB_HOST, KEY, Hub, sas_device, tether_cli
 
 OTHER_KEY = "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc="
 
@@ -257,5 +258,88 @@ def test_local_hub_accepts_a_token_made_from_the_device_key_and_refuses_a_wrong_
             with pytest.raises(tether.TetherError) as e:
                 client.connect(timeout=20)
             assert e.value.name == "TETHER_RESULT_NOT_AUTHORIZED"
+    finally:
+        hub.stop()
+
+
+def tracked_entries(client: tether.DeviceClient) -> int:
+    """Entries in every collection the client object keeps (sets, dicts, deques, lists)."""
+    return sum(len(v) for v in vars(client).values() if isinstance(v, (set, frozenset, dict, list, deque)))
+
+
+def test_acknowledged_ids_are_not_kept_without_wait_acked(tmp_path):
+    # Issue 11 defect 11: 3,000 sends nobody waited for left 3,000 ids in the client.
+    hub = Hub(tmp_path, [sas_device("py-flat", KEY, OTHER_KEY)])
+    try:
+        cs = f"HostName={HUB_HOST};DeviceId=py-flat;SharedAccessKey={KEY}"
+        with tether.DeviceClient.from_connection_string(cs, ca_file=hub.ca, port=hub.sas, max_inflight=64) as client:
+            client.connect(timeout=30)
+            ids = []
+            for i in range(3000):
+                while True:
+                    try:
+                        ids.append(client.send(b"%d" % i))
+                        break
+                    except tether.TetherError as e:
+                        assert e.name == "TETHER_RESULT_QUEUE_FULL", e
+                        client.poll(0.05)
+                if i % 16 == 0:
+                    while client.poll(0) is not None:  # take the acknowledgements delivered so far
+                        pass
+                    assert tracked_entries(client) <= 64 + 8, {k: len(v) for k, v in vars(client).items() if hasattr(v, "__len__")}
+            deadline = time.monotonic() + 60
+            while client.inflight and time.monotonic() < deadline:
+                client.poll(0.2)
+            assert client.inflight == 0
+            assert tracked_entries(client) <= 8, {k: v for k, v in vars(client).items() if hasattr(v, "__len__")}
+            # Waiting for long-acknowledged ids still works, and returns at once.
+            start = time.monotonic()
+            client.wait_acked(ids[:10] + ids[-10:], timeout=5)
+            assert time.monotonic() - start < 1
+            with pytest.raises(ValueError):
+                client.wait_acked(ids[-1] + 1, timeout=1)
+    finally:
+        hub.stop()
+
+
+def hub_service(hub, *args: str) -> str:
+    """`tether hub ARGS[0] --dir DIR ARGS[1:]`: the stand-in's own service side."""
+    out = subprocess.run([str(tether_cli()), "hub", args[0], "--dir", str(hub.dir), *args[1:]],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_the_stand_in_serves_c2d_methods_and_twins_to_the_python_client(tmp_path):
+    hub = Hub(tmp_path, [sas_device("py-svc", KEY, OTHER_KEY)])
+    try:
+        cs = f"HostName={HUB_HOST};DeviceId=py-svc;SharedAccessKey={KEY}"
+        with tether.DeviceClient.from_connection_string(cs, ca_file=hub.ca, port=hub.sas, token_ttl=600) as client:
+            client.subscribe(c2d=True, methods=True, twin=True)
+            client.connect(timeout=30)
+            # The hub answers the twin itself; the GET's answer means the subscriptions are in place.
+            assert client.get_twin(timeout=20) == {"desired": {"$version": 1}, "reported": {"$version": 1}}
+            assert client.patch_reported({"firmware": "2.0"}, timeout=20) == 2
+            hub_service(hub, "c2d", "py-svc", "--property", "color=dark blue", "hello python")
+            msg = client.receive_message(timeout=20)
+            assert msg.data == b"hello python"
+            assert msg.properties["color"] == "dark blue" and msg.message_id.startswith("c2d-")
+            answer = {}
+            call = threading.Thread(target=lambda: answer.update(out=hub_service(
+                hub, "invoke", "py-svc", "ping", "--payload", '{"n":1}', "--timeout", "30", "--json")))
+            call.start()
+            req = client.receive_method_request(timeout=20)
+            assert (req.name, req.json()) == ("ping", {"n": 1})
+            req.respond(200, {"pong": True})
+            deadline = time.monotonic() + 30
+            while call.is_alive() and time.monotonic() < deadline:
+                client.poll(0.2)
+            call.join(1)
+            assert json.loads(answer["out"]) == {"status": 200, "payload": {"pong": True}}
+            hub_service(hub, "twin", "py-svc", "--desired", '{"rate":3}')
+            patch = client.receive_desired_patch(timeout=20)
+            assert patch.version == 2 and patch.patch == {"rate": 3, "$version": 2}
+        twin = json.loads(hub_service(hub, "twin", "py-svc"))
+        assert twin["properties"]["reported"]["firmware"] == "2.0"
     finally:
         hub.stop()

@@ -65,3 +65,30 @@ def test_from_dps_provisions_then_sends_to_the_assigned_hub(tmp_path, pki):
         assert 'accepted "dps-device"' in hub.log(), hub.log()
     finally:
         hub.stop()
+
+
+@pytest.mark.parametrize("hub_name, device_id, field, why", [
+    ("hub-7.azure-devices.net;GatewayHostName=evil.example", "sn-007",
+     "DPS reply: assignedHub: host name", "';' at offset 23"),
+    ("hub-7.azure-devices.net", "sn-007;GatewayHostName=evil.example",
+     "DPS reply: deviceId: device id", "a connection string cannot hold ';'"),
+    ("hub-7.azure-devices.net", "sn-007;SharedAccessKey=AAAA",
+     "DPS reply: deviceId: device id", "a connection string cannot hold ';'"),
+])
+def test_from_dps_refuses_an_assignment_that_would_inject_connection_string_fields(
+        pki, hub_name, device_id, field, why):
+    dps = DpsResponder(pki.path("server.pem"), pki.path("server.key"), [
+        (200, None, {"operationId": "op-1", "status": "assigned",
+                     "registrationState": {"assignedHub": hub_name, "deviceId": device_id}}),
+    ])
+    key = tether.derive_key(GROUP_KEY, REG)
+    with pytest.raises(tether.TetherError) as e:
+        tether.DeviceClient.from_dps(SCOPE, REG, key, group_enrollment=True, endpoint="localhost",
+                                     dps_port=dps.port, port=1, ca_file=pki.path("ca.pem"),
+                                     timeout=20)
+    assert e.value.name == "TETHER_RESULT_ID_INVALID"
+    assert str(e.value).startswith(field) or field in str(e.value), str(e.value)
+    assert why in str(e.value)
+    # The connection string path itself: an injected field never parses into another host.
+    with pytest.raises(tether.TetherError):
+        tether.parse_connection_string(f"HostName=h.example;DeviceId=a;b;SharedAccessKey={key}")

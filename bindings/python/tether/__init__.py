@@ -38,6 +38,7 @@ from .client import (
     TlsConfig,
     TwinError,
     TwinResponse,
+    Undecodable,
 )
 from .primitives import (
     c2d_subscribe_topic,
@@ -59,7 +60,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DeviceClient", "Message", "MethodRequest", "DesiredPatch", "TwinResponse", "Connected",
-    "Acked", "SubscriptionRefused", "Disconnected", "TlsConfig",
+    "Acked", "SubscriptionRefused", "Disconnected", "Undecodable", "TlsConfig",
     "TetherError", "TetherTimeout", "ClosedError", "TwinError",
     "sas_token", "derive_key", "thumbprint", "client_id", "username", "telemetry_topic",
     "c2d_subscribe_topic", "method_response_topic", "parse_c2d_topic", "parse_method_topic",

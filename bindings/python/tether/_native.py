@@ -27,7 +27,7 @@ from ctypes import (
     c_void_p,
 )
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 # ---------------------------------------------------------------------------------------
 # Result codes (tether_result) and other constants from tether.h.
@@ -54,6 +54,7 @@ EVENT_TWIN_RESPONSE = 5
 EVENT_DESIRED_PATCH = 6
 EVENT_SUBSCRIPTION_REFUSED = 7
 EVENT_DISCONNECTED = 8
+EVENT_UNDECODABLE = 9
 
 LOG_ERROR = 1
 LOG_WARN = 2
@@ -153,7 +154,7 @@ STRUCTS = [ClientOptions, Event, Span, C2dTopic, TwinTopic, MethodRequestTopic, 
 # typedef void (*tether_log_callback)(void *user_data, uint32_t level, const char *message,
 #                                     size_t message_len);
 LogCallback = CFUNCTYPE(None, c_void_p, c_uint32, c_void_p, c_size_t)
-LogCallback._c_name_ = "tether_log_callback"
+LogCallback._c_name_ = "tether_log_callback"  # type: ignore[attr-defined]
 
 # ---------------------------------------------------------------------------------------
 # Prototypes: name -> (restype, argtypes). Pointers to opaque handles are c_void_p;
@@ -255,8 +256,9 @@ def platform_dir() -> str:
 
 
 def library_path() -> Path:
-    """Where libtether is loaded from: ``$TETHER_LIBRARY``, else beside the package in
-    ``tether/<platform>/libtether.so``."""
+    """Where libtether is loaded from: ``$TETHER_LIBRARY``, else inside the package:
+    ``tether/<platform>/libtether.so`` (a prebuilt library the wheel carries) or
+    ``tether/_libtether*.so`` (the library ``pip install`` built with cargo)."""
     env = os.environ.get("TETHER_LIBRARY")
     if env:
         path = Path(env)
@@ -267,10 +269,13 @@ def library_path() -> Path:
     path = here / platform_dir() / "libtether.so"
     if path.is_file():
         return path
+    built = sorted(here.glob("_libtether*.so"))
+    if built:
+        return built[0]
     raise OSError(
         f"libtether.so not found: set TETHER_LIBRARY to a built library "
-        f"(cargo build --lib gives target/debug/libtether.so) or install a wheel that carries "
-        f"it (bindings/python/build_wheel.sh); looked in {path}"
+        f"(cargo build --lib gives target/debug/libtether.so) or install the package with "
+        f"`pip install ./bindings/python` (builds it with cargo); looked in {path} and {here}"
     )
 
 
@@ -291,7 +296,7 @@ lib = _load()
 
 
 def result_name(code: int) -> str:
-    return lib.tether_result_name(code).decode("ascii")
+    return str(lib.tether_result_name(code).decode("ascii"))
 
 
 class TetherError(Exception):
@@ -367,6 +372,9 @@ def cstr(text: Optional[str]) -> Optional[bytes]:
 # Managed handles.
 
 
+_M = TypeVar("_M", bound="Managed")
+
+
 class Managed:
     """Owns one native handle. ``close()`` frees it and is idempotent; the object is a
     context manager; ``__del__`` frees a handle that was never closed. Using a closed
@@ -375,7 +383,7 @@ class Managed:
     _free: Callable[[Any], None]
     _handle: Optional[int] = None
 
-    def __init__(self, handle: int):
+    def __init__(self, handle: Optional[int]):
         if not handle:
             raise TetherError(INVALID_STATE, "no native handle")
         self._handle = handle
@@ -400,7 +408,7 @@ class Managed:
         if handle is not None:
             type(self)._free(handle)
 
-    def __enter__(self):
+    def __enter__(self: _M) -> _M:
         self._ptr()
         return self
 
@@ -416,9 +424,9 @@ class Managed:
 
 def live_handles() -> int:
     """How many native tether handles are alive in this process (for leak checks)."""
-    return lib.tether_live_handles()
+    return int(lib.tether_live_handles())
 
 
 def version() -> str:
-    return lib.tether_version().decode("ascii")
+    return str(lib.tether_version().decode("ascii"))
 

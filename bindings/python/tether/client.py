@@ -12,10 +12,11 @@ from __future__ import annotations
 import collections
 import ctypes
 import json
+import logging
 import time
 from ctypes import byref, c_char_p, c_size_t, c_uint64, c_void_p
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterable, Optional, Set, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Optional, Protocol, Set, TypeVar, Union
 
 from . import _native as n
 from ._native import ClosedError, Managed, TetherError, TetherTimeout, check, cstr
@@ -23,6 +24,7 @@ from ._native import ClosedError, Managed, TetherError, TetherTimeout, check, cs
 _lib = n.lib
 
 Payload = Union[bytes, bytearray, memoryview, str]
+_T = TypeVar("_T")
 
 
 def _ms(seconds: Optional[float]) -> int:
@@ -57,6 +59,10 @@ class Message:
         return json.loads(self.data)
 
 
+class _Responder(Protocol):
+    def respond_method(self, request: "MethodRequest", status: int, payload: Any) -> Any: ...
+
+
 @dataclass
 class MethodRequest:
     """A direct-method call; answer it with ``respond(status, payload)``."""
@@ -64,16 +70,17 @@ class MethodRequest:
     name: str
     request_id: str
     payload: bytes
-    _client: Optional["DeviceClient"] = field(default=None, repr=False, compare=False)
+    _client: Optional["_Responder"] = field(default=None, repr=False, compare=False)
 
     def json(self) -> Any:
         return json.loads(self.payload) if self.payload else None
 
-    def respond(self, status: int = 200, payload: Any = None) -> None:
-        """Sends the method's response: ``payload`` is JSON-encoded unless it is bytes."""
+    def respond(self, status: int = 200, payload: Any = None) -> Any:
+        """Sends the method's response: ``payload`` is JSON-encoded unless it is bytes.
+        From ``tether.aio`` this returns a coroutine: ``await request.respond(...)``."""
         if self._client is None:
             raise TetherError(n.INVALID_STATE, "this request has no client to answer through")
-        self._client.respond_method(self, status, payload)
+        return self._client.respond_method(self, status, payload)
 
 
 @dataclass
@@ -105,6 +112,16 @@ class Acked:
 @dataclass
 class SubscriptionRefused:
     filter: str
+
+
+@dataclass
+class Undecodable:
+    """A message from the hub whose topic or properties could not be decoded, as received."""
+
+    topic: str
+    payload: bytes
+    code: int
+    name: str
 
 
 @dataclass
@@ -192,11 +209,15 @@ class DeviceClient(Managed):
 
     _free = _lib.tether_client_free
 
-    def __init__(self, handle: int):
+    def __init__(self, handle: Optional[int]):
         super().__init__(handle)
         self._event = n.Event()
         self._subscribed = 0
-        self._acked: Set[int] = set()
+        # QoS 1 ids sent and not yet acknowledged: bounded by the client's max_inflight
+        # (the core refuses more with QUEUE_FULL), so memory stays flat over any number of
+        # sends. An id is acknowledged when it is at most _last_id and no longer pending.
+        self._pending: Set[int] = set()
+        self._last_id = 0
         self._twin: Dict[str, TwinResponse] = {}
         self._messages: Deque[Message] = collections.deque()
         self._methods: Deque[MethodRequest] = collections.deque()
@@ -217,7 +238,7 @@ class DeviceClient(Managed):
         max_inflight: Optional[int],
         connect_timeout: Optional[float],
     ) -> n.ClientOptions:
-        opts = _lib.tether_client_options_default()
+        opts: n.ClientOptions = _lib.tether_client_options_default()
         opts.port = port
         if keep_alive is not None:
             opts.keep_alive_secs = keep_alive
@@ -280,7 +301,17 @@ class DeviceClient(Managed):
         return cls._x509(host, device_id, module_id, tls, port, keep_alive, max_inflight, connect_timeout)
 
     @classmethod
-    def _x509(cls, host, device_id, module_id, tls, port, keep_alive, max_inflight, connect_timeout):
+    def _x509(
+        cls,
+        host: str,
+        device_id: str,
+        module_id: Optional[str],
+        tls: TlsConfig,
+        port: int,
+        keep_alive: Optional[int],
+        max_inflight: Optional[int],
+        connect_timeout: Optional[float],
+    ) -> "DeviceClient":
         cs = f"HostName={host};DeviceId={device_id};x509=true"
         if module_id:
             cs += f";ModuleId={module_id}"
@@ -350,7 +381,14 @@ class DeviceClient(Managed):
             key_file=key_file, timeout=timeout,
         )
         if device_key is not None:
+            # provision() has checked the hub as a host name and the id as a device id a
+            # connection string can carry; the round trip makes sure no field was injected.
             cs = f"HostName={hub};DeviceId={device_id};SharedAccessKey={device_key}"
+            from .primitives import parse_connection_string
+
+            parsed = parse_connection_string(cs)
+            if (parsed["host_name"], parsed["device_id"], parsed["module_id"]) != (hub, device_id, None):
+                raise ValueError("the DPS assignment does not fit in a connection string")
             return cls.from_connection_string(cs, ca_file=ca_file, port=port, **options)
         if cert_file is None or key_file is None:
             raise ValueError("from_dps needs device_key, or cert_file and key_file")
@@ -371,7 +409,7 @@ class DeviceClient(Managed):
     @property
     def inflight(self) -> int:
         """QoS 1 messages not yet acknowledged."""
-        return _lib.tether_client_inflight(self._ptr())
+        return int(_lib.tether_client_inflight(self._ptr()))
 
     def set_keys(self, primary_key: str, secondary_key: Optional[str] = None) -> None:
         """Replaces the SAS keys for the next connection (key rotation)."""
@@ -408,34 +446,35 @@ class DeviceClient(Managed):
                 self._ptr(), data, len(data), keys, values, count, qos, byref(mid)
             )
         )
+        self._last_id = max(self._last_id, mid.value)
+        if qos:
+            self._pending.add(mid.value)
         return mid.value
 
     send_message = send  # the name azure-iot-device uses
 
     def wait_acked(self, ids: Union[int, Iterable[int]], timeout: float = 30.0) -> None:
-        """Polls until every message in ``ids`` is acknowledged by the hub; raises
-        TetherTimeout when ``timeout`` seconds pass first."""
+        """Polls until every message in ``ids`` is acknowledged by the hub (a QoS 0 id is
+        done once sent); raises TetherTimeout when ``timeout`` seconds pass first and
+        ValueError for an id this client never returned."""
+        wanted = self._unacked(ids)
+        self._wait(lambda: None if wanted & self._pending else True, timeout, f"acknowledgement of {len(wanted)} message(s)")
+
+    def _unacked(self, ids: Union[int, Iterable[int]]) -> Set[int]:
+        """The ids among ``ids`` still waiting for their acknowledgement."""
         wanted = {ids} if isinstance(ids, int) else set(ids)
-        done = wanted & self._acked
-        self._acked -= done
-        wanted -= done
-        deadline = time.monotonic() + timeout
-        while wanted:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TetherTimeout(f"{len(wanted)} message(s) not acknowledged within {timeout} s")
-            ev = self._poll(remaining)
-            if isinstance(ev, Acked) and ev.message_id in wanted:
-                wanted.discard(ev.message_id)
-                self._acked.discard(ev.message_id)
-        return None
+        unknown = sorted(i for i in wanted if not 0 < i <= self._last_id)
+        if unknown:
+            raise ValueError(f"not a message id this client returned: {unknown[:5]}")
+        return wanted & self._pending
 
     # -- the pump -------------------------------------------------------------------
 
     def poll(self, timeout: float = 1.0) -> Optional[object]:
         """Runs the connection for up to ``timeout`` seconds and returns the next event
         (``Connected``, ``Acked``, ``Message``, ``MethodRequest``, ``TwinResponse``,
-        ``DesiredPatch``, ``SubscriptionRefused``, ``Disconnected``), or ``None``. Events
+        ``DesiredPatch``, ``SubscriptionRefused``, ``Disconnected``, ``Undecodable``), or
+        ``None``. Events
         with a handler set are also passed to the handler; others are kept for the
         ``receive_*`` methods."""
         return self._poll(timeout)
@@ -448,7 +487,7 @@ class DeviceClient(Managed):
         if kind == n.EVENT_NONE:
             return None
         if kind == n.EVENT_TELEMETRY_ACKED:
-            self._acked.add(ev.message_id)
+            self._pending.discard(ev.message_id)
             return Acked(ev.message_id)
         payload = ctypes.string_at(ev.payload, ev.payload_len) if ev.payload else b""
         if kind == n.EVENT_C2D:
@@ -492,6 +531,10 @@ class DeviceClient(Managed):
         if kind == n.EVENT_SUBSCRIPTION_REFUSED:
             n_logger().warning("subscription refused: %s", (ev.name or b"").decode("utf-8"))
             return SubscriptionRefused((ev.name or b"").decode("utf-8"))
+        if kind == n.EVENT_UNDECODABLE:
+            return Undecodable(
+                (ev.name or b"").decode("utf-8", "replace"), payload, ev.error, n.result_name(ev.error)
+            )
         if kind == n.EVENT_DISCONNECTED:
             d = Disconnected(ev.error, n.result_name(ev.error), bool(ev.will_retry))
             if not d.will_retry:
@@ -499,18 +542,28 @@ class DeviceClient(Managed):
             return d
         return None
 
-    def _wait(self, ready: Callable[[], Any], timeout: float, what: str) -> Any:
+    def _wait(self, ready: Callable[[], Optional[_T]], timeout: float, what: str) -> _T:
         deadline = time.monotonic() + timeout
         while True:
-            got = ready()
+            got = self._wait_step(ready, deadline, timeout, what, 1.0)
             if got is not None:
                 return got
-            if self._fatal is not None:
-                raise TetherError(self._fatal.code, f"connection lost and not retrying while waiting for {what}")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TetherTimeout(f"no {what} within {timeout} s")
-            self._poll(min(remaining, 1.0))
+
+    def _wait_step(
+        self, ready: Callable[[], Optional[_T]], deadline: float, timeout: float, what: str, slice: float
+    ) -> Optional[_T]:
+        """One round of a wait: ``ready()``'s result, or else raise (connection lost for good,
+        deadline passed), or else poll up to ``slice`` seconds and return None."""
+        got = ready()
+        if got is not None:
+            return got
+        if self._fatal is not None:
+            raise TetherError(self._fatal.code, f"connection lost and not retrying while waiting for {what}")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TetherTimeout(f"no {what} within {timeout} s")
+        self._poll(min(remaining, slice))
+        return None
 
     # -- receiving ------------------------------------------------------------------
 
@@ -584,31 +637,41 @@ class DeviceClient(Managed):
     # -- twin -----------------------------------------------------------------------
 
     def _twin_request(self, send: Callable[[Any, int, Any], int], timeout: float) -> TwinResponse:
+        request_id = self._twin_send(send)
+        return self._twin_result(self._wait(lambda: self._twin.pop(request_id, None), timeout, "twin response"))
+
+    def _twin_send(self, send: Callable[[Any, int, Any], int]) -> str:
+        """Sends a twin request through ``send(buffer, size, length_out)``; its request id."""
         self._want(n.SUBSCRIBE_TWIN)
         rid = ctypes.create_string_buffer(64)  # request ids are decimal u64: 21 bytes suffice
         length = c_size_t(0)
         check(send(rid, len(rid), byref(length)))
-        request_id = rid.raw[: length.value].decode("ascii")
-        resp = self._wait(lambda: self._twin.pop(request_id, None), timeout, "twin response")
+        return rid.raw[: length.value].decode("ascii")
+
+    @staticmethod
+    def _twin_result(resp: TwinResponse) -> TwinResponse:
         if resp.status >= 300:
             raise TwinError(resp.status, resp.payload)
         return resp
 
+    def _twin_get_sender(self) -> Callable[[Any, int, Any], int]:
+        handle = self._ptr()
+        return lambda b, c, l: int(_lib.tether_client_twin_get(handle, b, c, l))
+
+    def _twin_patch_sender(self, patch: Dict[str, Any]) -> Callable[[Any, int, Any], int]:
+        handle = self._ptr()
+        body = json.dumps(patch).encode("utf-8")
+        return lambda b, c, l: int(_lib.tether_client_twin_patch_reported(handle, body, len(body), b, c, l))
+
     def get_twin(self, timeout: float = 30.0) -> Dict[str, Any]:
         """The twin document (``{"desired": {...}, "reported": {...}}``)."""
-        handle = self._ptr()
-        resp = self._twin_request(lambda b, c, l: _lib.tether_client_twin_get(handle, b, c, l), timeout)
-        return json.loads(resp.payload) if resp.payload else {}
+        resp = self._twin_request(self._twin_get_sender(), timeout)
+        return _twin_document(resp)
 
     def patch_reported(self, patch: Dict[str, Any], timeout: float = 30.0) -> int:
         """Sends a reported-properties patch, waits for the hub to accept it, and returns
         the twin's new version."""
-        handle = self._ptr()
-        body = json.dumps(patch).encode("utf-8")
-        resp = self._twin_request(
-            lambda b, c, l: _lib.tether_client_twin_patch_reported(handle, body, len(body), b, c, l), timeout
-        )
-        return resp.version
+        return self._twin_request(self._twin_patch_sender(patch), timeout).version
 
     patch_twin_reported_properties = patch_reported  # the name azure-iot-device uses
 
@@ -617,7 +680,12 @@ class DeviceClient(Managed):
         return f"<DeviceClient {state}>"
 
 
-def n_logger():
+def _twin_document(resp: TwinResponse) -> Dict[str, Any]:
+    doc: Dict[str, Any] = json.loads(resp.payload) if resp.payload else {}
+    return doc
+
+
+def n_logger() -> logging.Logger:
     from ._logging import logger
 
     return logger
@@ -633,6 +701,7 @@ __all__ = [
     "Acked",
     "SubscriptionRefused",
     "Disconnected",
+    "Undecodable",
     "TwinError",
     "TlsConfig",
     "ClosedError",

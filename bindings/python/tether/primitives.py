@@ -8,7 +8,7 @@ import ctypes
 import time
 from ctypes import byref, c_size_t
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from . import _native as n
 from ._native import cstr, text_out
@@ -165,7 +165,7 @@ def parse_connection_string(text: str) -> Dict[str, Optional[str]]:
         _lib.tether_connection_string_free(h)
 
 
-def _optional(fn, *args) -> Optional[str]:
+def _optional(fn: Callable[..., int], *args: Any) -> Optional[str]:
     try:
         return text_out(fn, *args)
     except n.TetherError as e:

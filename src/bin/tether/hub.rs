@@ -3,6 +3,9 @@
 //! only, the hub's four ECDHE suites, the `tether-hub` auth plugin), runs mosquitto on
 //! 127.0.0.1 in the foreground and stops it on SIGINT/SIGTERM.
 //!
+//! Each device's ClientHello is audited on the way in (a log line per device with the
+//! verdict IoT Hub's enforced TLS policy would give; see `hub_audit.rs`).
+//!
 //! SAS devices connect on PORT; X.509 devices on PORT2 (mosquitto only asks for a client
 //! certificate on a listener that requires one). The plugin (`libtether_hub.so`) is found, in
 //! this order, at `$TETHER_HUB_PLUGIN`, beside the `tether` binary (cargo's target folder),
@@ -17,7 +20,11 @@ use std::time::{Duration, Instant};
 
 use tether::{Code, Error, Result};
 
+use crate::hub_audit;
 use crate::opts::usage_error;
+
+mod rest;
+mod service;
 
 /// The plugin's file name (the `tether-hub` crate's cdylib).
 const PLUGIN_FILE: &str = "libtether_hub.so";
@@ -119,13 +126,25 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The server certificate's extensions: `localhost`, `127.0.0.1` and `host_name`.
+fn server_ext(host_name: Option<&str>) -> String {
+    let extra = host_name.map(|h| format!(",DNS:{h}")).unwrap_or_default();
+    format!(
+        "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n\
+         subjectAltName=DNS:localhost,IP:127.0.0.1{extra}\n"
+    )
+}
+
 /// Makes `DIR/ca.pem` (+ `ca.key`, to issue device certificates) and a server certificate
-/// for `localhost` and `127.0.0.1`, unless they exist; puts the CA in `DIR/trusted/`.
-fn ensure_pki(dir: &Path) -> Result<()> {
+/// for `localhost`, `127.0.0.1` and `host_name`, unless they exist (the server certificate
+/// is made again when the names change); puts the CA in `DIR/trusted/`.
+fn ensure_pki(dir: &Path, host_name: Option<&str>) -> Result<()> {
     let trusted = dir.join("trusted");
     std::fs::create_dir_all(&trusted).map_err(|e| io(e, trusted.display()))?;
     let have = |f: &str| dir.join(f).is_file();
-    if have("ca.pem") && have("server.pem") && have("server.key") {
+    let ext = server_ext(host_name);
+    let same_names = std::fs::read_to_string(dir.join("server.ext")).is_ok_and(|e| e == ext);
+    if have("ca.pem") && have("server.pem") && have("server.key") && same_names {
         return Ok(());
     }
     require_program("openssl", "openssl")?;
@@ -153,12 +172,7 @@ fn ensure_pki(dir: &Path) -> Result<()> {
             ],
         )?;
     }
-    std::fs::write(
-        dir.join("server.ext"),
-        "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n\
-         subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .map_err(|e| io(e, "server.ext"))?;
+    std::fs::write(dir.join("server.ext"), ext).map_err(|e| io(e, "server.ext"))?;
     openssl(
         dir,
         &[
@@ -203,7 +217,9 @@ fn ensure_pki(dir: &Path) -> Result<()> {
 fn config(dir: &Path, plugin: &Path, registry: &Path, port: u16, x509_port: u16) -> String {
     let d = dir.display();
     let tls = format!(
-        "certfile {d}/server.pem\nkeyfile {d}/server.key\ntls_version tlsv1.2\nciphers {HUB_CIPHERS}\n"
+        "certfile {d}/server.pem\nkeyfile {d}/server.key\ntls_version tlsv1.2\nciphers {HUB_CIPHERS}\n\
+         # IoT Hub: QoS 2 publishes close the connection, QoS 2 subscriptions are granted 1.\n\
+         max_qos 1\n"
     );
     format!(
         "# Written by `tether hub`: the local IoT Hub stand-in.\n\
@@ -219,6 +235,7 @@ fn config(dir: &Path, plugin: &Path, registry: &Path, port: u16, x509_port: u16)
          plugin_opt_registry {registry}\n\
          plugin_opt_trust_dir {d}/x509-trust\n\
          plugin_opt_trusted {d}/trusted\n\
+         plugin_opt_dir {d}\n\
          \n\
          # SAS devices\n\
          listener {port} 127.0.0.1\n{tls}\n\
@@ -260,31 +277,51 @@ fn stop(child: &mut Child) {
 ///
 /// mosquitto with IoT Hub's TLS policy and the tether-hub plugin, which checks every device
 /// against the registry file (SAS tokens, X.509 thumbprints or CAs, status, topics). Listens on 127.0.0.1: SAS devices on --port, X.509 devices on --x509-port. Makes a test
-/// PKI in DIR when absent (devices trust DIR/ca.pem). Prints `ready sas=PORT x509=PORT2` when
+/// PKI in DIR when absent (devices trust DIR/ca.pem). Prints `ready sas=PORT x509=PORT2 service=PORT3` when
 /// both ports accept; stops on Ctrl-C or SIGTERM. Needs mosquitto, openssl and the plugin
 /// (libtether_hub.so: `cargo build --workspace`).
 #[derive(clap::Args, Debug)]
 #[command(after_help = after_help!(
 "  tether hub --registry hub/example-registry.json --port 8883 --dir /tmp/hub
-  tether hub --registry registry.json --port 9000 --x509-port 9443 --dir hub-pki"
-))]
+  tether hub --registry registry.json --port 9000 --x509-port 9443 --dir hub-pki
+  tether hub --registry registry.json --port 8883 --host-name myhub.azure-devices.net --dir /tmp/hub
+  tether hub invoke --dir /tmp/hub sensor-1 reboot      (and c2d, twin, watch: the service side)"
+),
+    args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct HubArgs {
+    /// Act as the service side of a running stand-in (c2d, invoke, twin, watch)
+    #[command(subcommand)]
+    service: Option<service::ServiceCommand>,
     /// The identity registry (JSON, IoT Hub's device identity shape); re-read when it changes
-    #[arg(long, value_name = "FILE")]
-    registry: String,
+    #[arg(long, value_name = "FILE", required = true)]
+    registry: Option<String>,
     /// Port for SAS devices
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
-    port: u16,
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..), required = true)]
+    port: Option<u16>,
     /// Port for X.509 devices [default: PORT + 1]
     #[arg(long, value_name = "PORT2", value_parser = clap::value_parser!(u16).range(1..))]
     x509_port: Option<u16>,
     /// Folder for the PKI, the broker configuration and the trusted certificates
-    #[arg(long, value_name = "DIR")]
-    dir: String,
+    #[arg(long, value_name = "DIR", required = true)]
+    dir: Option<String>,
+    /// Port of the service REST API (HTTPS) [default: any free port, printed as service=PORT]
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    service_port: u16,
+    /// A host name for the server certificate besides localhost and 127.0.0.1 (e.g.
+    /// myhub.azure-devices.net, reached through GatewayHostName or a hosts entry)
+    #[arg(long, value_name = "NAME")]
+    host_name: Option<String>,
 }
 
 pub fn run(args: HubArgs) -> Result<()> {
-    let (registry, port, dir) = (args.registry.as_str(), args.port, args.dir.as_str());
+    if let Some(cmd) = args.service {
+        return service::run(cmd);
+    }
+    let (registry, port, dir) = (
+        args.registry.as_deref().unwrap_or_default(),
+        args.port.unwrap_or_default(),
+        args.dir.as_deref().unwrap_or_default(),
+    );
     let x509_port = match args.x509_port {
         Some(p) => p,
         None => port
@@ -299,11 +336,21 @@ pub fn run(args: HubArgs) -> Result<()> {
         .map_err(|e| Error::new(Code::FileNotReadable, format!("registry {registry}: {e}")))?;
     std::fs::create_dir_all(dir).map_err(|e| io(e, dir))?;
     let dir = std::fs::canonicalize(dir).map_err(|e| io(e, dir))?;
+    service::check_socket_path(&dir)?;
     let mosquitto = require_program("mosquitto", "mosquitto")?;
     let plugin = find_plugin()?;
-    ensure_pki(&dir)?;
+    if let Some(h) = &args.host_name {
+        tether::auth::check_host(h)
+            .map_err(|e| usage_error(format!("--host-name: {}", e.message())))?;
+    }
+    ensure_pki(&dir, args.host_name.as_deref())?;
     std::fs::create_dir_all(dir.join("x509-trust")).map_err(|e| io(e, "x509-trust"))?;
     let conf = dir.join("mosquitto.conf");
+    // mosquitto listens on internal ports; the audit relays own the public ones.
+    let (inner, inner_x509) = (hub_audit::internal_port()?, hub_audit::internal_port()?);
+    hub_audit::start(port, inner)?;
+    hub_audit::start(x509_port, inner_x509)?;
+    let (port, x509_port, public) = (inner, inner_x509, (port, x509_port));
     std::fs::write(&conf, config(&dir, &plugin, &registry, port, x509_port))
         .map_err(|e| io(e, conf.display()))?;
     let openssl_conf = dir.join("openssl-tls12.cnf");
@@ -352,7 +399,17 @@ pub fn run(args: HubArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    println!("ready sas={port} x509={x509_port}");
+    let service_port = match rest::start(&dir, args.service_port) {
+        Ok(p) => p,
+        Err(e) => {
+            stop(&mut child);
+            return Err(e);
+        }
+    };
+    println!(
+        "ready sas={} x509={} service={service_port}",
+        public.0, public.1
+    );
     use std::io::Write;
     let _ = std::io::stdout().flush();
     loop {

@@ -139,6 +139,24 @@ pub fn run(args: ListenArgs) -> Result<()> {
                     "payload": json_payload(&payload),
                 }),
             ),
+            Some(Event::Undecodable {
+                topic,
+                payload,
+                reason,
+            }) => (
+                format!(
+                    "undecodable {topic} ({}) {}",
+                    reason.code().name(),
+                    String::from_utf8_lossy(&payload)
+                ),
+                serde_json::json!({
+                    "event": "undecodable",
+                    "topic": topic,
+                    "reason": reason.code().name(),
+                    "detail": reason.to_string(),
+                    "payload": json_payload(&payload),
+                }),
+            ),
             Some(Event::SubscriptionRefused { filter }) => {
                 if args.json {
                     print_json(&serde_json::json!({

@@ -22,10 +22,12 @@ macro_rules! after_help {
     };
 }
 
+mod audit;
 mod completions;
 mod derive_key;
 mod device;
 mod hub;
+mod hub_audit;
 mod listen;
 mod opts;
 mod sas_token;
@@ -64,6 +66,7 @@ enum Command {
     Listen(listen::ListenArgs),
     Twin(twin::TwinArgs),
     Hub(hub::HubArgs),
+    Audit(audit::AuditArgs),
     Completions(completions::CompletionsArgs),
     /// Print the library version
     #[command(after_help = exit_codes!())]
@@ -81,6 +84,7 @@ impl Command {
             Command::Listen(args) => listen::run(args),
             Command::Twin(args) => twin::run(args),
             Command::Hub(args) => hub::run(args),
+            Command::Audit(_) => unreachable!("main runs audit itself"),
             Command::Completions(args) => completions::run(args),
             Command::Version => {
                 println!("tether {}", tether::VERSION);
@@ -102,6 +106,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_error(e, &argv),
     };
+    // `audit` reports a verdict per device: its exit status is the fleet's, not an error.
+    if let Command::Audit(args) = cli.command {
+        return ExitCode::from(u8::try_from(audit::run(args)).unwrap_or(1));
+    }
     match cli.command.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
