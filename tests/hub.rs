@@ -512,6 +512,7 @@ fn events_until_acked(
 #[test]
 fn ids_with_iot_hubs_symbols_connect_subscribe_and_send_through_the_stand_in() {
     use tether::auth::connection_string::{Credential, KeyPair};
+    use tether::auth::sas::SasKey;
     use tether::mqtt::properties::PropertyBag;
     use tether::session::{Event, SessionConfig, SessionOptions, Subscription};
     use tether::Code;
