@@ -142,6 +142,17 @@
 #define TETHER_LOG_DEBUG 4
 
 /*
+ Longest PIN a `tether_pkcs11_pin_callback` may write, in bytes.
+ */
+#define TETHER_PKCS11_PIN_MAX_LEN 256
+
+/*
+ A buffer of `TETHER_PKCS11_CSR_MAX_LEN + 1` bytes holds any CSR that
+ `tether_pkcs11_generate_csr` writes (PEM, NUL-terminated).
+ */
+#define TETHER_PKCS11_CSR_MAX_LEN 2048
+
+/*
  The longest token `tether_sas_token` produces from valid inputs: a buffer of
  `TETHER_SAS_TOKEN_MAX_LEN + 1` bytes always fits (the `+ 1` is the NUL).
  */
@@ -222,6 +233,7 @@
  - 200..299: device identity and authentication
  - 300..399: MQTT and IoT Hub framing
  - 400..499: I/O and network
+ - 500..599: keys held by a hardware token (PKCS#11)
  */
 typedef enum tether_result {
   /*
@@ -408,6 +420,57 @@ typedef enum tether_result {
    The peer closed the connection.
    */
   TETHER_RESULT_CONNECTION_CLOSED = 404,
+  /*
+   The PKCS#11 module file does not exist.
+   */
+  TETHER_RESULT_PKCS11_MODULE_NOT_FOUND = 500,
+  /*
+   The file is not a PKCS#11 module (not a shared library, no `C_GetFunctionList`, or its
+   `C_Initialize` failed).
+   */
+  TETHER_RESULT_PKCS11_MODULE_INVALID = 501,
+  /*
+   A PKCS#11 URI (RFC 7512) is malformed or names an attribute tether does not know.
+   */
+  TETHER_RESULT_PKCS11_URI_INVALID = 502,
+  /*
+   No token matching the URI is present.
+   */
+  TETHER_RESULT_PKCS11_TOKEN_ABSENT = 503,
+  /*
+   The token refused the PIN.
+   */
+  TETHER_RESULT_PKCS11_PIN_INCORRECT = 504,
+  /*
+   The token's user PIN is locked (too many wrong PINs): unlock it with the SO PIN.
+   */
+  TETHER_RESULT_PKCS11_PIN_LOCKED = 505,
+  /*
+   No private key on the token matches the URI.
+   */
+  TETHER_RESULT_PKCS11_KEY_NOT_FOUND = 506,
+  /*
+   More than one private key (or token) matches the URI: add `id=` or `object=`.
+   */
+  TETHER_RESULT_PKCS11_KEY_AMBIGUOUS = 507,
+  /*
+   The token holds no certificate for the key.
+   */
+  TETHER_RESULT_PKCS11_CERT_NOT_FOUND = 508,
+  /*
+   The token lacks the signing mechanism the key needs (CKM_ECDSA, CKM_RSA_PKCS or
+   CKM_RSA_PKCS_PSS).
+   */
+  TETHER_RESULT_PKCS11_MECHANISM_UNSUPPORTED = 509,
+  /*
+   The token failed during a session (removed, closed sessions, device error): retried
+   at the next connection.
+   */
+  TETHER_RESULT_PKCS11_TOKEN_FAILED = 510,
+  /*
+   This build of tether has no PKCS#11 support (the `pkcs11` feature, Linux only).
+   */
+  TETHER_RESULT_PKCS11_UNAVAILABLE = 511,
 } tether_result;
 
 /*
@@ -799,6 +862,21 @@ typedef void (*tether_log_callback)(void *user_data,
                                     size_t message_len);
 
 /*
+ Supplies the token's user PIN when tether logs in: at registration, and again after a
+ token failure (removed and re-inserted, sessions closed) when the next connection logs in
+ anew. tether keeps no copy between log-ins.
+
+ - `user`: the pointer given at registration.
+ - `pin`, `pin_cap`, `pin_len`: write the PIN (UTF-8, no NUL needed, at most `pin_cap` =
+   `TETHER_PKCS11_PIN_MAX_LEN` bytes) and its length. tether wipes the buffer after use.
+
+ Return 0 on success, anything else to refuse (the log-in then fails with
+ `TETHER_RESULT_PKCS11_PIN_INCORRECT`). Called on the thread that runs the connection.
+ It must not call back into tether.
+ */
+typedef int (*tether_pkcs11_pin_callback)(void *user, uint8_t *pin, size_t pin_cap, size_t *pin_len);
+
+/*
  A property bag being built in a caller-owned buffer. Initialise it with
  `tether_property_bag_init`; then `buf` always holds the NUL-terminated encoded bag and
  `len` its length. Do not change the fields yourself. The struct owns nothing.
@@ -1009,9 +1087,12 @@ enum tether_result tether_client_new(const char *connection_string,
 /*
  Creates a client from the environment: `TETHER_CONNECTION_STRING` (required),
  `TETHER_CA_FILE` (an extra trusted CA), `TETHER_PORT` (default 8883),
- `TETHER_CERT_FILE` and `TETHER_KEY_FILE` (X.509). The same variables the examples, the
+ `TETHER_CERT_FILE` and `TETHER_KEY_FILE` (X.509), or `TETHER_PKCS11_MODULE`,
+ `TETHER_PKCS11_URI` and `TETHER_PKCS11_PIN` (X.509 with the key on a PKCS#11 token; see
+ `tether_tls_config_builder_set_client_pkcs11`). The same variables the examples, the
  CLI and the bindings use. Ownership and results as `tether_client_new`, plus
- `TETHER_RESULT_FILE_NOT_READABLE` and certificate results for the files.
+ `TETHER_RESULT_FILE_NOT_READABLE` and certificate results for the files, and the
+ `TETHER_RESULT_PKCS11_*` results for a token.
  */
 enum tether_result tether_client_new_from_env(struct tether_client **client_out);
 
@@ -1621,6 +1702,94 @@ size_t tether_live_handles(void);
 enum tether_result tether_set_log_callback(uint32_t max_level,
                                            tether_log_callback callback,
                                            void *user_data);
+
+/*
+ Authenticates the device with a private key held by a PKCS#11 token (an HSM, a TPM 2.0
+ through tpm2-pkcs11, a secure element, SoftHSM) and the certificate stored on the
+ token beside it (same `CKA_ID`). The key never leaves the token: the token signs the
+ TLS handshake (ECDSA P-256/P-384, RSA PKCS#1 v1.5 or PSS).
+
+ - `module_path`: the token's PKCS#11 module (shared library), e.g.
+   `/usr/lib/softhsm/libsofthsm2.so`; NULL to use the URI's `module-path`. The module
+   is loaded once per process and stays loaded.
+ - `uri`: RFC 7512 URI naming the token and key, e.g.
+   `pkcs11:token=device;object=device-key` or `...;id=%01` (percent-encoded). Must not
+   be NULL.
+ - `pin`: the token's user PIN, NULL when the token needs none (protected path) or the
+   URI carries `pin-value`. Copied into memory that is wiped when the configuration
+   is freed (it is kept to log in again after a token failure); the caller may wipe its
+   copy after the call. To keep no copy at all, use
+   `tether_tls_config_builder_set_client_pkcs11_pin_callback`.
+
+ During this call tether loads the module, logs in, finds the key and certificate,
+ and signs a probe that is verified with the certificate. A token that fails later
+ (removed, sessions lost) fails the handshake with `TETHER_RESULT_PKCS11_TOKEN_FAILED`,
+ which the client retries; the next attempt logs in again. Replaces any client
+ certificate set before. Not thread-safe on the same builder.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_UTF8`, `TETHER_RESULT_PKCS11_URI_INVALID`,
+ `TETHER_RESULT_PKCS11_MODULE_NOT_FOUND`, `TETHER_RESULT_PKCS11_MODULE_INVALID`,
+ `TETHER_RESULT_PKCS11_TOKEN_ABSENT`, `TETHER_RESULT_PKCS11_PIN_INCORRECT`,
+ `TETHER_RESULT_PKCS11_PIN_LOCKED`, `TETHER_RESULT_PKCS11_KEY_NOT_FOUND`,
+ `TETHER_RESULT_PKCS11_KEY_AMBIGUOUS`, `TETHER_RESULT_PKCS11_CERT_NOT_FOUND`,
+ `TETHER_RESULT_PKCS11_MECHANISM_UNSUPPORTED`, `TETHER_RESULT_PKCS11_TOKEN_FAILED`,
+ `TETHER_RESULT_KEY_CERT_MISMATCH`, `TETHER_RESULT_CERT_MALFORMED`,
+ `TETHER_RESULT_PKCS11_UNAVAILABLE` (a build without the `pkcs11` feature).
+ */
+enum tether_result tether_tls_config_builder_set_client_pkcs11(struct tether_tls_config_builder *builder,
+                                                               const char *module_path,
+                                                               const char *uri,
+                                                               const char *pin);
+
+/*
+ As `tether_tls_config_builder_set_client_pkcs11`, with the PIN asked of `callback`
+ at each log-in (see `tether_pkcs11_pin_callback`) instead of kept by tether.
+
+ - `callback`: must not be NULL.
+ - `user`: passed to every call; may be NULL. It, and the callback, must stay valid
+   until the builder and every configuration built from it are freed, and be usable
+   from whichever thread runs a connection.
+
+ Results: as `tether_tls_config_builder_set_client_pkcs11`.
+ */
+enum tether_result tether_tls_config_builder_set_client_pkcs11_pin_callback(struct tether_tls_config_builder *builder,
+                                                                            const char *module_path,
+                                                                            const char *uri,
+                                                                            tether_pkcs11_pin_callback callback,
+                                                                            void *user);
+
+/*
+ Generates a P-256 key pair on a PKCS#11 token and writes a PKCS#10 certificate signing
+ request for it, signed by the token, as NUL-terminated PEM into `csr`: the first step of
+ provisioning (or renewing) a device whose key never leaves its hardware. Send the CSR to
+ your CA; write the issued certificate onto the token beside the key (same `CKA_ID`), then
+ use `tether_tls_config_builder_set_client_pkcs11` with the same URI.
+
+ - `module_path`: the token's PKCS#11 module; NULL to use the URI's `module-path`.
+ - `uri`: RFC 7512 URI naming the token and the new key; must give both `object=` (the
+   label) and `id=` (the `CKA_ID`), and no private key may already match it.
+ - `pin`: the token's user PIN; NULL when the token needs none or the URI carries it.
+ - `common_name`: the CSR's CN, the device id IoT Hub will read.
+ - `csr`, `csr_cap`, `csr_len`: the output; `csr_cap` must be at least
+   `TETHER_PKCS11_CSR_MAX_LEN + 1`, checked before anything is generated (otherwise
+   `TETHER_RESULT_BUFFER_TOO_SMALL` with `*csr_len` set to `TETHER_PKCS11_CSR_MAX_LEN`).
+
+ The private key is created `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE` and not
+ `CKA_EXTRACTABLE`.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_UTF8`, `TETHER_RESULT_BUFFER_TOO_SMALL`, the `TETHER_RESULT_PKCS11_*`
+ results of `tether_tls_config_builder_set_client_pkcs11` (`..._KEY_AMBIGUOUS` when a key
+ already matches the URI), `TETHER_RESULT_SIGNER_FAILED`.
+ */
+enum tether_result tether_pkcs11_generate_csr(const char *module_path,
+                                              const char *uri,
+                                              const char *pin,
+                                              const char *common_name,
+                                              char *csr,
+                                              size_t csr_cap,
+                                              size_t *csr_len);
 
 /*
  Starts an empty bag in `buf` (capacity `cap`, at least 1 for the NUL).

@@ -495,8 +495,25 @@ pub mod env {
     pub const CERT_FILE: &str = "TETHER_CERT_FILE";
     /// The device private key (PEM or DER file) for X.509 authentication.
     pub const KEY_FILE: &str = "TETHER_KEY_FILE";
+    /// The PKCS#11 module (shared library) of the token holding the device key.
+    pub const PKCS11_MODULE: &str = "TETHER_PKCS11_MODULE";
+    /// The RFC 7512 URI of the key on the token (`pkcs11:token=...;object=...`); its
+    /// certificate is read from the token.
+    pub const PKCS11_URI: &str = "TETHER_PKCS11_URI";
+    /// The token's user PIN (a secret: prefer a PIN callback where the environment of a
+    /// process can be read by others).
+    pub const PKCS11_PIN: &str = "TETHER_PKCS11_PIN";
     /// All of them. An empty variable counts as unset.
-    pub const ALL: [&str; 5] = [CONNECTION_STRING, CA_FILE, PORT, CERT_FILE, KEY_FILE];
+    pub const ALL: [&str; 8] = [
+        CONNECTION_STRING,
+        CA_FILE,
+        PORT,
+        CERT_FILE,
+        KEY_FILE,
+        PKCS11_MODULE,
+        PKCS11_URI,
+        PKCS11_PIN,
+    ];
 }
 
 fn env_var(name: &str) -> Result<Option<String>> {
@@ -512,7 +529,8 @@ fn env_var(name: &str) -> Result<Option<String>> {
 }
 
 /// The TLS policy named by the environment: the IoT Hub defaults, plus `TETHER_CA_FILE`,
-/// plus the client certificate of `TETHER_CERT_FILE`/`TETHER_KEY_FILE`.
+/// plus the client certificate of `TETHER_CERT_FILE`/`TETHER_KEY_FILE`, or the token key of
+/// `TETHER_PKCS11_URI` (with `TETHER_PKCS11_MODULE` and `TETHER_PKCS11_PIN`).
 pub fn policy_from_env() -> Result<crate::policy::TlsPolicy> {
     let mut policy = crate::policy::TlsPolicy::new();
     if let Some(ca) = env_var(env::CA_FILE)? {
@@ -530,7 +548,47 @@ pub fn policy_from_env() -> Result<crate::policy::TlsPolicy> {
             ))
         }
     }
+    if let Some(uri) = env_var(env::PKCS11_URI)? {
+        if policy.has_client_cert() {
+            return Err(Error::new(
+                Code::InvalidArgument,
+                format!(
+                    "{} and {} both name a client key: set one",
+                    env::PKCS11_URI,
+                    env::CERT_FILE
+                ),
+            ));
+        }
+        pkcs11_from_env(&mut policy, &uri)?;
+    } else if env_var(env::PKCS11_MODULE)?.is_some() {
+        return Err(Error::new(
+            Code::InvalidArgument,
+            format!("{} is set without {}", env::PKCS11_MODULE, env::PKCS11_URI),
+        ));
+    }
     Ok(policy)
+}
+
+#[cfg(all(feature = "pkcs11", target_os = "linux"))]
+fn pkcs11_from_env(policy: &mut crate::policy::TlsPolicy, uri: &str) -> Result<()> {
+    use crate::auth::pkcs11::Pin;
+    let module = env_var(env::PKCS11_MODULE)?;
+    let pin = match env_var(env::PKCS11_PIN)? {
+        Some(pin) => {
+            let pin = zeroize::Zeroizing::new(pin);
+            Pin::value(&pin)
+        }
+        None => Pin::None,
+    };
+    policy
+        .set_client_pkcs11(module.as_deref(), uri, pin)
+        .map(|_| ())
+        .map_err(|e| e.context(env::PKCS11_URI))
+}
+
+#[cfg(not(all(feature = "pkcs11", target_os = "linux")))]
+fn pkcs11_from_env(_: &mut crate::policy::TlsPolicy, _: &str) -> Result<()> {
+    Err(crate::error::pkcs11_unavailable())
 }
 
 /// The port named by `TETHER_PORT` (default 8883).

@@ -15,6 +15,7 @@ use std::fmt;
 /// - 200..299: device identity and authentication
 /// - 300..399: MQTT and IoT Hub framing
 /// - 400..499: I/O and network
+/// - 500..599: keys held by a hardware token (PKCS#11)
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[must_use]
@@ -116,6 +117,34 @@ pub enum Code {
     ConnectFailed = 403,
     /// The peer closed the connection.
     ConnectionClosed = 404,
+
+    /// The PKCS#11 module file does not exist.
+    Pkcs11ModuleNotFound = 500,
+    /// The file is not a PKCS#11 module (not a shared library, no `C_GetFunctionList`, or its
+    /// `C_Initialize` failed).
+    Pkcs11ModuleInvalid = 501,
+    /// A PKCS#11 URI (RFC 7512) is malformed or names an attribute tether does not know.
+    Pkcs11UriInvalid = 502,
+    /// No token matching the URI is present.
+    Pkcs11TokenAbsent = 503,
+    /// The token refused the PIN.
+    Pkcs11PinIncorrect = 504,
+    /// The token's user PIN is locked (too many wrong PINs): unlock it with the SO PIN.
+    Pkcs11PinLocked = 505,
+    /// No private key on the token matches the URI.
+    Pkcs11KeyNotFound = 506,
+    /// More than one private key (or token) matches the URI: add `id=` or `object=`.
+    Pkcs11KeyAmbiguous = 507,
+    /// The token holds no certificate for the key.
+    Pkcs11CertNotFound = 508,
+    /// The token lacks the signing mechanism the key needs (CKM_ECDSA, CKM_RSA_PKCS or
+    /// CKM_RSA_PKCS_PSS).
+    Pkcs11MechanismUnsupported = 509,
+    /// The token failed during a session (removed, closed sessions, device error): retried
+    /// at the next connection.
+    Pkcs11TokenFailed = 510,
+    /// This build of tether has no PKCS#11 support (the `pkcs11` feature, Linux only).
+    Pkcs11Unavailable = 511,
 }
 
 impl Code {
@@ -168,6 +197,18 @@ impl Code {
             Code::DnsFailed => "TETHER_RESULT_DNS_FAILED",
             Code::ConnectFailed => "TETHER_RESULT_CONNECT_FAILED",
             Code::ConnectionClosed => "TETHER_RESULT_CONNECTION_CLOSED",
+            Code::Pkcs11ModuleNotFound => "TETHER_RESULT_PKCS11_MODULE_NOT_FOUND",
+            Code::Pkcs11ModuleInvalid => "TETHER_RESULT_PKCS11_MODULE_INVALID",
+            Code::Pkcs11UriInvalid => "TETHER_RESULT_PKCS11_URI_INVALID",
+            Code::Pkcs11TokenAbsent => "TETHER_RESULT_PKCS11_TOKEN_ABSENT",
+            Code::Pkcs11PinIncorrect => "TETHER_RESULT_PKCS11_PIN_INCORRECT",
+            Code::Pkcs11PinLocked => "TETHER_RESULT_PKCS11_PIN_LOCKED",
+            Code::Pkcs11KeyNotFound => "TETHER_RESULT_PKCS11_KEY_NOT_FOUND",
+            Code::Pkcs11KeyAmbiguous => "TETHER_RESULT_PKCS11_KEY_AMBIGUOUS",
+            Code::Pkcs11CertNotFound => "TETHER_RESULT_PKCS11_CERT_NOT_FOUND",
+            Code::Pkcs11MechanismUnsupported => "TETHER_RESULT_PKCS11_MECHANISM_UNSUPPORTED",
+            Code::Pkcs11TokenFailed => "TETHER_RESULT_PKCS11_TOKEN_FAILED",
+            Code::Pkcs11Unavailable => "TETHER_RESULT_PKCS11_UNAVAILABLE",
         }
     }
 
@@ -219,6 +260,18 @@ impl Code {
         Code::DnsFailed,
         Code::ConnectFailed,
         Code::ConnectionClosed,
+        Code::Pkcs11ModuleNotFound,
+        Code::Pkcs11ModuleInvalid,
+        Code::Pkcs11UriInvalid,
+        Code::Pkcs11TokenAbsent,
+        Code::Pkcs11PinIncorrect,
+        Code::Pkcs11PinLocked,
+        Code::Pkcs11KeyNotFound,
+        Code::Pkcs11KeyAmbiguous,
+        Code::Pkcs11CertNotFound,
+        Code::Pkcs11MechanismUnsupported,
+        Code::Pkcs11TokenFailed,
+        Code::Pkcs11Unavailable,
     ];
 
     /// Whether this code belongs to the TLS area (policy, certificates, handshake).
@@ -290,6 +343,14 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The error of a PKCS#11 call in a build without PKCS#11 support.
+pub fn pkcs11_unavailable() -> Error {
+    Error::new(
+        Code::Pkcs11Unavailable,
+        "this build of tether has no PKCS#11 support (the `pkcs11` cargo feature, Linux only)",
+    )
+}
+
 /// Shorthand for results in this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -308,7 +369,7 @@ mod tests {
             last = Some(value);
             assert!(code.name().starts_with("TETHER_RESULT_"));
         }
-        assert_eq!(Code::ALL.len(), 46);
+        assert_eq!(Code::ALL.len(), 58);
     }
 
     #[test]

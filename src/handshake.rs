@@ -241,10 +241,18 @@ pub fn describe(err: &rustls::Error, ctx: &Context) -> Error {
         E::NoCertificatesPresented => {
             Error::new(Code::CertInvalid, "server presented no certificate")
         }
-        E::General(msg) if msg.starts_with(crate::auth::x509::SIGNER_ERROR_PREFIX) => Error::new(
-            Code::SignerFailed,
-            format!("TLS handshake with {} failed: {msg}", ctx.host),
-        ),
+        E::Other(other) if other.0.downcast_ref::<Error>().is_some() => {
+            let e = other.0.downcast_ref::<Error>().expect("checked above");
+            Error::new(
+                e.code(),
+                format!(
+                    "TLS handshake with {} failed: {}{}",
+                    ctx.host,
+                    crate::auth::x509::SIGNER_ERROR_PREFIX,
+                    e.message()
+                ),
+            )
+        }
         other => Error::new(
             Code::TlsHandshakeFailed,
             format!("TLS handshake with {} failed: {other}", ctx.host),

@@ -175,6 +175,23 @@ impl TlsPolicy {
         self
     }
 
+    /// Authenticates with a private key held by a PKCS#11 token (HSM, TPM, secure element)
+    /// and the certificate stored beside it on the token: `module` is the token's PKCS#11
+    /// module (`None`: the URI's `module-path`), `uri` an RFC 7512 URI naming the key
+    /// (`pkcs11:token=...;object=...;id=...`). The key never leaves the token. See
+    /// [`crate::auth::pkcs11`].
+    #[cfg(all(feature = "pkcs11", target_os = "linux"))]
+    pub fn set_client_pkcs11(
+        &mut self,
+        module: Option<&str>,
+        uri: &str,
+        pin: crate::auth::pkcs11::Pin,
+    ) -> Result<&mut Self> {
+        let key = crate::auth::pkcs11::TokenSigner::certified_key(module, uri, pin)?;
+        self.client_key = Some(Arc::new(key));
+        Ok(self)
+    }
+
     /// When the client certificate (the leaf) expires, Unix seconds, if one is configured.
     pub fn client_cert_not_after(&self) -> Option<i64> {
         let key = self.client_key.as_ref()?;

@@ -229,9 +229,11 @@ impl Disconnect {
 
 /// Whether a failure with `code` is a refusal that no retry can fix: TLS policy refusals,
 /// certificate and key problems, credentials refused (with every key), an expired ready-made
-/// token, the clock not set, and configuration the application must change. Everything else
-/// (I/O, timeouts, closed connections, name resolution, CONNACK 1-3, corrupted TLS records,
-/// malformed or QoS 2 packets from the broker, an unknown handshake failure) is retriable.
+/// token, the clock not set, configuration the application must change, and a hardware token
+/// that refuses the PIN or no longer holds the key. Everything else (I/O, timeouts, closed
+/// connections, name resolution, CONNACK 1-3, corrupted TLS records, malformed or QoS 2
+/// packets from the broker, an unknown handshake failure, a token that failed and may come
+/// back: `Pkcs11TokenFailed`) is retriable.
 pub fn is_fatal(code: Code) -> bool {
     matches!(
         code,
@@ -258,6 +260,16 @@ pub fn is_fatal(code: Code) -> bool {
             | Code::IdInvalid
             | Code::InvalidArgument
             | Code::InvalidUtf8
+            | Code::Pkcs11ModuleNotFound
+            | Code::Pkcs11ModuleInvalid
+            | Code::Pkcs11UriInvalid
+            | Code::Pkcs11PinIncorrect
+            | Code::Pkcs11PinLocked
+            | Code::Pkcs11KeyNotFound
+            | Code::Pkcs11KeyAmbiguous
+            | Code::Pkcs11CertNotFound
+            | Code::Pkcs11MechanismUnsupported
+            | Code::Pkcs11Unavailable
     )
 }
 

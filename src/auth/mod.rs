@@ -6,13 +6,17 @@
 //!   primary and secondary keys;
 //! - [`dps`]: group-enrollment key derivation;
 //! - [`x509`]: certificate chains, thumbprints, device-id and validity checks, and a
-//!   signing callback so a hardware-held key never enters the library.
+//!   signing callback so a hardware-held key never enters the library;
+//! - `pkcs11` (feature `pkcs11`, Linux): keys held by a PKCS#11 token (HSM, TPM, secure
+//!   element) signing through that same mechanism, key generation on the token and CSRs.
 //!
 //! Time comes from the caller: functions take `now_unix` or a rustls `TimeProvider` (the
 //! same clock seam the TLS policy uses), never the wall clock behind the caller's back.
 
 pub mod connection_string;
 pub mod dps;
+#[cfg(all(feature = "pkcs11", target_os = "linux"))]
+pub mod pkcs11;
 pub mod sas;
 pub mod x509;
 

@@ -348,6 +348,12 @@ impl DeviceCertificate {
         let spki = spki_of(&self.chain[0])
             .ok_or_else(|| Error::new(Code::CertMalformed, "certificate has no public key"))?;
         let (kind, public) = spki_key(spki)?;
+        if !kind.schemes().iter().any(|&s| signer.supports(s)) {
+            return Err(Error::new(
+                Code::SignerFailed,
+                format!("the signer supports none of the schemes a {kind:?} key signs with"),
+            ));
+        }
         probe(kind, public, signer.as_ref())?;
         let key = ExternalKey {
             kind,
@@ -369,6 +375,13 @@ impl DeviceCertificate {
 pub trait ExternalSigner: Send + Sync {
     /// Signs `digest` with `scheme` into `out`; returns the signature length.
     fn sign(&self, scheme: SignatureScheme, digest: &[u8], out: &mut [u8]) -> Result<usize>;
+
+    /// Whether this signer can sign with `scheme` (a token may lack RSA-PSS, say). Only
+    /// schemes the key's kind allows are asked; the default is all of them.
+    fn supports(&self, scheme: SignatureScheme) -> bool {
+        let _ = scheme;
+        true
+    }
 }
 
 /// Room for any signature: RSA up to 8192 bits, DER ECDSA up to P-521.
@@ -421,6 +434,10 @@ fn probe(kind: KeyKind, public: &[u8], signer: &dyn ExternalSigner) -> Result<()
     use ring::signature;
     let message = b"tether: does the signer hold the certificate's key?";
     let (scheme, alg): (_, &dyn signature::VerificationAlgorithm) = match kind {
+        KeyKind::Rsa if !signer.supports(SignatureScheme::RSA_PKCS1_SHA256) => (
+            SignatureScheme::RSA_PSS_SHA256,
+            &signature::RSA_PSS_2048_8192_SHA256,
+        ),
         KeyKind::Rsa => (
             SignatureScheme::RSA_PKCS1_SHA256,
             &signature::RSA_PKCS1_2048_8192_SHA256,
@@ -467,7 +484,7 @@ impl SigningKey for ExternalKey {
             .kind
             .schemes()
             .iter()
-            .find(|s| offered.contains(s))
+            .find(|s| offered.contains(s) && self.signer.supports(**s))
             .copied()?;
         Some(Box::new(ExternalSchemeSigner {
             scheme,
@@ -497,8 +514,10 @@ impl fmt::Debug for ExternalSchemeSigner {
 
 impl Signer for ExternalSchemeSigner {
     fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, rustls::Error> {
+        // The error travels through rustls whole, so its code (a token that failed and may
+        // come back is retriable) reaches the handshake's caller.
         sign_with(self.signer.as_ref(), self.scheme, message)
-            .map_err(|e| rustls::Error::General(format!("{SIGNER_ERROR_PREFIX}{}", e.message())))
+            .map_err(|e| rustls::Error::Other(rustls::OtherError(Arc::new(e))))
     }
 
     fn scheme(&self) -> SignatureScheme {

@@ -202,9 +202,12 @@ impl tether_client {
 
     /// Creates a client from the environment: `TETHER_CONNECTION_STRING` (required),
     /// `TETHER_CA_FILE` (an extra trusted CA), `TETHER_PORT` (default 8883),
-    /// `TETHER_CERT_FILE` and `TETHER_KEY_FILE` (X.509). The same variables the examples, the
+    /// `TETHER_CERT_FILE` and `TETHER_KEY_FILE` (X.509), or `TETHER_PKCS11_MODULE`,
+    /// `TETHER_PKCS11_URI` and `TETHER_PKCS11_PIN` (X.509 with the key on a PKCS#11 token; see
+    /// `tether_tls_config_builder_set_client_pkcs11`). The same variables the examples, the
     /// CLI and the bindings use. Ownership and results as `tether_client_new`, plus
-    /// `TETHER_RESULT_FILE_NOT_READABLE` and certificate results for the files.
+    /// `TETHER_RESULT_FILE_NOT_READABLE` and certificate results for the files, and the
+    /// `TETHER_RESULT_PKCS11_*` results for a token.
     #[no_mangle]
     pub unsafe extern "C" fn tether_client_new_from_env(
         client_out: *mut *mut tether_client,

@@ -24,6 +24,7 @@ pub mod handles;
 pub mod library;
 pub mod log;
 pub mod panic;
+pub mod pkcs11;
 pub mod property_bag;
 pub mod sas;
 pub mod session;

@@ -534,6 +534,35 @@ static tether_tls_config *tls_configs(const char *pki) {
     EXPECT(X(tether_tls_config_builder_set_client_signer)(NULL, chain, chain_len, signer, NULL),
            TETHER_RESULT_NULL_ARGUMENT);
     NO_PANIC(X(tether_tls_config_builder_set_client_signer)(b, root_der, root_der_len, signer, NULL));
+    /* PKCS#11: argument checks, a missing module and a bad URI (no token is loaded here). */
+    EXPECT(X(tether_tls_config_builder_set_client_pkcs11)(b, "/nonexistent/p11.so", NULL, NULL),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_tls_config_builder_set_client_pkcs11)(NULL, NULL, "pkcs11:object=k", NULL),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_tls_config_builder_set_client_pkcs11)(b, "\xc3\x28", "pkcs11:object=k", NULL),
+           TETHER_RESULT_INVALID_UTF8);
+    EXPECT(X(tether_tls_config_builder_set_client_pkcs11)(b, "/nonexistent/p11.so", "pkcs11:object=k", "1234"),
+           TETHER_RESULT_PKCS11_MODULE_NOT_FOUND);
+    EXPECT(X(tether_tls_config_builder_set_client_pkcs11)(b, NULL, "token=t;object=k", NULL),
+           TETHER_RESULT_PKCS11_URI_INVALID);
+    EXPECT(X(tether_tls_config_builder_set_client_pkcs11_pin_callback)(b, NULL, "pkcs11:object=k", NULL, NULL),
+           TETHER_RESULT_NULL_ARGUMENT);
+    {
+        char csr[TETHER_PKCS11_CSR_MAX_LEN + 1];
+        size_t csr_len = 0;
+        const char *gen_uri = "pkcs11:object=k;id=%01";
+        EXPECT(X(tether_pkcs11_generate_csr)(NULL, gen_uri, NULL, "dev", csr, sizeof csr, NULL),
+               TETHER_RESULT_NULL_ARGUMENT);
+        EXPECT(X(tether_pkcs11_generate_csr)(NULL, gen_uri, NULL, NULL, csr, sizeof csr, &csr_len),
+               TETHER_RESULT_NULL_ARGUMENT);
+        EXPECT(X(tether_pkcs11_generate_csr)(NULL, gen_uri, NULL, "dev", csr, 10, &csr_len),
+               TETHER_RESULT_BUFFER_TOO_SMALL);
+        EXPECT(X(tether_pkcs11_generate_csr)(NULL, gen_uri, NULL, "dev", csr, sizeof csr, (size_t *)csr),
+               TETHER_RESULT_INVALID_ARGUMENT);
+        EXPECT(X(tether_pkcs11_generate_csr)("/nonexistent/p11.so", gen_uri, NULL, "dev", csr, sizeof csr,
+                                             &csr_len),
+               TETHER_RESULT_PKCS11_MODULE_NOT_FOUND);
+    }
     EXPECT(X(tether_tls_config_builder_set_client_cert_files)(b, cert, key), TETHER_RESULT_OK);
     EXPECT(X(tether_tls_config_builder_build)(b, NULL), TETHER_RESULT_NULL_ARGUMENT);
     EXPECT(X(tether_tls_config_builder_build)(NULL, &config), TETHER_RESULT_NULL_ARGUMENT);

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod hub;
+pub mod pkcs11;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

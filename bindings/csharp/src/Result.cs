@@ -52,6 +52,18 @@ namespace Tether
         DnsFailed = 402,
         ConnectFailed = 403,
         ConnectionClosed = 404,
+        Pkcs11ModuleNotFound = 500,
+        Pkcs11ModuleInvalid = 501,
+        Pkcs11UriInvalid = 502,
+        Pkcs11TokenAbsent = 503,
+        Pkcs11PinIncorrect = 504,
+        Pkcs11PinLocked = 505,
+        Pkcs11KeyNotFound = 506,
+        Pkcs11KeyAmbiguous = 507,
+        Pkcs11CertNotFound = 508,
+        Pkcs11MechanismUnsupported = 509,
+        Pkcs11TokenFailed = 510,
+        Pkcs11Unavailable = 511,
     }
 
     /// <summary>A failed call: the result code and the library's message (never a secret).</summary>

@@ -54,6 +54,9 @@ namespace Tether
             public static extern Result tether_tls_config_builder_set_client_cert_files(Handle builder, byte[] chainPath, byte[] keyPath);
 
             [DllImport(Interop.Lib, CallingConvention = CallingConvention.Cdecl)]
+            public static extern Result tether_tls_config_builder_set_client_pkcs11(Handle builder, byte[] modulePath, byte[] uri, byte[] pin);
+
+            [DllImport(Interop.Lib, CallingConvention = CallingConvention.Cdecl)]
             public static extern Result tether_tls_config_builder_build(Handle builder, out TlsConfig.Handle config);
         }
 
@@ -134,6 +137,34 @@ namespace Tether
         public TlsConfigBuilder SetClientCertificateFiles(string chainPath, string keyPath)
         {
             Interop.Check(Native.tether_tls_config_builder_set_client_cert_files(Live, Interop.Utf8(chainPath), Interop.Utf8(keyPath)));
+            return this;
+        }
+
+        /// <summary>Authenticates with a private key that never leaves a PKCS#11 token (HSM,
+        /// TPM through tpm2-pkcs11, secure element) and the certificate stored beside it:
+        /// <paramref name="modulePath"/> is the token's PKCS#11 library (null: the URI's
+        /// module-path), <paramref name="uri"/> an RFC 7512 URI such as
+        /// <c>pkcs11:token=device;object=device-key</c>, <paramref name="pin"/> the user PIN
+        /// (null when the token needs none). See docs/pkcs11.md.</summary>
+        public TlsConfigBuilder SetClientPkcs11(string modulePath, string uri, string pin)
+        {
+            if (uri == null)
+            {
+                throw new ArgumentNullException("uri");
+            }
+            byte[] pinBytes = pin == null ? null : Interop.Utf8(pin);
+            try
+            {
+                Interop.Check(Native.tether_tls_config_builder_set_client_pkcs11(
+                    Live, modulePath == null ? null : Interop.Utf8(modulePath), Interop.Utf8(uri), pinBytes));
+            }
+            finally
+            {
+                if (pinBytes != null)
+                {
+                    Array.Clear(pinBytes, 0, pinBytes.Length);
+                }
+            }
             return this;
         }
 

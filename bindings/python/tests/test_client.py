@@ -3,6 +3,7 @@
 verifies real SAS tokens made from a device key."""
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -199,6 +200,47 @@ def test_x509_device_connects_and_sends(tmp_path, pki):
             client.connect(timeout=20)
             client.wait_acked(client.send(b"x509"), timeout=10)
         assert f"as {DEVICE}" in broker.log() or DEVICE in broker.log()
+    finally:
+        broker.stop()
+
+
+def test_pkcs11_device_connects_with_a_softhsm_key_and_names_a_wrong_pin(tmp_path, pki):
+    import shutil
+    import subprocess
+    from conftest import Mosquitto, tls_listener
+
+    module = "/usr/lib/softhsm/libsofthsm2.so"
+    for tool, package in (("softhsm2-util", "softhsm2"), ("pkcs11-tool", "opensc")):
+        assert shutil.which(tool), f"{tool} is not installed: apt-get install -y {package}"
+    # A SoftHSM token in this test's folder. The module reads SOFTHSM2_CONF once per process,
+    # when it is first loaded: this is the only test of the session that loads it.
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\n")
+    env = dict(os.environ, SOFTHSM2_CONF=str(conf))
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    run = lambda *args: subprocess.run(args, env=env, check=True, capture_output=True)
+    run("softhsm2-util", "--init-token", "--free", "--label", "py", "--pin", "1234", "--so-pin", "5678")
+    run("openssl", "pkcs8", "-topk8", "-nocrypt", "-in", pki.path("device.key"), "-out", str(tmp_path / "k.p8"))
+    run("softhsm2-util", "--import", str(tmp_path / "k.p8"), "--token", "py", "--label", "dev", "--id", "01",
+        "--pin", "1234")
+    run("openssl", "x509", "-in", pki.path("device.pem"), "-outform", "DER", "-out", str(tmp_path / "c.der"))
+    run("pkcs11-tool", "--module", module, "--token-label", "py", "--login", "--pin", "1234",
+        "--write-object", str(tmp_path / "c.der"), "--type", "cert", "--id", "01", "--label", "dev")
+    acl = tmp_path / "acl"
+    acl.write_text("pattern readwrite devices/%u/#\n")
+    broker = Mosquitto(tmp_path, tls_listener(
+        pki, f"require_certificate true\nuse_identity_as_username true\nacl_file {acl}\n"))
+    try:
+        with tether.DeviceClient.from_pkcs11("localhost", DEVICE, module, "pkcs11:token=py;object=dev", "1234",
+                                             ca_file=pki.path("ca.pem"), port=broker.port) as client:
+            client.connect(timeout=20)
+            client.wait_acked(client.send(b"pkcs11"), timeout=10)
+        with pytest.raises(tether.TetherError) as e:
+            tether.DeviceClient.from_pkcs11("localhost", DEVICE, module, "pkcs11:token=py;object=dev", "0000",
+                                            ca_file=pki.path("ca.pem"), port=broker.port)
+        assert e.value.name == "TETHER_RESULT_PKCS11_PIN_INCORRECT"
+        assert "0000" not in e.value.message
     finally:
         broker.stop()
 

@@ -199,6 +199,7 @@ PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_tls_config_builder_add_ca": (c_enum, [_H, c_void_p, c_size_t]),
     "tether_tls_config_builder_add_ca_file": (c_enum, [_H, c_char_p]),
     "tether_tls_config_builder_set_client_cert_files": (c_enum, [_H, c_char_p, c_char_p]),
+    "tether_tls_config_builder_set_client_pkcs11": (c_enum, [_H, c_char_p, c_char_p, c_char_p]),
     "tether_tls_config_builder_build": (c_enum, [_H, _HOUT]),
     "tether_tls_config_free": (None, [_H]),
     # identity primitives

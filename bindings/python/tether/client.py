@@ -155,6 +155,9 @@ class TlsConfig(Managed):
         cert_file: Optional[str] = None,
         key_file: Optional[str] = None,
         tls13: bool = False,
+        pkcs11_module: Optional[str] = None,
+        pkcs11_uri: Optional[str] = None,
+        pkcs11_pin: Optional[str] = None,
     ):
         builder = _lib.tether_tls_config_builder_new()
         if not builder:
@@ -170,6 +173,16 @@ class TlsConfig(Managed):
                 check(
                     _lib.tether_tls_config_builder_set_client_cert_files(
                         builder, cstr(str(cert_file)), cstr(str(key_file))
+                    )
+                )
+            if pkcs11_uri is not None:
+                # The key stays on the token; tether copies the PIN into memory it wipes.
+                check(
+                    _lib.tether_tls_config_builder_set_client_pkcs11(
+                        builder,
+                        cstr(None if pkcs11_module is None else str(pkcs11_module)),
+                        cstr(pkcs11_uri),
+                        cstr(pkcs11_pin),
                     )
                 )
             out = c_void_p()
@@ -285,11 +298,50 @@ class DeviceClient(Managed):
     ) -> "DeviceClient":
         """A client authenticating with a certificate (CN = device id) and its key."""
         tls = TlsConfig(ca_file=ca_file, cert_file=cert_file, key_file=key_file, tls13=tls13)
+        return cls._x509(host, device_id, module_id, tls, port, keep_alive, max_inflight, connect_timeout)
+
+    @classmethod
+    def _x509(
+        cls,
+        host: str,
+        device_id: str,
+        module_id: Optional[str],
+        tls: TlsConfig,
+        port: int,
+        keep_alive: Optional[int],
+        max_inflight: Optional[int],
+        connect_timeout: Optional[float],
+    ) -> "DeviceClient":
         cs = f"HostName={host};DeviceId={device_id};x509=true"
         if module_id:
             cs += f";ModuleId={module_id}"
         opts = cls._options(port, keep_alive, None, max_inflight, connect_timeout)
         return cls._create(cs, tls, opts)
+
+    @classmethod
+    def from_pkcs11(
+        cls,
+        host: str,
+        device_id: str,
+        module: Optional[str],
+        uri: str,
+        pin: Optional[str] = None,
+        ca_file: Optional[str] = None,
+        port: int = 8883,
+        *,
+        module_id: Optional[str] = None,
+        keep_alive: Optional[int] = None,
+        max_inflight: Optional[int] = None,
+        connect_timeout: Optional[float] = None,
+        tls13: bool = False,
+    ) -> "DeviceClient":
+        """A client whose private key never leaves a PKCS#11 token (HSM, TPM through
+        tpm2-pkcs11, secure element): ``module`` is the token's PKCS#11 library, ``uri`` an
+        RFC 7512 URI naming the key (``pkcs11:token=...;object=...``); the certificate is
+        read from the token. See docs/pkcs11.md."""
+        tls = TlsConfig(ca_file=ca_file, tls13=tls13, pkcs11_module=module, pkcs11_uri=uri,
+                        pkcs11_pin=pin)
+        return cls._x509(host, device_id, module_id, tls, port, keep_alive, max_inflight, connect_timeout)
 
     @classmethod
     def from_environment(cls) -> "DeviceClient":

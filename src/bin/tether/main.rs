@@ -45,7 +45,8 @@ mod twin;
     arg_required_else_help = true,
     after_help = concat!(
         "Every command that connects reads the same environment when its flag is absent:\n\
-         TETHER_CONNECTION_STRING, TETHER_CA_FILE, TETHER_PORT, TETHER_CERT_FILE, TETHER_KEY_FILE.\n\
+         TETHER_CONNECTION_STRING, TETHER_CA_FILE, TETHER_PORT, TETHER_CERT_FILE, TETHER_KEY_FILE,\n\
+         TETHER_PKCS11_MODULE, TETHER_PKCS11_URI, TETHER_PKCS11_PIN.\n\
          `tether help COMMAND` or `tether COMMAND --help` shows a command's options and examples.\n\n",
         exit_codes!()
     )

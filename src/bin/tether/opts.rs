@@ -27,6 +27,19 @@ pub struct TlsOpts {
     /// Private key of --cert (PEM or DER; PKCS#8, SEC1 or PKCS#1)
     #[arg(long, value_name = "FILE", env = env::KEY_FILE, requires = "cert")]
     pub key: Option<String>,
+    /// PKCS#11 module of the token holding the device key (HSM, TPM via tpm2-pkcs11,
+    /// SoftHSM)
+    #[arg(long, value_name = "FILE", env = env::PKCS11_MODULE, requires = "pkcs11_uri")]
+    pub pkcs11_module: Option<String>,
+    /// RFC 7512 URI of the key on the token (pkcs11:token=...;object=...); the certificate
+    /// is read from the token; the key never leaves it
+    #[arg(long, value_name = "URI", env = env::PKCS11_URI, conflicts_with_all = ["cert", "key"])]
+    pub pkcs11_uri: Option<String>,
+    /// The token's user PIN (prefer the environment variable: a command line is visible to
+    /// other users)
+    #[arg(long, value_name = "PIN", env = env::PKCS11_PIN, hide_env_values = true,
+          requires = "pkcs11_uri")]
+    pub pkcs11_pin: Option<String>,
     /// Allow TLS 1.3 as well as TLS 1.2 (IoT Hub's policy is TLS 1.2)
     #[arg(long)]
     pub tls13: bool,
@@ -43,7 +56,26 @@ impl TlsOpts {
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
             policy.set_client_cert_files(cert, key)?;
         }
+        if let Some(uri) = &self.pkcs11_uri {
+            self.set_pkcs11(&mut policy, uri)?;
+        }
         Ok(policy)
+    }
+
+    #[cfg(all(feature = "pkcs11", target_os = "linux"))]
+    fn set_pkcs11(&self, policy: &mut TlsPolicy, uri: &str) -> Result<()> {
+        use tether::auth::pkcs11::Pin;
+        let pin = match &self.pkcs11_pin {
+            Some(pin) => Pin::value(pin),
+            None => Pin::None,
+        };
+        policy.set_client_pkcs11(self.pkcs11_module.as_deref(), uri, pin)?;
+        Ok(())
+    }
+
+    #[cfg(not(all(feature = "pkcs11", target_os = "linux")))]
+    fn set_pkcs11(&self, _: &mut TlsPolicy, _: &str) -> Result<()> {
+        Err(tether::error::pkcs11_unavailable())
     }
 }
 
