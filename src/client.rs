@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::backoff::Backoff;
 use crate::error::{Code, Error, Result};
-use crate::handshake::{connect_tcp, io_error};
+use crate::handshake::{io_error, Dial};
 use crate::log::Level;
 use crate::mqtt::properties::PropertyBag;
 use crate::session::{Disconnect, Event, InboundAck, Session, SessionConfig, Subscription};
@@ -59,6 +59,9 @@ pub struct Client {
     session: Session,
     options: ClientOptions,
     stream: Option<TcpStream>,
+    /// A connection attempt under way (it may outlast one `poll`: a slow network gets the
+    /// whole connect timeout, and `poll` still returns on time).
+    dialing: Option<Dial>,
     backoff: Backoff,
     /// When the next connection attempt is due (`None`: no automatic attempt).
     retry_at_ms: Option<u64>,
@@ -100,6 +103,7 @@ impl Client {
             session: Session::new(config)?,
             options,
             stream: None,
+            dialing: None,
             retry_at_ms: None,
             attempt_started_ms: 0,
             connected_at_ms: None,
@@ -128,7 +132,7 @@ impl Client {
             return Ok(());
         }
         let deadline = Instant::now() + timeout;
-        if self.stream.is_none() {
+        if self.stream.is_none() && self.dialing.is_none() {
             self.retry_at_ms = Some((self.clock)());
         }
         let mut kept = VecDeque::new();
@@ -198,9 +202,21 @@ impl Client {
     fn step(&mut self, deadline: Instant) -> Result<()> {
         let now = (self.clock)();
         if self.stream.is_none() {
-            match self.retry_at_ms {
-                Some(at) if now >= at => self.open(now, deadline),
-                _ => {}
+            if self.dialing.is_none() {
+                match self.retry_at_ms {
+                    Some(at) if now >= at => self.open(now),
+                    _ => {}
+                }
+            }
+            if let Some(dial) = &self.dialing {
+                match dial.wait(deadline.saturating_duration_since(Instant::now())) {
+                    // Still connecting when the caller's time is up: go on at the next call.
+                    None => return Ok(()),
+                    Some(opened) => {
+                        self.dialing = None;
+                        self.opened(opened, (self.clock)());
+                    }
+                }
             }
         }
         self.flush()?;
@@ -259,27 +275,35 @@ impl Client {
         Ok(())
     }
 
-    /// Opens the TCP connection (name resolution included) within the configured connect
-    /// timeout and never past the caller's `deadline`.
-    fn open(&mut self, now: u64, deadline: Instant) {
+    /// Starts opening the TCP connection (name resolution included) within the configured
+    /// connect timeout; [`Client::step`] collects it, without blocking past its deadline.
+    fn open(&mut self, now: u64) {
         self.retry_at_ms = None;
         self.attempt_started_ms = now;
         self.out.clear();
         let host = self.session.config().server_name.clone();
         let port = self.options.port;
         crate::log!(Level::Info, "connecting to {host}:{port}");
-        let timeout = self
-            .options
-            .connect_timeout
-            .min(deadline.saturating_duration_since(Instant::now()))
-            .max(Duration::from_millis(1));
-        let opened = connect_tcp(&host, port, timeout).and_then(|stream| {
+        match Dial::start(&host, port, self.options.connect_timeout) {
+            Ok(dial) => self.dialing = Some(dial),
+            Err(e) => self.opened(Err(e), now),
+        }
+    }
+
+    /// Starts the session on a newly opened connection, or reports why none was opened.
+    fn opened(&mut self, opened: Result<TcpStream>, now: u64) {
+        let opened = opened.and_then(|stream| {
             self.session.connect(now)?;
             Ok(stream)
         });
         match opened {
             Ok(stream) => {
-                crate::log!(Level::Debug, "TCP connected to {host}:{port}");
+                crate::log!(
+                    Level::Debug,
+                    "TCP connected to {}:{}",
+                    self.session.config().server_name,
+                    self.options.port
+                );
                 self.stream = Some(stream);
             }
             Err(e) => {
@@ -447,6 +471,7 @@ impl Client {
         }
         self.out.clear();
         self.collect_events();
+        self.dialing = None;
         if let Some(stream) = self.stream.take() {
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }

@@ -671,6 +671,46 @@ pub fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream
     })
 }
 
+/// A TCP connection being opened (name resolution included) while its caller goes on.
+///
+/// The system resolver and `connect` both block, so a driver that must return from each
+/// call on time (the blocking client's `poll`) cannot run them itself without cutting a
+/// slow network's attempt short. A `Dial` runs [`connect_tcp`] with the whole connect
+/// timeout on one short-lived thread and hands the result over through [`Dial::wait`],
+/// which never waits longer than it is asked. Dropping a `Dial` drops its result (an opened
+/// socket is closed) when the thread finishes, at the latest after the timeout.
+#[derive(Debug)]
+pub struct Dial {
+    rx: std::sync::mpsc::Receiver<Result<TcpStream>>,
+}
+
+impl Dial {
+    /// Starts opening a connection to `host:port` within `timeout`.
+    pub fn start(host: &str, port: u16, timeout: Duration) -> Result<Dial> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let host = host.to_owned();
+        std::thread::Builder::new()
+            .name("tether-dial".into())
+            .spawn(move || {
+                let _ = tx.send(connect_tcp(&host, port, timeout));
+            })
+            .map_err(|e| Error::new(Code::Io, format!("cannot start connecting: {e}")))?;
+        Ok(Dial { rx })
+    }
+
+    /// The outcome, waiting up to `wait` for it; `None` while the attempt goes on.
+    pub fn wait(&self, wait: Duration) -> Option<Result<TcpStream>> {
+        match self.rx.recv_timeout(wait) {
+            Ok(result) => Some(result),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Some(Err(Error::new(
+                Code::Io,
+                "the connection attempt ended without a result",
+            ))),
+        }
+    }
+}
+
 /// A server name for SNI and verification, from a host name or IP address.
 pub fn server_name(host: &str) -> Result<ServerName<'static>> {
     ServerName::try_from(host.to_owned()).map_err(|_| {
