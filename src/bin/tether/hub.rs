@@ -23,8 +23,10 @@ use tether::{Code, Error, Result};
 use crate::hub_audit;
 use crate::opts::usage_error;
 
+mod registry;
 mod rest;
 mod service;
+mod web;
 
 /// The plugin's file name (the `tether-hub` crate's cdylib).
 const PLUGIN_FILE: &str = "libtether_hub.so";
@@ -311,6 +313,10 @@ pub struct HubArgs {
     /// myhub.azure-devices.net, reached through GatewayHostName or a hosts entry)
     #[arg(long, value_name = "NAME")]
     host_name: Option<String>,
+    /// Serve the web view on [HOST:]PORT (HOST: 127.0.0.1 unless given); the ready line
+    /// adds `web=URL`, a login URL holding the session token (also in DIR/web-token)
+    #[arg(long, value_name = "[HOST:]PORT")]
+    web: Option<String>,
 }
 
 pub fn run(args: HubArgs) -> Result<()> {
@@ -399,15 +405,24 @@ pub fn run(args: HubArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let service_port = match rest::start(&dir, args.service_port) {
+    let service_port = match rest::start(&dir, &registry, args.service_port) {
         Ok(p) => p,
         Err(e) => {
             stop(&mut child);
             return Err(e);
         }
     };
+    let web = match args.web.as_deref().map(web::parse_addr).transpose().and_then(|addr| {
+        addr.map(|a| web::start(&dir, &registry, a)).transpose()
+    }) {
+        Ok(url) => url.map(|u| format!(" web={}", u.as_str())).unwrap_or_default(),
+        Err(e) => {
+            stop(&mut child);
+            return Err(e);
+        }
+    };
     println!(
-        "ready sas={} x509={} service={service_port}",
+        "ready sas={} x509={} service={service_port}{web}",
         public.0, public.1
     );
     use std::io::Write;
