@@ -99,6 +99,7 @@ document.querySelectorAll("#tabs button").forEach((b) => b.addEventListener("cli
 
 // ---- devices (and the registry table, from the same list) ----
 let devices = [];
+let shown = "";
 async function refreshDevices() {
   const r = await api("GET", "/devices");
   if (r.status !== 200) {
@@ -106,6 +107,10 @@ async function refreshDevices() {
     return;
   }
   banner("");
+  // Tables are rebuilt only when something changed (a button stays where it was clicked).
+  const text = JSON.stringify(r.body);
+  if (text === shown) return;
+  shown = text;
   devices = r.body;
   const ids = devices.map((d) => (d.moduleId ? d.deviceId + "/" + d.moduleId : d.deviceId));
   const list = $("device-ids");
@@ -326,4 +331,5 @@ $("c2d-send").addEventListener("click", async () => {
 
 refreshDevices();
 listen();
-setInterval(() => { if (current === "devices") refreshDevices(); }, 2000);
+// The registry file is read again by the stand-in within about a second: keep both tables fresh.
+setInterval(() => { if (current === "devices" || current === "registry") refreshDevices(); }, 1000);
