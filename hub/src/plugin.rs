@@ -557,8 +557,7 @@ extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, _user: *mut c_void
                 );
                 // SAFETY: the event's client pointer.
                 let persistent = !unsafe { mosquitto_client_clean_session(ev.client) };
-                st.activity
-                    .insert(client_id.to_owned(), (Some(now), now));
+                st.activity.insert(client_id.to_owned(), (Some(now), now));
                 let outs = st.service.connected(client_id, persistent, now);
                 st.apply(outs);
                 ERR_SUCCESS

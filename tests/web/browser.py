@@ -274,9 +274,10 @@ try:
     text_in("#registry-status", "added web-added")
     text_in("#registry-table", "web-added")
     assert "SharedAccessKey" not in el("#view-registry").text
+    shot("registry")
     el("#registry-row-web-added .show-secret").click()
     conn = text_in("#registry-connection-string", "SharedAccessKey=")
-    shot("registry")
+    shot("registry-secret")
     added = Device(conn)
     added.client.send_message(Message("from the new device"))
     tab("telemetry")

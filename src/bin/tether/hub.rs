@@ -412,10 +412,16 @@ pub fn run(args: HubArgs) -> Result<()> {
             return Err(e);
         }
     };
-    let web = match args.web.as_deref().map(web::parse_addr).transpose().and_then(|addr| {
-        addr.map(|a| web::start(&dir, &registry, a)).transpose()
-    }) {
-        Ok(url) => url.map(|u| format!(" web={}", u.as_str())).unwrap_or_default(),
+    let web = match args
+        .web
+        .as_deref()
+        .map(web::parse_addr)
+        .transpose()
+        .and_then(|addr| addr.map(|a| web::start(&dir, &registry, a)).transpose())
+    {
+        Ok(url) => url
+            .map(|u| format!(" web={}", u.as_str()))
+            .unwrap_or_default(),
         Err(e) => {
             stop(&mut child);
             return Err(e);

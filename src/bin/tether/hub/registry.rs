@@ -43,7 +43,7 @@ fn without_keys(entry: &Value) -> Value {
 }
 
 fn is_device(entry: &Value, id: &str) -> bool {
-    entry["deviceId"] == id && entry.get("moduleId").is_none_or(Value::is_null)
+    entry["deviceId"] == id && entry.get("moduleId").map_or(true, Value::is_null)
 }
 
 /// Reads the registry file, lets `change` edit it (answering the HTTP result), and writes it
@@ -56,7 +56,12 @@ fn edit(registry: &Path, change: impl FnOnce(&mut Value) -> (u16, Value)) -> (u1
     };
     let mut doc: Value = match serde_json::from_str(&text) {
         Ok(v) => v,
-        Err(e) => return (500, error_body(500000, &format!("registry is not JSON: {e}"))),
+        Err(e) => {
+            return (
+                500,
+                error_body(500000, &format!("registry is not JSON: {e}")),
+            )
+        }
     };
     let (status, body) = change(&mut doc);
     if (200..300).contains(&status) {
@@ -77,7 +82,12 @@ fn edit(registry: &Path, change: impl FnOnce(&mut Value) -> (u16, Value)) -> (u1
 }
 
 /// Answers a `/devices...` request (`parts`: the path's segments).
-pub(super) fn answer(req: &HttpRequest, parts: &[&str], dir: &Path, registry: &Path) -> (u16, Value) {
+pub(super) fn answer(
+    req: &HttpRequest,
+    parts: &[&str],
+    dir: &Path,
+    registry: &Path,
+) -> (u16, Value) {
     // The plugin checks the caller's token (or trusts the local user's session) and lists.
     let listed = match call_as(req, dir, json!({"op": "devices"})) {
         Ok(v) => v,
@@ -98,8 +108,17 @@ pub(super) fn answer(req: &HttpRequest, parts: &[&str], dir: &Path, registry: &P
             Err(e) => return (400, error_body(400004, &format!("body is not JSON: {e}"))),
         }
     };
-    let not_found = |id: &str| (404, error_body(404001, &format!("\"{id}\" is not in the registry")));
-    match (req.method.as_str(), id.as_deref(), &parts[1.min(parts.len())..]) {
+    let not_found = |id: &str| {
+        (
+            404,
+            error_body(404001, &format!("\"{id}\" is not in the registry")),
+        )
+    };
+    match (
+        req.method.as_str(),
+        id.as_deref(),
+        &parts[1.min(parts.len())..],
+    ) {
         ("GET", None, _) => (200, listed["devices"].clone()),
         ("GET", Some(id), [_]) => {
             let mut found = None;
@@ -130,7 +149,10 @@ pub(super) fn answer(req: &HttpRequest, parts: &[&str], dir: &Path, registry: &P
                 Some(other) => {
                     return (
                         400,
-                        error_body(400004, &format!("status must be enabled or disabled, not \"{other}\"")),
+                        error_body(
+                            400004,
+                            &format!("status must be enabled or disabled, not \"{other}\""),
+                        ),
                     )
                 }
             };
@@ -169,7 +191,10 @@ pub(super) fn answer(req: &HttpRequest, parts: &[&str], dir: &Path, registry: &P
                     return not_found(id);
                 };
                 if entry["authentication"]["type"] != "sas" {
-                    return (400, error_body(400004, &format!("\"{id}\" does not use SAS keys")));
+                    return (
+                        400,
+                        error_body(400004, &format!("\"{id}\" does not use SAS keys")),
+                    );
                 }
                 let Some(key) = new_key() else {
                     return (500, error_body(500000, "no random numbers for a key"));
@@ -195,7 +220,10 @@ pub(super) fn answer(req: &HttpRequest, parts: &[&str], dir: &Path, registry: &P
             };
             let status = hub["status"].as_u64().unwrap_or(500);
             if status == 200 {
-                (200, json!({"messageId": hub["messageId"], "pending": hub["pending"]}))
+                (
+                    200,
+                    json!({"messageId": hub["messageId"], "pending": hub["pending"]}),
+                )
             } else {
                 let message = hub["message"].as_str().unwrap_or("");
                 (

@@ -256,7 +256,13 @@ fn serve(stream: TcpStream, config: Arc<ServerConfig>, dir: PathBuf, registry: P
     };
     // The HTTPS port serves only callers with a service token.
     let (status, body) = if req.authorization.is_empty() {
-        (401, error_body(401002, "an Authorization header with a service token is required"))
+        (
+            401,
+            error_body(
+                401002,
+                "an Authorization header with a service token is required",
+            ),
+        )
     } else {
         answer(&req, &dir, &registry)
     };

@@ -61,8 +61,8 @@ struct Web {
 
 /// Starts serving on `addr`; answers the login URL (holding the session token).
 pub fn start(dir: &Path, registry: &Path, addr: SocketAddr) -> Result<Zeroizing<String>> {
-    let listener = TcpListener::bind(addr)
-        .map_err(|e| Error::new(Code::Io, format!("--web {addr}: {e}")))?;
+    let listener =
+        TcpListener::bind(addr).map_err(|e| Error::new(Code::Io, format!("--web {addr}: {e}")))?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::new(Code::Io, e.to_string()))?;
@@ -120,7 +120,13 @@ fn respond(stream: &mut TcpStream, status: u16, kind: &str, extra: &str, body: &
 }
 
 fn json_reply(stream: &mut TcpStream, status: u16, body: &Value) {
-    respond(stream, status, "application/json; charset=utf-8", "", &body.to_string());
+    respond(
+        stream,
+        status,
+        "application/json; charset=utf-8",
+        "",
+        &body.to_string(),
+    );
 }
 
 impl Web {
@@ -151,8 +157,12 @@ fn serve(stream: TcpStream, web: &Web) {
     let Some(req) = rest::read_request(&mut BufReader::new(read_half)) else {
         return;
     };
-    if !web.hosts.iter().any(|h| *h == req.host) {
-        return json_reply(&mut stream, 400, &error_body(400000, "unexpected Host header"));
+    if !web.hosts.contains(&req.host) {
+        return json_reply(
+            &mut stream,
+            400,
+            &error_body(400000, "unexpected Host header"),
+        );
     }
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/") | ("GET", "/index.html") => {
@@ -166,13 +176,14 @@ fn serve(stream: TcpStream, web: &Web) {
         }
         ("GET", "/login") => {
             if !web.query_token_ok(&req.query) {
-                return respond(
+                return json_reply(
                     &mut stream,
                     401,
-                    "text/plain; charset=utf-8",
-                    "",
-                    "wrong or missing token: open the URL tether hub printed (the token is in \
-                     DIR/web-token)\n",
+                    &error_body(
+                        401002,
+                        "wrong or missing token: open the URL `tether hub` printed (the token \
+                         is in DIR/web-token)",
+                    ),
                 );
             }
             let cookie = Zeroizing::new(format!(
@@ -187,7 +198,10 @@ fn serve(stream: TcpStream, web: &Web) {
         return json_reply(
             &mut stream,
             401,
-            &error_body(401002, "no session: open the login URL that `tether hub` printed"),
+            &error_body(
+                401002,
+                "no session: open the login URL that `tether hub` printed",
+            ),
         );
     }
     if req.method == "GET" && req.path == "/events" {
