@@ -146,7 +146,9 @@ try:
     text_in(row, "connected")
     wait.until(lambda d: "disconnected" not in d.find_element(By.CSS_SELECTOR, row).text)
     assert "enabled" in el(row).text and "sas" in el(row).text, el(row).text
-    ok("devices: sensor-1 is enabled, sas, connected")
+    # The audit relay's verdict on the SDK's ClientHello (Python's OpenSSL: TLS 1.2 offered).
+    text_in(row, "sni=localhost ok")
+    ok("devices: sensor-1 is enabled, sas, connected, last TLS verdict: sni=localhost ok")
     shot("devices")
 
     # Telemetry: a device message appears live with its properties; pause holds new ones.

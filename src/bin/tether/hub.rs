@@ -372,8 +372,26 @@ pub fn run(args: HubArgs) -> Result<()> {
         .arg(&conf)
         .env("OPENSSL_CONF", &openssl_conf)
         .stdin(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| io(e, format!("cannot start {}", mosquitto.display())))?;
+    // mosquitto's log passes through; its line naming each client's port ties the client to
+    // the audit relay's verdict for that connection (the web view's devices list).
+    if let Some(log) = child.stderr.take() {
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let (mut log, mut raw) = (std::io::BufReader::new(log), Vec::new());
+            while log.read_until(b'\n', &mut raw).is_ok_and(|n| n > 0) {
+                let line = String::from_utf8_lossy(&raw);
+                let line = line.trim_end_matches('\n');
+                if let Some((id, port)) = hub_audit::client_connected(line) {
+                    hub_audit::note_client(id, port);
+                }
+                eprintln!("{line}");
+                raw.clear();
+            }
+        });
+    }
 
     let exited = |child: &mut Child| -> Option<Error> {
         match child.try_wait() {

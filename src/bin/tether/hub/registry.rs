@@ -119,7 +119,17 @@ pub(super) fn answer(
         id.as_deref(),
         &parts[1.min(parts.len())..],
     ) {
-        ("GET", None, _) => (200, listed["devices"].clone()),
+        ("GET", None, _) => {
+            let mut devices = listed["devices"].clone();
+            for d in devices.as_array_mut().into_iter().flatten() {
+                let id = match d["moduleId"].as_str() {
+                    Some(m) => format!("{}/{m}", d["deviceId"].as_str().unwrap_or("")),
+                    None => d["deviceId"].as_str().unwrap_or("").to_owned(),
+                };
+                d["lastTlsVerdict"] = json!(crate::hub_audit::last_verdict(&id));
+            }
+            (200, devices)
+        }
         ("GET", Some(id), [_]) => {
             let mut found = None;
             let (status, body) = edit(registry, |doc| {

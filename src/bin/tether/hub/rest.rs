@@ -10,8 +10,8 @@
 //!   subscribed, 504 timeout, as IoT Hub).
 //!
 //! - `GET /devices?api-version=...`: every identity with status, authentication kind,
-//!   `connectionState`, `connectedSince`, `lastActivityTime`, `cloudToDeviceMessageCount`
-//!   (no keys);
+//!   `connectionState`, `connectedSince`, `lastActivityTime`, `cloudToDeviceMessageCount`,
+//!   `lastTlsVerdict` (the audit relay's verdict on its last connection); no keys;
 //! - `GET /devices/{id}?api-version=...`: one identity as the registry holds it, keys
 //!   included (as IoT Hub answers it), with the registry's `hostName`;
 //! - `PUT /devices/{id}?api-version=...` with `{"status"}`: adds a SAS device with

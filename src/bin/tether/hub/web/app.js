@@ -134,8 +134,7 @@ async function refreshDevices() {
     cell(tr, connected ? "connected" : "disconnected", connected ? "connected" : "disconnected");
     cell(tr, time(d.connectedSince));
     cell(tr, time(d.lastActivityTime));
-    const v = d.lastTlsVerdict;
-    cell(tr, v ? v.verdict + (v.reason ? " (" + v.reason + ")" : "") : "");
+    cell(tr, d.lastTlsVerdict || "");
     cell(tr, String(d.cloudToDeviceMessageCount));
     body.appendChild(tr);
   });
