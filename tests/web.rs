@@ -317,5 +317,56 @@ fn registry_routes_need_a_service_token_on_https_and_the_session_on_the_web_port
         None,
     );
     assert_eq!(status, 401);
+    // With the session: a change from another origin (another local page is same-site and
+    // would carry the cookie) is refused; from the page's own origin it is carried out.
+    common::require("curl", "curl");
+    let session = std::fs::read_to_string(hub.dir.join("web-token")).unwrap();
+    let put = |origin: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+            .args(["-b", &format!("tether_session={session}")])
+            .args([
+                "-H",
+                &format!("Origin: {origin}"),
+                "-d",
+                r#"{"status":"disabled"}"#,
+            ])
+            .arg(format!("{base}/devices/sensor-1"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(put("http://127.0.0.1:1"), "403");
+    let in_file = || {
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&hub.registry).unwrap()).unwrap();
+        let d = doc["devices"].as_array().unwrap().iter();
+        d.filter(|d| d["deviceId"] == "sensor-1")
+            .map(|d| d["status"].clone())
+            .next()
+            .unwrap()
+    };
+    assert_eq!(in_file(), "enabled");
+    assert_eq!(put(base), "200");
+    assert_eq!(in_file(), "disabled");
+    // The plugin reads the registry file again: the list shows sensor-1 disabled.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, list) = call(&py, &hub, &https("/devices"), "GET", &token, None);
+        assert_eq!(status, 200, "{list}");
+        let sensor = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["deviceId"] == "sensor-1");
+        if sensor.unwrap()["status"] == "disabled" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sensor-1 never shown disabled: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(!hub.log().contains(&primary) && !hub.log().contains(KEY1));
 }

@@ -86,8 +86,9 @@ pub(super) struct HttpRequest {
     pub authorization: Zeroizing<String>,
     /// The `Cookie` header (the web view's session), wiped when dropped.
     pub cookie: Zeroizing<String>,
-    /// The `Host` header.
+    /// The `Host` and `Origin` headers.
     pub host: String,
+    pub origin: String,
     pub body: Vec<u8>,
 }
 
@@ -99,7 +100,8 @@ pub(super) fn read_request(reader: &mut impl BufRead) -> Option<HttpRequest> {
     let target = parts.next()?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let (mut length, mut authorization) = (0usize, Zeroizing::new(String::new()));
-    let (mut cookie, mut host) = (Zeroizing::new(String::new()), String::new());
+    let (mut cookie, mut host, mut origin) =
+        (Zeroizing::new(String::new()), String::new(), String::new());
     loop {
         // A header line may hold the token: wiped when dropped.
         let mut raw = Zeroizing::new(String::new());
@@ -114,6 +116,7 @@ pub(super) fn read_request(reader: &mut impl BufRead) -> Option<HttpRequest> {
             "authorization" => *authorization = value.trim().to_owned(),
             "cookie" => *cookie = value.trim().to_owned(),
             "host" => host = value.trim().to_owned(),
+            "origin" => origin = value.trim().to_owned(),
             _ => {}
         }
     }
@@ -129,6 +132,7 @@ pub(super) fn read_request(reader: &mut impl BufRead) -> Option<HttpRequest> {
         authorization,
         cookie,
         host,
+        origin,
         body,
     })
 }
@@ -237,6 +241,7 @@ pub(super) fn reason(status: u16) -> &'static str {
         303 => "See Other",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",

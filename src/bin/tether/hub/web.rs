@@ -9,7 +9,8 @@
 //! (`/login?token=...`) and written to `DIR/web-token` (owner-only). Opening that URL sets
 //! an HttpOnly, SameSite=Strict cookie holding the token; every API call must carry it
 //! (compared in constant time). Requests whose `Host` is not this server's are refused (a
-//! DNS-rebinding page cannot reach the API).
+//! DNS-rebinding page cannot reach the API), and so are changes (PUT, PATCH, POST) whose
+//! `Origin` is not this server's (another local page is same-site and has the cookie).
 
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -201,6 +202,23 @@ fn serve(stream: TcpStream, web: &Web) {
             &error_body(
                 401002,
                 "no session: open the login URL that `tether hub` printed",
+            ),
+        );
+    }
+    // A change must come from this page: another page on this machine (same site, since
+    // ports do not count) would carry the cookie, but not this origin.
+    if req.method != "GET"
+        && !req
+            .origin
+            .strip_prefix("http://")
+            .is_some_and(|o| web.hosts.iter().any(|h| h == o))
+    {
+        return json_reply(
+            &mut stream,
+            403,
+            &error_body(
+                403000,
+                "changes are accepted only from the web view's own page",
             ),
         );
     }
