@@ -33,6 +33,9 @@ const INDEX: &str = include_str!("web/index.html");
 const APP: &str = include_str!("web/app.js");
 const STYLE: &str = include_str!("web/style.css");
 
+/// How often an idle telemetry stream is written to (a comment line), to notice a page that
+/// left.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The session cookie's name.
 const COOKIE: &str = "tether_session";
 /// The API version the page's calls carry (any non-empty value is served).
@@ -258,12 +261,32 @@ fn events(mut stream: TcpStream, web: &Web, query: &str) {
     {
         return;
     }
-    while let Ok(message) = super::service::read_answer(&mut reader) {
-        if write!(stream, "data: {message}\n\n")
+    // A reader thread, so that a page that left is noticed within KEEP_ALIVE even when no
+    // device sends: then the control connection is shut down and the plugin drops the watch.
+    let control = reader.get_ref().try_clone().ok();
+    let (tx, messages) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok(message) = super::service::read_answer(&mut reader) {
+            if tx.send(message).is_err() {
+                return;
+            }
+        }
+    });
+    loop {
+        let chunk = match messages.recv_timeout(KEEP_ALIVE) {
+            Ok(message) => format!("data: {message}\n\n"),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => ": keep-alive\n\n".to_owned(),
+            Err(_) => break,
+        };
+        if stream
+            .write_all(chunk.as_bytes())
             .and_then(|_| stream.flush())
             .is_err()
         {
-            return;
+            break;
         }
+    }
+    if let Some(c) = control {
+        let _ = c.shutdown(std::net::Shutdown::Both);
     }
 }
