@@ -19,6 +19,8 @@ from azure.iot.device import IoTHubDeviceClient, Message, MethodResponse
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.support.ui import WebDriverWait
 
 login, ca, port, host, key1, shots = sys.argv[1:7]
@@ -82,20 +84,32 @@ for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
              "--no-first-run", "--window-size=1280,800", f"--user-data-dir={profile}"]:
     options.add_argument(flag)
 driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
-wait = WebDriverWait(driver, WAIT)
+# The devices and registry tables are rebuilt when the list changes: an element found a
+# moment ago may be gone, so waits look again.
+wait = WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,))
 
 
 def el(css):
     return driver.find_element(By.CSS_SELECTOR, css)
 
 
+def click(css):
+    """Clicks the element, found again if it was replaced meanwhile."""
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, css).click() or True)
+
+
+def text_of(css):
+    """The element's text, found again if it was replaced meanwhile."""
+    return wait.until(lambda d: d.find_element(By.CSS_SELECTOR, css).text or " ")
+
+
 def text_in(css, needle):
     """Waits until the element's text contains `needle`; answers the text."""
     try:
-        wait.until(lambda d: needle in d.find_element(By.CSS_SELECTOR, css).text)
+        return wait.until(lambda d: (lambda t: t if needle in t else None)(
+            d.find_element(By.CSS_SELECTOR, css).text))
     except Exception:
-        raise AssertionError(f"{css} never showed {needle!r}; it shows {el(css).text!r}")
-    return el(css).text
+        raise AssertionError(f"{css} never showed {needle!r}; it shows {text_of(css)!r}")
 
 
 def tab(view):
@@ -129,6 +143,8 @@ def refused_with(conn, what):
 
 def fill_device(device):
     fill("#device", device)
+    # Close the id suggestions (a datalist) so that they cover no button.
+    el("#device").send_keys(Keys.ESCAPE)
 
 
 try:
@@ -147,7 +163,7 @@ try:
     row = "#device-row-sensor-1"
     text_in(row, "connected")
     wait.until(lambda d: "disconnected" not in d.find_element(By.CSS_SELECTOR, row).text)
-    assert "enabled" in el(row).text and "sas" in el(row).text, el(row).text
+    assert "enabled" in text_of(row) and "sas" in text_of(row), text_of(row)
     # The audit relay's verdict on the SDK's ClientHello (Python's OpenSSL: TLS 1.2 offered).
     text_in(row, "sni=localhost ok")
     ok("devices: sensor-1 is enabled, sas, connected, last TLS verdict: sni=localhost ok")
@@ -264,7 +280,7 @@ try:
     # A disconnected device's messages wait: the pending count shows it.
     fill_device("sensor-2")
     el("#c2d-send").click()
-    text_in("#c2d-status", "(1 pending)")
+    text_in("#c2d-status", "for sensor-2 (1 pending)")
     ok("c2d: for a disconnected device the pending count is shown")
     shot("c2d")
     tab("devices")
@@ -279,7 +295,7 @@ try:
     text_in("#registry-table", "web-added")
     assert "SharedAccessKey" not in el("#view-registry").text
     shot("registry")
-    el("#registry-row-web-added .show-secret").click()
+    click("#registry-row-web-added .show-secret")
     conn = text_in("#registry-connection-string", "SharedAccessKey=")
     shot("registry-secret")
     added = Device(conn)
@@ -292,12 +308,12 @@ try:
     el("#registry-secret-hide").click()
     assert el("#registry-connection-string").text == ""
     # Rotate: the old connection string stops working.
-    el("#registry-row-web-added .rotate-primary").click()
+    click("#registry-row-web-added .rotate-primary")
     text_in("#registry-status", "new primary key")
     refused_with(conn, "after rotating, the old key is refused")
 
     # Disable: the device shows as disabled, is disconnected and cannot connect again.
-    el("#registry-row-sensor-1 .toggle").click()
+    click("#registry-row-sensor-1 .toggle")
     text_in("#registry-row-sensor-1", "disabled")
     tab("devices")
     text_in("#device-row-sensor-1", "disabled")

@@ -100,6 +100,7 @@ document.querySelectorAll("#tabs button").forEach((b) => b.addEventListener("cli
 // ---- devices (and the registry table, from the same list) ----
 let devices = [];
 let shown = "";
+let picked = false;
 async function refreshDevices() {
   const r = await api("GET", "/devices");
   if (r.status !== 200) {
@@ -120,7 +121,11 @@ async function refreshDevices() {
   tsel.replaceChildren(Object.assign(document.createElement("option"), { value: "", textContent: "all devices" }),
     ...ids.map((id) => Object.assign(document.createElement("option"), { value: id, textContent: id })));
   tsel.value = ids.includes(chosen) ? chosen : "";
-  if (!$("device").value && ids.length) $("device").value = ids[0];
+  // The first list picks a device once; later the field is the user's, even when empty.
+  if (!picked && ids.length) {
+    picked = true;
+    if (!$("device").value) $("device").value = ids[0];
+  }
 
   const body = $("devices-table").tBodies[0];
   body.replaceChildren();
