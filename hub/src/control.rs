@@ -9,7 +9,9 @@
 //!
 //! Requests: `{"op": "c2d", "device", "payload", "properties": {...}, "ttl"}`,
 //! `{"op": "invoke", "device", "method", "payload", "timeout"}`,
-//! `{"op": "twin", "device"[, "desired": {...}]}`, `{"op": "watch"[, "device"]}`. A request
+//! `{"op": "twin", "device"[, "desired": {...}]}`, `{"op": "watch"[, "device"]}`,
+//! `{"op": "devices"}` (every identity with status, authentication kind, connection state,
+//! since, last activity and pending cloud-to-device count; never a key). A request
 //! with `"sas"` (the REST front end's `Authorization` header) is served only when that token
 //! is a valid service policy token.
 

@@ -206,6 +206,9 @@ struct State {
     watchers: Vec<(Option<String>, Sender<Value>)>,
     /// Clients to disconnect on the next tick, and why (a refused publish).
     kicks: Vec<(String, String)>,
+    /// Per client id: when its current session began (None: not connected) and its last
+    /// activity (connect or accepted publish), Unix seconds; for the `devices` request.
+    activity: HashMap<String, (Option<u64>, u64)>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -306,6 +309,35 @@ impl State {
         }
     }
 
+    /// Every registry identity with its status, authentication kind, connection and
+    /// activity, and pending cloud-to-device count (never a key).
+    fn devices(&self) -> Value {
+        let mut out: Vec<Value> = self
+            .registry
+            .current
+            .identities()
+            .map(|i| {
+                let id = match &i.module_id {
+                    Some(m) => format!("{}/{m}", i.device_id),
+                    None => i.device_id.clone(),
+                };
+                let (since, last) = self.activity.get(&id).copied().unwrap_or((None, 0));
+                let connected = self.connected.contains_key(&id);
+                json!({
+                    "deviceId": i.device_id, "moduleId": i.module_id,
+                    "status": if i.status == Status::Disabled { "disabled" } else { "enabled" },
+                    "authentication": i.auth.kind(),
+                    "connectionState": if connected { "Connected" } else { "Disconnected" },
+                    "connectedSince": since.filter(|_| connected),
+                    "lastActivityTime": (last > 0).then_some(last),
+                    "cloudToDeviceMessageCount": self.service.pending(&id),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a["deviceId"].as_str().cmp(&b["deviceId"].as_str()));
+        Value::Array(out)
+    }
+
     /// Carries out the control channel's requests.
     fn serve_commands(&mut self, now: u64) {
         let mut commands = Vec::new();
@@ -317,6 +349,20 @@ impl State {
         for Command { mut request, reply } in commands {
             let answer =
                 |status: u16, message: String| json!({"status": status, "message": message});
+            if request.get("op").and_then(Value::as_str) == Some("devices") {
+                // The registry's own view; a REST caller's token is checked for the hub.
+                if let Some(Value::String(mut token)) = request.get_mut("sas").map(Value::take) {
+                    let checked =
+                        decide::authenticate_service(&self.registry.current, &token, "", now);
+                    token.zeroize();
+                    if let Err(e) = checked {
+                        let _ = reply.send(json!({"status": 401, "message": e.message()}));
+                        continue;
+                    }
+                }
+                let _ = reply.send(json!({"status": 200, "devices": self.devices()}));
+                continue;
+            }
             if request.get("op").and_then(Value::as_str) == Some("watch") {
                 let device = request
                     .get("device")
@@ -511,6 +557,7 @@ extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, _user: *mut c_void
                 );
                 // SAFETY: the event's client pointer.
                 let persistent = !unsafe { mosquitto_client_clean_session(ev.client) };
+                st.activity.insert(client_id.to_owned(), (Some(now), now));
                 let outs = st.service.connected(client_id, persistent, now);
                 st.apply(outs);
                 ERR_SUCCESS
@@ -583,6 +630,9 @@ extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, _user: *mut c_void)
         }
         let outs = match access {
             Access::Write => {
+                if let Some(a) = st.activity.get_mut(client_id) {
+                    a.1 = now_unix();
+                }
                 let payload = if ev.payload.is_null() || ev.payloadlen == 0 {
                     &[][..]
                 } else {
@@ -778,6 +828,7 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
             commands,
             watchers: Vec::new(),
             kicks: Vec::new(),
+            activity: HashMap::new(),
             registry: watched,
             connected: HashMap::new(),
             last_look: Instant::now(),

@@ -345,6 +345,11 @@ impl Registry {
     }
 
     /// The identity of a device (`module` None) or of one of its modules.
+    /// Every identity, in no particular order.
+    pub fn identities(&self) -> impl Iterator<Item = &Identity> {
+        self.identities.values()
+    }
+
     pub fn identity(&self, device: &str, module: Option<&str>) -> Option<&Identity> {
         self.identities
             .get(&(device.to_owned(), module.map(str::to_owned)))

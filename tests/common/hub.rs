@@ -63,6 +63,8 @@ pub struct Hub {
     /// The service REST API's HTTPS port (`service=` in the ready line).
     pub service: u16,
     pub log: PathBuf,
+    /// The ready line `tether hub` printed.
+    pub ready: String,
 }
 
 pub fn plugin_beside_cli() -> PathBuf {
@@ -82,6 +84,11 @@ impl Hub {
     /// Starts `tether hub` with `registry_text`; `prepare` may add files to the hub's folder
     /// (such as `trusted/` certificates) before it starts.
     pub fn start_with(registry_text: &str, prepare: impl FnOnce(&Path)) -> Hub {
+        Hub::start_full(registry_text, prepare, &[])
+    }
+
+    /// As `start_with`, with more `tether hub` arguments (such as `--web 0`).
+    pub fn start_full(registry_text: &str, prepare: impl FnOnce(&Path), extra: &[&str]) -> Hub {
         require("mosquitto", "mosquitto");
         require("openssl", "openssl");
         plugin_beside_cli();
@@ -99,6 +106,7 @@ impl Hub {
             .args(["--port", &sas.to_string(), "--x509-port", &x509.to_string()])
             .arg("--dir")
             .arg(&dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -119,13 +127,15 @@ impl Hub {
             x509,
             service: 0,
             log,
+            ready: String::new(),
         };
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(line) => {
                 let service = line
                     .strip_prefix(&format!("ready sas={sas} x509={x509} service="))
                     .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
-                hub.service = service.parse().unwrap();
+                hub.service = service.split(' ').next().unwrap().parse().unwrap();
+                hub.ready = line.clone();
             }
             Err(_) => panic!("tether hub did not get ready:\n{}", hub.log()),
         }

@@ -23,8 +23,10 @@ use tether::{Code, Error, Result};
 use crate::hub_audit;
 use crate::opts::usage_error;
 
+mod registry;
 mod rest;
 mod service;
+mod web;
 
 /// The plugin's file name (the `tether-hub` crate's cdylib).
 const PLUGIN_FILE: &str = "libtether_hub.so";
@@ -311,6 +313,10 @@ pub struct HubArgs {
     /// myhub.azure-devices.net, reached through GatewayHostName or a hosts entry)
     #[arg(long, value_name = "NAME")]
     host_name: Option<String>,
+    /// Serve the web view on [HOST:]PORT (HOST: 127.0.0.1 unless given); the ready line
+    /// adds `web=URL`, a login URL holding the session token (also in DIR/web-token)
+    #[arg(long, value_name = "[HOST:]PORT")]
+    web: Option<String>,
 }
 
 pub fn run(args: HubArgs) -> Result<()> {
@@ -366,8 +372,26 @@ pub fn run(args: HubArgs) -> Result<()> {
         .arg(&conf)
         .env("OPENSSL_CONF", &openssl_conf)
         .stdin(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| io(e, format!("cannot start {}", mosquitto.display())))?;
+    // mosquitto's log passes through; its line naming each client's port ties the client to
+    // the audit relay's verdict for that connection (the web view's devices list).
+    if let Some(log) = child.stderr.take() {
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let (mut log, mut raw) = (std::io::BufReader::new(log), Vec::new());
+            while log.read_until(b'\n', &mut raw).is_ok_and(|n| n > 0) {
+                let line = String::from_utf8_lossy(&raw);
+                let line = line.trim_end_matches('\n');
+                if let Some((id, port)) = hub_audit::client_connected(line) {
+                    hub_audit::note_client(id, port);
+                }
+                eprintln!("{line}");
+                raw.clear();
+            }
+        });
+    }
 
     let exited = |child: &mut Child| -> Option<Error> {
         match child.try_wait() {
@@ -399,15 +423,30 @@ pub fn run(args: HubArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let service_port = match rest::start(&dir, args.service_port) {
+    let service_port = match rest::start(&dir, &registry, args.service_port) {
         Ok(p) => p,
         Err(e) => {
             stop(&mut child);
             return Err(e);
         }
     };
+    let web = match args
+        .web
+        .as_deref()
+        .map(web::parse_addr)
+        .transpose()
+        .and_then(|addr| addr.map(|a| web::start(&dir, &registry, a)).transpose())
+    {
+        Ok(url) => url
+            .map(|u| format!(" web={}", u.as_str()))
+            .unwrap_or_default(),
+        Err(e) => {
+            stop(&mut child);
+            return Err(e);
+        }
+    };
     println!(
-        "ready sas={} x509={} service={service_port}",
+        "ready sas={} x509={} service={service_port}{web}",
         public.0, public.1
     );
     use std::io::Write;

@@ -9,8 +9,10 @@
 //! the TLS handshake, and OpenSSL has already consumed the hello; a relay sees the bytes as
 //! they arrive, with no change to mosquitto or the plugin.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tether::audit::{audit, read_client_hello, HelloError, Verdict};
@@ -58,6 +60,54 @@ fn audit_line(
     }
 }
 
+/// Each relayed connection's verdict (`sni=NAME VERDICT[: reasons]`), by the relay's port
+/// towards mosquitto; and each client id's verdict, once mosquitto has named the client on
+/// that port (`note_client`). For the web view's devices list.
+static BY_PORT: Mutex<Option<HashMap<u16, String>>> = Mutex::new(None);
+static BY_CLIENT: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+/// More entries than this and a map starts again (a stand-in runs for hours, not years).
+const KEEP: usize = 4096;
+
+fn remember<K: std::hash::Hash + Eq>(map: &Mutex<Option<HashMap<K, String>>>, k: K, v: String) {
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    let map = map.get_or_insert_with(HashMap::new);
+    if map.len() >= KEEP {
+        map.clear();
+    }
+    map.insert(k, v);
+}
+
+/// mosquitto named the client on the relay's port `port`: that connection's verdict is now
+/// the client's last.
+pub fn note_client(client_id: &str, port: u16) {
+    let verdict = BY_PORT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+        .and_then(|m| m.remove(&port));
+    if let Some(v) = verdict {
+        remember(&BY_CLIENT, client_id.to_owned(), v);
+    }
+}
+
+/// The TLS verdict of the client's last connection, if one was seen.
+pub fn last_verdict(client_id: &str) -> Option<String> {
+    BY_CLIENT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(client_id).cloned())
+}
+
+/// Reads mosquitto's log line `... New client connected from 127.0.0.1:PORT as ID (...`.
+pub fn client_connected(line: &str) -> Option<(&str, u16)> {
+    let rest = line.split_once("New client connected from ")?.1;
+    let (addr, rest) = rest.split_once(" as ")?;
+    let port = addr.rsplit_once(':')?.1.parse().ok()?;
+    let id = rest.split(' ').next()?;
+    Some((id, port))
+}
+
 fn relay(mut device: TcpStream, backend: u16) {
     let peer = device
         .peer_addr()
@@ -65,12 +115,19 @@ fn relay(mut device: TcpStream, backend: u16) {
     let _ = device.set_read_timeout(Some(Duration::from_secs(30)));
     let (hello, first) = read_client_hello(&mut device);
     let _ = device.set_read_timeout(None);
-    if hello != Err(HelloError::Empty) {
-        eprintln!("{}", audit_line(&peer, &hello));
+    let line = (hello != Err(HelloError::Empty)).then(|| audit_line(&peer, &hello));
+    if let Some(line) = &line {
+        eprintln!("{line}");
     }
     let Ok(mut broker) = TcpStream::connect(("127.0.0.1", backend)) else {
         return;
     };
+    if let (Some(line), Ok(local)) = (line, broker.local_addr()) {
+        let verdict = line
+            .split_once(&format!("{peer} "))
+            .map_or(line.as_str(), |(_, v)| v);
+        remember(&BY_PORT, local.port(), verdict.to_owned());
+    }
     let _ = broker.set_nodelay(true);
     let _ = device.set_nodelay(true);
     if broker.write_all(&first).is_err() {
@@ -109,4 +166,26 @@ pub fn internal_port() -> Result<u16> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| Error::new(Code::Io, format!("no free loopback port: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mosquittos_connect_line_names_the_client_and_the_relays_port() {
+        let line = "1796143412: New client connected from 127.0.0.1:56936 as sensor-1 (p2, c0, k60, u'x').";
+        assert_eq!(client_connected(line), Some(("sensor-1", 56936)));
+        assert_eq!(
+            client_connected("1796143412: New connection from 127.0.0.1:1 on port 2."),
+            None
+        );
+        remember(&BY_PORT, 56936, "sni=localhost ok".into());
+        note_client("sensor-1", 56936);
+        assert_eq!(
+            last_verdict("sensor-1").as_deref(),
+            Some("sni=localhost ok")
+        );
+        assert_eq!(last_verdict("other"), None);
+    }
 }

@@ -9,6 +9,21 @@
 //!   "responseTimeoutInSeconds"}`: answers `{"status", "payload"}` (404 not connected or not
 //!   subscribed, 504 timeout, as IoT Hub).
 //!
+//! - `GET /devices?api-version=...`: every identity with status, authentication kind,
+//!   `connectionState`, `connectedSince`, `lastActivityTime`, `cloudToDeviceMessageCount`,
+//!   `lastTlsVerdict` (the audit relay's verdict on its last connection); no keys;
+//! - `GET /devices/{id}?api-version=...`: one identity as the registry holds it, keys
+//!   included (as IoT Hub answers it), with the registry's `hostName`;
+//! - `PUT /devices/{id}?api-version=...` with `{"status"}`: adds a SAS device with
+//!   generated keys, or sets an identity's status (`enabled`, `disabled`); answers the
+//!   identity without keys;
+//! - `POST /devices/{id}/keys/{primary|secondary}?api-version=...`: a new generated key;
+//! - `POST /devices/{id}/messages/devicebound?api-version=...` with `{"body", "properties",
+//!   "ttl"}`: queues a cloud-to-device message, answers `{"messageId", "pending"}`.
+//!
+//! Registry changes are written to the registry file, which the plugin reads again (a
+//! disabled device is disconnected and refused).
+//!
 //! `Authorization: SharedAccessSignature sr={host}&sig=...&se=...&skn={policy}`: the plugin
 //! checks it against the registry's `authorizationPolicies` (ServiceConnect, constant-time
 //! signature check); an unauthorized call is 401. Each connection carries one request.
@@ -45,7 +60,7 @@ fn tls_config(dir: &Path) -> Result<Arc<ServerConfig>> {
 }
 
 /// Listens on 127.0.0.1:`port` (0: any free port) and serves on a thread; answers the port.
-pub fn start(dir: &Path, port: u16) -> Result<u16> {
+pub fn start(dir: &Path, registry: &Path, port: u16) -> Result<u16> {
     let config = tls_config(dir)?;
     let listener = TcpListener::bind(("127.0.0.1", port))
         .map_err(|e| Error::new(Code::Io, format!("service API port {port}: {e}")))?;
@@ -53,26 +68,31 @@ pub fn start(dir: &Path, port: u16) -> Result<u16> {
         .local_addr()
         .map_err(|e| Error::new(Code::Io, e.to_string()))?
         .port();
-    let dir = dir.to_path_buf();
+    let (dir, registry) = (dir.to_path_buf(), registry.to_path_buf());
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let (config, dir) = (config.clone(), dir.clone());
-            std::thread::spawn(move || serve(stream, config, dir));
+            let (config, dir, registry) = (config.clone(), dir.clone(), registry.clone());
+            std::thread::spawn(move || serve(stream, config, dir, registry));
         }
     });
     Ok(port)
 }
 
-struct HttpRequest {
-    method: String,
-    path: String,
-    query: String,
+pub(super) struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
     /// The `Authorization` header: a SAS token, wiped when dropped.
-    authorization: Zeroizing<String>,
-    body: Vec<u8>,
+    pub authorization: Zeroizing<String>,
+    /// The `Cookie` header (the web view's session), wiped when dropped.
+    pub cookie: Zeroizing<String>,
+    /// The `Host` and `Origin` headers.
+    pub host: String,
+    pub origin: String,
+    pub body: Vec<u8>,
 }
 
-fn read_request(reader: &mut impl BufRead) -> Option<HttpRequest> {
+pub(super) fn read_request(reader: &mut impl BufRead) -> Option<HttpRequest> {
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
@@ -80,6 +100,8 @@ fn read_request(reader: &mut impl BufRead) -> Option<HttpRequest> {
     let target = parts.next()?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let (mut length, mut authorization) = (0usize, Zeroizing::new(String::new()));
+    let (mut cookie, mut host, mut origin) =
+        (Zeroizing::new(String::new()), String::new(), String::new());
     loop {
         // A header line may hold the token: wiped when dropped.
         let mut raw = Zeroizing::new(String::new());
@@ -92,6 +114,9 @@ fn read_request(reader: &mut impl BufRead) -> Option<HttpRequest> {
         match name.trim().to_ascii_lowercase().as_str() {
             "content-length" => length = value.trim().parse().ok()?,
             "authorization" => *authorization = value.trim().to_owned(),
+            "cookie" => *cookie = value.trim().to_owned(),
+            "host" => host = value.trim().to_owned(),
+            "origin" => origin = value.trim().to_owned(),
             _ => {}
         }
     }
@@ -105,20 +130,25 @@ fn read_request(reader: &mut impl BufRead) -> Option<HttpRequest> {
         path: path.to_owned(),
         query: query.to_owned(),
         authorization,
+        cookie,
+        host,
+        origin,
         body,
     })
 }
 
 /// IoT Hub's error body: `{"Message": "<JSON with errorCode and message>", ...}`.
-fn error_body(code: u64, message: &str) -> Value {
+pub(super) fn error_body(code: u64, message: &str) -> Value {
     json!({
         "Message": json!({"errorCode": code, "message": message}).to_string(),
         "ExceptionMessage": "",
     })
 }
 
-/// The HTTP status and body for a request.
-fn answer(req: &HttpRequest, dir: &Path) -> (u16, Value) {
+/// The HTTP status and body for a request. An empty `authorization` is the local user's
+/// session (the web view, checked by its own server): the control socket trusts it as it
+/// trusts `tether hub twin`.
+pub(super) fn answer(req: &HttpRequest, dir: &Path, registry: &Path) -> (u16, Value) {
     if !req.query.split('&').any(|p| {
         p.strip_prefix("api-version=")
             .is_some_and(|v| !v.is_empty())
@@ -129,6 +159,9 @@ fn answer(req: &HttpRequest, dir: &Path) -> (u16, Value) {
         );
     }
     let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    if parts[0] == "devices" {
+        return super::registry::answer(req, &parts, dir, registry);
+    }
     let device = match parts.get(1) {
         Some(d) if parts[0] == "twins" => {
             tether::auth::sas::url_decode(d).unwrap_or_else(|| (*d).to_owned())
@@ -143,7 +176,7 @@ fn answer(req: &HttpRequest, dir: &Path) -> (u16, Value) {
             Err(e) => return (400, error_body(400004, &format!("body is not JSON: {e}"))),
         }
     };
-    let mut request = match (req.method.as_str(), parts.len(), parts.get(2)) {
+    let request = match (req.method.as_str(), parts.len(), parts.get(2)) {
         ("GET", 2, _) => json!({"op": "twin", "device": device}),
         ("PATCH", 2, _) => match body.pointer("/properties/desired") {
             Some(d) if d.is_object() => json!({"op": "twin", "device": device, "desired": d}),
@@ -164,14 +197,9 @@ fn answer(req: &HttpRequest, dir: &Path) -> (u16, Value) {
         }
         _ => return (405, error_body(405000, "not served by the stand-in")),
     };
-    request["sas"] = json!(req.authorization.as_str());
-    let called = call(dir, &request);
-    if let Some(Value::String(mut token)) = request.get_mut("sas").map(Value::take) {
-        token.zeroize();
-    }
-    let hub = match called {
+    let hub = match call_as(req, dir, request.clone()) {
         Ok(v) => v,
-        Err(e) => return (503, error_body(503000, e.message())),
+        Err(e) => return e,
     };
     let status = hub["status"].as_u64().unwrap_or(500);
     let message = hub["message"].as_str().unwrap_or("");
@@ -189,7 +217,40 @@ fn answer(req: &HttpRequest, dir: &Path) -> (u16, Value) {
     }
 }
 
-fn serve(stream: TcpStream, config: Arc<ServerConfig>, dir: PathBuf) {
+/// Sends `request` to the plugin with the caller's token (none: the local user's session),
+/// wiping the token's copy; a control socket failure is 503.
+pub(super) fn call_as(
+    req: &HttpRequest,
+    dir: &Path,
+    mut request: Value,
+) -> std::result::Result<Value, (u16, Value)> {
+    if !req.authorization.is_empty() {
+        request["sas"] = json!(req.authorization.as_str());
+    }
+    let called = call(dir, &request);
+    if let Some(Value::String(mut token)) = request.get_mut("sas").map(Value::take) {
+        token.zeroize();
+    }
+    called.map_err(|e| (503, error_body(503000, e.message())))
+}
+
+/// An HTTP status line's reason.
+pub(super) fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        303 => "See Other",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+fn serve(stream: TcpStream, config: Arc<ServerConfig>, dir: PathBuf, registry: PathBuf) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let Ok(conn) = ServerConnection::new(config) else {
         return;
@@ -198,16 +259,19 @@ fn serve(stream: TcpStream, config: Arc<ServerConfig>, dir: PathBuf) {
     let Some(req) = read_request(&mut tls) else {
         return;
     };
-    let (status, body) = answer(&req, &dir);
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        504 => "Gateway Timeout",
-        _ => "Error",
+    // The HTTPS port serves only callers with a service token.
+    let (status, body) = if req.authorization.is_empty() {
+        (
+            401,
+            error_body(
+                401002,
+                "an Authorization header with a service token is required",
+            ),
+        )
+    } else {
+        answer(&req, &dir, &registry)
     };
+    let reason = reason(status);
     let body = body.to_string();
     let tls = tls.get_mut();
     let _ = write!(

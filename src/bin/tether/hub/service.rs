@@ -111,7 +111,7 @@ pub fn check_socket_path(dir: &Path) -> Result<()> {
 }
 
 /// Connects to the stand-in in `dir` and sends one request line.
-fn connect(dir: &Path, request: &Value) -> Result<BufReader<UnixStream>> {
+pub(super) fn connect(dir: &Path, request: &Value) -> Result<BufReader<UnixStream>> {
     let path = dir.join(SOCKET_FILE);
     let mut stream = UnixStream::connect(&path).map_err(|e| {
         Error::new(
@@ -129,7 +129,7 @@ fn connect(dir: &Path, request: &Value) -> Result<BufReader<UnixStream>> {
     Ok(BufReader::new(stream))
 }
 
-fn read_answer(reader: &mut BufReader<UnixStream>) -> Result<Value> {
+pub(super) fn read_answer(reader: &mut BufReader<UnixStream>) -> Result<Value> {
     let mut line = String::new();
     reader
         .read_line(&mut line)
