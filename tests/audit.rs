@@ -25,7 +25,7 @@ struct Listener {
 
 impl Listener {
     fn start(port: u16, extra: &[&str]) -> Listener {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        let mut child = common::target_command(env!("CARGO_BIN_EXE_tether"))
             .args(["audit", "--listen", &format!("127.0.0.1:{port}"), "--json"])
             .args(extra)
             .stdin(Stdio::null())

@@ -646,7 +646,7 @@ fn dps_provisioning_deadline_covers_a_dribbled_handshake() {
 }
 
 #[test]
-fn c_programs_get_undecodable_messages_as_events_and_stay_connected() {
+fn c_program_gets_undecodable_messages_as_events_and_stays_connected() {
     let _serial = serial();
     common::require("cc", "gcc");
     let topic = format!("devices/{DEVICE}/messages/devicebound/a=%zz");
