@@ -12,7 +12,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -49,41 +48,12 @@ fn key_of(device: &str) -> &'static str {
 
 /// The venv's python with azure-iot-device (and paho-mqtt), made once.
 fn python() -> PathBuf {
-    static VENV: OnceLock<Mutex<()>> = OnceLock::new();
-    let _guard = VENV.get_or_init(|| Mutex::new(())).lock();
-    let venv = common::root().join("target/azure-iot-venv");
-    let py = venv.join("bin/python");
-    let ready = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import azure.iot.device, paho.mqtt.client"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !ready(&py) {
-        common::require("python3", "python3 python3-venv");
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .output()
-            .unwrap();
-        assert!(
-            made.status.success(),
-            "cannot make a venv (install python3-venv): {}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-        let pip = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "azure-iot-device"])
-            .output()
-            .unwrap();
-        assert!(
-            pip.status.success() && ready(&py),
-            "this test needs the official Python device SDK: `pip install azure-iot-device` into \
-             {} failed (run .ci/setup): {}",
-            venv.display(),
-            String::from_utf8_lossy(&pip.stderr)
-        );
-    }
-    py
+    common::python_venv(
+        "azure-iot-venv",
+        "azure.iot.device, paho.mqtt.client",
+        &["azure-iot-device"],
+        "the official Python device SDK",
+    )
 }
 
 fn script(name: &str) -> PathBuf {

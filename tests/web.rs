@@ -21,38 +21,12 @@ const KEY2: &str = "a2V5IG9mIHNlbnNvci0yLCBmb3IgdGhlIHdlYiB0ZXN0IQ==";
 
 /// The venv's python with selenium and azure-iot-device, made when missing.
 fn python() -> PathBuf {
-    let venv = common::root().join("target/web-venv");
-    let py = venv.join("bin/python");
-    let ready = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import selenium, azure.iot.device, paho.mqtt.client"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !ready(&py) {
-        common::require("python3", "python3 python3-venv");
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .output()
-            .unwrap();
-        assert!(
-            made.status.success(),
-            "cannot make a venv (install python3-venv)"
-        );
-        let pip = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "selenium", "azure-iot-device"])
-            .output()
-            .unwrap();
-        assert!(
-            pip.status.success() && ready(&py),
-            "this test needs Selenium and the Azure IoT device SDK: `pip install selenium \
-             azure-iot-device` into {} failed (run .ci/setup): {}",
-            venv.display(),
-            String::from_utf8_lossy(&pip.stderr)
-        );
-    }
-    py
+    common::python_venv(
+        "web-venv",
+        "selenium, azure.iot.device, paho.mqtt.client",
+        &["selenium", "azure-iot-device"],
+        "Selenium and the Azure IoT device SDK",
+    )
 }
 
 #[test]

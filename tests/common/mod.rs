@@ -565,6 +565,48 @@ pub fn lib_dir() -> PathBuf {
     dir
 }
 
+/// The python of `target/{venv}`, a venv where `import {imports}` works: made and filled
+/// with `pip install {packages}` when it does not (.ci/setup makes it ahead of time). One
+/// test at a time builds it; a failed install fails the test naming `what` and the packages.
+pub fn python_venv(venv: &str, imports: &str, packages: &[&str], what: &str) -> PathBuf {
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = MAKING.lock();
+    let venv = root().join("target").join(venv);
+    let py = venv.join("bin/python");
+    let ready = |py: &Path| {
+        Command::new(py)
+            .args(["-c", &format!("import {imports}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ready(&py) {
+        require("python3", "python3 python3-venv");
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "cannot make a venv (install python3-venv): {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let pip = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q"])
+            .args(packages)
+            .output()
+            .unwrap();
+        assert!(
+            pip.status.success() && ready(&py),
+            "this test needs {what}: `pip install {}` into {} failed (run .ci/setup): {}",
+            packages.join(" "),
+            venv.display(),
+            String::from_utf8_lossy(&pip.stderr)
+        );
+    }
+    py
+}
+
 /// The system libraries a program linking `libtether.a` needs (what the Rust standard library
 /// uses; `cargo rustc -- --print native-static-libs` lists them).
 pub const STATIC_LIBS: &[&str] = &[
