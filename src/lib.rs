@@ -21,6 +21,7 @@ pub mod auth;
 pub mod backoff;
 pub mod cert;
 pub mod client;
+pub mod defaults;
 pub mod error;
 pub mod ffi;
 pub mod handshake;
