@@ -50,6 +50,7 @@ impl Default for ClientOptions {
 }
 
 /// The OS wall clock, Unix milliseconds.
+#[doc(hidden)] // re-exported by `tether::internal`
 pub fn system_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

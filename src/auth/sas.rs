@@ -236,6 +236,7 @@ fn url_encode(sink: &mut impl Sink, text: &[u8]) {
 }
 
 /// URL-encodes `text` the way `sr` is encoded: keep `A-Za-z0-9-_.~`, else `%XX` uppercase.
+#[doc(hidden)] // re-exported by `tether::internal`
 pub fn url_encode_string(text: &str) -> String {
     let mut out = Vec::with_capacity(text.len());
     url_encode(&mut out, text.as_bytes());
@@ -244,6 +245,7 @@ pub fn url_encode_string(text: &str) -> String {
 
 /// Decodes `%XX` escapes (either case). Refuses a malformed escape or a result that is not
 /// UTF-8. `+` stays `+`.
+#[doc(hidden)] // re-exported by `tether::internal`
 pub fn url_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -440,6 +442,7 @@ impl<'a> Resource<'a> {
 }
 
 /// Checks a shared access policy name (`skn`): 1 to 64 letters, digits, `-`, `_`, `.`.
+#[doc(hidden)] // re-exported by `tether::internal`
 pub fn check_key_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_KEY_NAME_LEN

@@ -324,7 +324,7 @@ def defaults() -> Dict[str, int]:
     in-flight limit, timeouts in ms, back-off), by field name. Every default of this binding
     is read from here, so Python, C, the CLI and C# agree."""
     d = lib.tether_defaults_get().contents
-    return {name: int(getattr(d, name)) for name, _ in Defaults._fields_}
+    return {field[0]: int(getattr(d, field[0])) for field in Defaults._fields_}
 
 
 def result_name(code: int) -> str:

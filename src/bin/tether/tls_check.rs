@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use tether::auth::connection_string::ConnectionString;
-use tether::cert::format_utc;
 use tether::client;
 use tether::handshake;
+use tether::internal::format_utc;
 use tether::Result;
 
 use crate::opts::{print_json, usage_error, PortOpt, TlsOpts};
