@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tether::ffi::sas::tether_sas_token;
+use tether::internal::ffi::sas::tether_sas_token;
 use tether::Code;
 
 /// Counts allocations made while counting is on.

@@ -590,7 +590,7 @@ typedef struct tether_tls_config_builder tether_tls_config_builder;
  */
 typedef struct tether_client_options {
   /*
-   TCP port (IoT Hub MQTT: 8883).
+   TCP port (default 8883, IoT Hub's MQTT port).
    */
   uint16_t port;
   /*
@@ -607,7 +607,7 @@ typedef struct tether_client_options {
    */
   uint32_t max_inflight;
   /*
-   Timeout for TCP connect, and for TLS + CONNACK, milliseconds (default 10000; 0 is
+   Timeout for TCP connect, and for TLS + CONNACK, milliseconds (default 30000; 0 is
    refused with `TETHER_RESULT_INVALID_ARGUMENT`).
    */
   uint32_t connect_timeout_ms;
@@ -793,6 +793,84 @@ typedef struct tether_mqtt_packet {
    */
   struct tether_bytes suback_return_codes;
 } tether_mqtt_packet;
+
+/*
+ tether's defaults, decided once in the library (src/defaults.rs) and read from here by C
+ programs and the Python and C# bindings. `tether_client_options_default()` is made of
+ the same values. Times are in the unit their name ends with.
+ */
+typedef struct tether_defaults {
+  /*
+   TCP port of IoT Hub's and DPS's MQTT endpoints: 8883.
+   */
+  uint16_t port;
+  /*
+   MQTT keep-alive, seconds: 60.
+   */
+  uint16_t keep_alive_secs;
+  /*
+   The largest keep-alive IoT Hub accepts, seconds: 1177.
+   */
+  uint16_t max_keep_alive_secs;
+  /*
+   Lifetime of the SAS tokens tether makes from a key, seconds: 3600.
+   */
+  uint32_t token_ttl_secs;
+  /*
+   The smallest token lifetime a client accepts, seconds: 10.
+   */
+  uint32_t min_token_ttl_secs;
+  /*
+   A token is renewed at least this long before it expires, seconds: 120 ...
+   */
+  uint32_t renewal_margin_min_secs;
+  /*
+   ... or this percentage of its lifetime when larger (at most half of it): 15.
+   */
+  uint32_t renewal_margin_percent;
+  /*
+   Most QoS 1 messages waiting for PUBACK: 128.
+   */
+  uint32_t max_inflight;
+  /*
+   Most bytes of output waiting to be written before sending is refused: 1048576 (1 MiB).
+   */
+  size_t max_unsent_bytes;
+  /*
+   Time allowed for each phase of a connection attempt (TCP, then TLS + CONNACK),
+   milliseconds: 30000.
+   */
+  uint32_t connect_timeout_ms;
+  /*
+   Back-off after a failed connection: the first delay is twice this, milliseconds: 500.
+   */
+  uint32_t retry_min_ms;
+  /*
+   Back-off cap, milliseconds: 60000.
+   */
+  uint32_t retry_max_ms;
+  /*
+   Most random jitter added to each back-off delay, milliseconds: 2000.
+   */
+  uint32_t retry_jitter_ms;
+  /*
+   Time allowed for a whole DPS registration, milliseconds: 60000.
+   */
+  uint32_t dps_timeout_ms;
+  /*
+   Wait before polling DPS again when it names no retry-after, milliseconds: 3000.
+   */
+  uint32_t dps_poll_interval_ms;
+  /*
+   The longest wait between DPS polls, milliseconds: 60000.
+   */
+  uint32_t dps_poll_max_ms;
+  /*
+   Time allowed for each step of `tether_tls_config_check` (resolve, connect, handshake),
+   milliseconds: 10000.
+   */
+  uint32_t tls_check_timeout_ms;
+} tether_defaults;
 
 /*
  A parsed DPS reply topic `$dps/registrations/res/{status}/?$rid={rid}[&retry-after={s}]`.
@@ -1057,8 +1135,9 @@ enum tether_result tether_audit_client_hello(const uint8_t *hello,
                                              size_t *report_len);
 
 /*
- Returns the default client options: port 8883, keep-alive 60 s, token lifetime
- 3600 s, 128 messages in flight, 10 s connect timeout, back-off up to 60 s.
+ Returns the default client options, the values of `tether_defaults_get()`: port
+ 8883, keep-alive 60 s, token lifetime 3600 s, 128 messages in flight, 30 s connect
+ timeout, back-off up to 60 s.
  */
 struct tether_client_options tether_client_options_default(void);
 
@@ -1488,6 +1567,14 @@ enum tether_result tether_connection_string_use_key(struct tether_connection_str
 uint32_t tether_connection_string_key_in_use(const struct tether_connection_string *cs);
 
 /*
+ Returns tether's defaults (`struct tether_defaults`).
+
+ Owned by the library, valid for the life of the process; never NULL; do not free.
+ Thread-safe.
+ */
+const struct tether_defaults *tether_defaults_get(void);
+
+/*
  Derives a device's key for a DPS symmetric-key group enrollment:
  `base64(HMAC-SHA256(base64decode(group_key), registration_id))`. Do this on the
  production line, not on the device: the group key can make every device's key.
@@ -1606,7 +1693,9 @@ enum tether_result tether_dps_parse_body(const uint8_t *body,
  DPS answers 202 (waiting its retry-after), within `timeout_ms`. Uses the OS clock for the
  SAS token.
 
- - `endpoint`: the DPS host, NULL for `global.azure-devices-provisioning.net`; `port` 8883.
+ - `endpoint`: the DPS host, NULL for `global.azure-devices-provisioning.net`; `port`
+   usually 8883 and `timeout_ms` 60000 (`port` and `dps_timeout_ms` of
+   `tether_defaults_get()`).
  - `id_scope`, `registration_id`: the enrollment's scope and registration id.
  - `device_key_base64`: the individual enrollment's key, or for a group enrollment the
    device key derived with `tether_dps_derive_key` (and `group_enrollment` true); NULL to

@@ -273,6 +273,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 /// Formats Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+#[doc(hidden)] // re-exported by `tether::internal`
 pub fn format_utc(unix: i64) -> String {
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);

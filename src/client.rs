@@ -12,6 +12,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::backoff::Backoff;
+use crate::defaults;
 use crate::error::{Code, Error, Result};
 use crate::handshake::{io_error, Dial};
 use crate::log::Level;
@@ -21,32 +22,35 @@ use crate::session::{Disconnect, Event, InboundAck, Session, SessionConfig, Subs
 /// How the client reaches the hub and retries.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
-    /// TCP port (IoT Hub MQTT: 8883).
+    /// TCP port (default [`defaults::PORT`], IoT Hub's MQTT port 8883).
     pub port: u16,
-    /// Timeout for resolving and the TCP connection.
+    /// Timeout for resolving and the TCP connection (default
+    /// [`defaults::CONNECT_TIMEOUT_MS`], 30 s).
     pub connect_timeout: Duration,
-    /// Back-off: first delay is twice this (default 500 ms).
+    /// Back-off: first delay is twice this (default [`defaults::RETRY_MIN_MS`], 500 ms).
     pub retry_min_ms: u32,
-    /// Back-off cap (default 60 s). A connection that stays up this long resets the
-    /// back-off.
+    /// Back-off cap (default [`defaults::RETRY_MAX_MS`], 60 s). A connection that stays up
+    /// this long resets the back-off.
     pub retry_max_ms: u32,
-    /// Random jitter added to each delay, at most (default 2 s).
+    /// Random jitter added to each delay, at most (default [`defaults::RETRY_JITTER_MS`],
+    /// 2 s).
     pub retry_jitter_ms: u32,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
-            port: 8883,
-            connect_timeout: Duration::from_secs(10),
-            retry_min_ms: 500,
-            retry_max_ms: 60_000,
-            retry_jitter_ms: 2_000,
+            port: defaults::PORT,
+            connect_timeout: defaults::ms(defaults::CONNECT_TIMEOUT_MS),
+            retry_min_ms: defaults::RETRY_MIN_MS,
+            retry_max_ms: defaults::RETRY_MAX_MS,
+            retry_jitter_ms: defaults::RETRY_JITTER_MS,
         }
     }
 }
 
 /// The OS wall clock, Unix milliseconds.
+#[doc(hidden)] // re-exported by `tether::internal`
 pub fn system_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -616,10 +620,10 @@ fn pkcs11_from_env(_: &mut crate::policy::TlsPolicy, _: &str) -> Result<()> {
     Err(crate::error::pkcs11_unavailable())
 }
 
-/// The port named by `TETHER_PORT` (default 8883).
+/// The port named by `TETHER_PORT` (default [`defaults::PORT`], 8883).
 pub fn port_from_env() -> Result<u16> {
     match env_var(env::PORT)? {
-        None => Ok(8883),
+        None => Ok(defaults::PORT),
         Some(p) => match p.parse::<u16>() {
             Ok(port) if port != 0 => Ok(port),
             _ => Err(Error::new(

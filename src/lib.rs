@@ -12,7 +12,18 @@
 //!   from bytes, a listener or a capture;
 //! - [`cert`]: facts read from X.509 certificates;
 //! - [`error`]: the one error type and its stable result codes;
+//! - [`defaults`]: every default (port, keep-alive, token lifetime, timeouts, back-off),
+//!   decided once and read by Rust, C, the CLI and the bindings;
 //! - `ffi`: the C ABI, one file per exported concept.
+//!
+//! # Not the API: `tether::internal`
+//!
+//! `tether::internal` (hidden from these docs) holds what only the `tether` CLI, the local
+//! IoT Hub stand-in (the `tether-hub` crate), the fuzz targets, the benchmarks and the tests
+//! need: the C ABI's Rust face (`internal::ffi`: call it from C through include/tether.h),
+//! input checks, URL coding, file and time helpers, a fixed test clock. It has no stability
+//! promise and may change in any release; items re-exported there are hidden where they are
+//! defined. Everything else public is the supported Rust API.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -21,8 +32,8 @@ pub mod auth;
 pub mod backoff;
 pub mod cert;
 pub mod client;
+pub mod defaults;
 pub mod error;
-pub mod ffi;
 pub mod handshake;
 pub mod log;
 pub mod mqtt;
@@ -32,6 +43,11 @@ pub mod session;
 pub mod verify;
 
 pub use error::{Code, Error, Result};
+
+#[doc(hidden)]
+pub mod internal;
+
+pub(crate) use internal::ffi;
 
 /// rustls-ffi's C API, re-exported so its `rustls_*` symbols are part of our libraries.
 #[cfg(feature = "rustls-ffi")]

@@ -303,6 +303,7 @@ fn provider(suites: Vec<SupportedCipherSuite>) -> CryptoProvider {
 }
 
 /// Reads a whole file, with an error that names it.
+#[doc(hidden)] // re-exported by `tether::internal`
 pub fn read_file(path: &str) -> Result<Vec<u8>> {
     std::fs::read(path)
         .map_err(|e| Error::new(Code::FileNotReadable, format!("cannot read {path}: {e}")))

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use rustls::{ClientConfig, ClientConnection};
 
 use crate::auth::sas::{write_token, Resource, SasKey, MAX_TOKEN_LEN};
+use crate::defaults;
 use crate::error::{Code, Error, Result};
 use crate::handshake::{self, connect_tcp, io_error};
 use crate::mqtt::codec::{
@@ -43,7 +44,7 @@ pub enum DpsCredential {
 pub struct DpsRequest {
     /// The DPS endpoint (default `global.azure-devices-provisioning.net`).
     pub endpoint: String,
-    /// Its port (8883).
+    /// Its port (default [`defaults::PORT`], 8883).
     pub port: u16,
     /// The DPS instance's id scope (`0ne...`).
     pub id_scope: String,
@@ -55,7 +56,8 @@ pub struct DpsRequest {
     pub tls: Arc<ClientConfig>,
     /// Whether `tls` carries a client certificate.
     pub has_client_cert: bool,
-    /// The whole registration must finish within this.
+    /// The whole registration must finish within this (default
+    /// [`defaults::DPS_TIMEOUT_MS`], 60 s).
     pub timeout: Duration,
 }
 
@@ -209,8 +211,14 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
             let resource = Resource::registration(scope, reg)?;
             let skn = group.then_some("registration");
             Some(zeroize::Zeroizing::new(
-                write_token(&resource, key.as_ref(), skn, now_unix + 3600, &mut buf[..])?
-                    .to_owned(),
+                write_token(
+                    &resource,
+                    key.as_ref(),
+                    skn,
+                    now_unix + u64::from(defaults::TOKEN_TTL_SECS),
+                    &mut buf[..],
+                )?
+                .to_owned(),
             ))
         }
         DpsCredential::X509 => {
@@ -252,7 +260,7 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
         client_id: reg,
         username: Some(&username),
         password: password.as_deref().map(|p| p.as_str()),
-        keep_alive_s: 60,
+        keep_alive_s: defaults::KEEP_ALIVE_SECS,
         clean_session: true,
         will: None,
     };
@@ -317,7 +325,14 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
                 };
             }
             202 | 429 | 500..=599 => {
-                let wait = Duration::from_secs(u64::from(retry_after.unwrap_or(3)).clamp(1, 60));
+                let wait = retry_after
+                    .map_or(defaults::ms(defaults::DPS_POLL_INTERVAL_MS), |s| {
+                        Duration::from_secs(s.into())
+                    })
+                    .clamp(
+                        Duration::from_secs(1),
+                        defaults::ms(defaults::DPS_POLL_MAX_MS),
+                    );
                 if Instant::now() + wait >= deadline {
                     return Err(Error::new(
                         Code::Timeout,

@@ -8,14 +8,14 @@ use std::net::TcpListener;
 use std::ptr::{null, null_mut};
 use std::time::Duration;
 
-use tether::ffi::client::{tether_client, tether_client_options, TETHER_REQUEST_ID_CAP};
-use tether::ffi::codec::{tether_mqtt_decode, tether_mqtt_packet};
-use tether::ffi::dps::{tether_dps_provision, tether_dps_username};
-use tether::ffi::sas::tether_sas_token;
-use tether::ffi::session::tether_session;
-use tether::ffi::tls_config::{tether_tls_config, tether_tls_config_builder};
-use tether::ffi::topics::tether_mqtt_client_id;
-use tether::ffi::x509::{tether_ecdsa_raw_to_der, tether_x509_expires_within};
+use tether::internal::ffi::client::{tether_client, tether_client_options, TETHER_REQUEST_ID_CAP};
+use tether::internal::ffi::codec::{tether_mqtt_decode, tether_mqtt_packet};
+use tether::internal::ffi::dps::{tether_dps_provision, tether_dps_username};
+use tether::internal::ffi::sas::tether_sas_token;
+use tether::internal::ffi::session::tether_session;
+use tether::internal::ffi::tls_config::{tether_tls_config, tether_tls_config_builder};
+use tether::internal::ffi::topics::tether_mqtt_client_id;
+use tether::internal::ffi::x509::{tether_ecdsa_raw_to_der, tether_x509_expires_within};
 use tether::Code;
 
 const CS: &CStr = c"HostName=localhost;DeviceId=dev-1;SharedAccessKey=NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg=";

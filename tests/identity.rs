@@ -15,8 +15,8 @@ use common::{require, run, temp_dir, tether_cli, Mosquitto, Pki, SServer};
 use rustls::SignatureScheme;
 use tether::auth::sas::{self, Expiry, Resource, SasKey, SasToken};
 use tether::auth::x509::{DeviceCertificate, ExternalSigner};
-use tether::auth::FixedClock;
 use tether::handshake;
+use tether::internal::FixedClock;
 use tether::policy::TlsPolicy;
 use tether::{Code, Error};
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tether::ffi::log::{tether_set_log_callback, TETHER_LOG_DEBUG};
+use tether::internal::ffi::log::{tether_set_log_callback, TETHER_LOG_DEBUG};
 use tether::log::{emit, Level};
 use tether::Code;
 

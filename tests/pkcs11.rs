@@ -834,7 +834,7 @@ fn cli_tls_check_and_send_use_a_token_key() {
 #[test]
 fn c_api_generates_a_key_and_csr_on_the_token_and_checks_the_buffer_first() {
     use std::ffi::CString;
-    use tether::ffi::pkcs11::{tether_pkcs11_generate_csr, TETHER_PKCS11_CSR_MAX_LEN};
+    use tether::internal::ffi::pkcs11::{tether_pkcs11_generate_csr, TETHER_PKCS11_CSR_MAX_LEN};
     tokens();
     let module = CString::new(SOFTHSM_MODULE).unwrap();
     let uri = CString::new(format!("pkcs11:token={GEN_TOKEN};object=from-c;id=%40")).unwrap();

@@ -16,8 +16,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(u) = parse_username(text) {
-        tether::auth::check_host(u.host).unwrap();
-        tether::auth::check_id(tether::auth::IdKind::Device, u.device).unwrap();
+        tether::internal::check_host(u.host).unwrap();
+        tether::internal::check_id(tether::internal::IdKind::Device, u.device).unwrap();
     }
     let _ = parse_username(&format!("hub.example/{text}/?api-version=2021-04-12"));
     let _ = Thumbprint::parse(text);

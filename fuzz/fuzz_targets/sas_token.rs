@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)));
     });
-    let _ = sas::url_decode(text);
+    let _ = tether::internal::url_decode(text);
     let _ = SasKey::from_base64(text);
-    let _ = sas::check_key_name(text);
+    let _ = tether::internal::check_key_name(text);
 });

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConfig, ServerConnection};
 use tether::auth::connection_string::{Credential, KeyPair};
 use tether::auth::sas::SasKey;
-use tether::auth::FixedClock;
+use tether::internal::FixedClock;
 use tether::mqtt::properties::PropertyBag;
 use tether::session::{Session, SessionConfig, SessionOptions, Subscription};
 

@@ -8,8 +8,8 @@
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tether::auth::sas::{self, Resource, SasKey};
 use tether::auth::x509::{thumbprint_sha1, thumbprint_sha256, DeviceCertificate};
-use tether::auth::{check_host, check_id, IdKind};
 use tether::cert::CertFacts;
+use tether::internal::{check_host, check_id, IdKind};
 use tether::{Code, Error, Result};
 
 use crate::registry::{Auth, Identity, Registry, Status, Thumbprint};
@@ -250,7 +250,7 @@ pub fn authenticate_sas(
         module_id: identity.module_id.clone(),
         method: format!(
             "SAS, {which} key, token expires at {}",
-            tether::cert::format_utc(parsed.expiry_unix as i64)
+            tether::internal::format_utc(parsed.expiry_unix as i64)
         ),
         expires_unix: Some(parsed.expiry_unix),
         kind: "sas",

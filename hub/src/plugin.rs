@@ -468,7 +468,7 @@ impl State {
             if now >= at {
                 return Some(format!(
                     "SAS token expired at {}",
-                    tether::cert::format_utc(at as i64)
+                    tether::internal::format_utc(at as i64)
                 ));
             }
         }

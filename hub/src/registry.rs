@@ -22,7 +22,7 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 use tether::auth::sas::SasKey;
-use tether::auth::{check_host, check_id, IdKind};
+use tether::internal::{check_host, check_id, IdKind};
 use tether::{Code, Error, Result};
 
 #[derive(Deserialize)]
@@ -246,7 +246,7 @@ impl Registry {
         let mut authorities = Vec::new();
         for ca in &file.certificate_authorities {
             let path = base.join(ca);
-            let bytes = tether::policy::read_file(&path.to_string_lossy())
+            let bytes = tether::internal::read_file(&path.to_string_lossy())
                 .map_err(|e| e.context("registry certificateAuthorities"))?;
             let certs = tether::policy::load_certificates(&bytes)
                 .map_err(|e| e.context(format!("certificate authority {}", path.display())))?;
@@ -309,7 +309,7 @@ impl Registry {
         let mut policies = Vec::new();
         for (n, p) in file.authorization_policies.iter().enumerate() {
             let label = format!("authorizationPolicies[{n}] (\"{}\")", p.key_name);
-            tether::auth::sas::check_key_name(&p.key_name).map_err(|e| e.context(&label))?;
+            tether::internal::check_key_name(&p.key_name).map_err(|e| e.context(&label))?;
             let primary = key(&p.primary_key, "primaryKey").map_err(|e| e.context(&label))?;
             let secondary = key(&p.secondary_key, "secondaryKey").map_err(|e| e.context(&label))?;
             if primary.is_none() && secondary.is_none() {
@@ -337,7 +337,7 @@ impl Registry {
 
     /// Reads and checks the registry file at `path`.
     pub fn load(path: &Path) -> Result<Registry> {
-        let bytes = tether::policy::read_file(&path.to_string_lossy())?;
+        let bytes = tether::internal::read_file(&path.to_string_lossy())?;
         let text = String::from_utf8(bytes)
             .map_err(|_| invalid(format!("{} is not UTF-8", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 
 use serde_json::{json, Map, Value};
-use tether::auth::sas::{url_decode, url_encode_string};
+use tether::internal::{url_decode, url_encode_string};
 
 /// IoT Hub keeps at most 50 cloud-to-device messages per device.
 pub const MAX_C2D_PENDING: usize = 50;

@@ -28,7 +28,7 @@ pub fn certificates(registry: &Registry, trusted: Option<&Path>) -> (Vec<Vec<u8>
             if !path.is_file() {
                 continue;
             }
-            let loaded = tether::policy::read_file(&path.to_string_lossy())
+            let loaded = tether::internal::read_file(&path.to_string_lossy())
                 .and_then(|b| tether::policy::load_certificates(&b));
             match loaded {
                 Ok(certs) => out.extend(certs.into_iter().map(|c| c.as_ref().to_vec())),

@@ -47,6 +47,7 @@ pub(crate) fn excerpt(text: &str) -> String {
 
 /// The kind of id being checked, for messages and for the character set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[doc(hidden)] // re-exported by `tether::internal`
 pub enum IdKind {
     /// An IoT Hub device id.
     Device,
@@ -91,6 +92,7 @@ impl IdKind {
 
 /// Checks an id against IoT Hub's (or DPS's) rules: not empty, at most 128 characters,
 /// and only the characters the service accepts. The error (`IdInvalid`) says which rule.
+#[doc(hidden)] // re-exported by `tether::internal`
 pub fn check_id(kind: IdKind, id: &str) -> Result<()> {
     let label = kind.label();
     if id.is_empty() {
@@ -159,6 +161,7 @@ pub fn check_connection_string_id(kind: IdKind, id: &str) -> Result<()> {
 }
 
 /// Checks a host name: 1 to 253 characters of letters, digits, `-`, `.` and `_`.
+#[doc(hidden)] // re-exported by `tether::internal`
 pub fn check_host(host: &str) -> Result<()> {
     if host.is_empty() {
         return Err(Error::new(Code::IdInvalid, "host name is empty"));
@@ -214,6 +217,7 @@ pub fn now_unix(clock: &dyn TimeProvider) -> Result<u64> {
 /// A clock that always reads the same time: for tests, and for callers that keep their own
 /// time and pass it in.
 #[derive(Clone, Copy, Debug)]
+#[doc(hidden)] // re-exported by `tether::internal`
 pub struct FixedClock(pub u64);
 
 impl TimeProvider for FixedClock {

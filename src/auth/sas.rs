@@ -27,6 +27,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::auth::{check_host, check_id, excerpt, IdKind};
+use crate::defaults;
 use crate::error::{Code, Error, Result};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -42,10 +43,6 @@ pub const MAX_KEY_NAME_LEN: usize = 64;
 pub const MAX_TOKEN_LEN: usize = 2048;
 /// Longest token [`parse`] reads (mosquitto passwords go up to 65535 bytes).
 pub const MAX_PARSE_LEN: usize = 65_535;
-/// Default token lifetime, seconds (the SDKs' default).
-pub const DEFAULT_TTL_SECS: u64 = 3600;
-/// The smallest renewal margin, seconds.
-pub const MIN_RENEWAL_MARGIN_SECS: u64 = 120;
 
 /// Base64 as IoT Hub writes keys (standard alphabet); padding may be omitted on input.
 const KEY_BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -239,6 +236,7 @@ fn url_encode(sink: &mut impl Sink, text: &[u8]) {
 }
 
 /// URL-encodes `text` the way `sr` is encoded: keep `A-Za-z0-9-_.~`, else `%XX` uppercase.
+#[doc(hidden)] // re-exported by `tether::internal`
 pub fn url_encode_string(text: &str) -> String {
     let mut out = Vec::with_capacity(text.len());
     url_encode(&mut out, text.as_bytes());
@@ -247,6 +245,7 @@ pub fn url_encode_string(text: &str) -> String {
 
 /// Decodes `%XX` escapes (either case). Refuses a malformed escape or a result that is not
 /// UTF-8. `+` stays `+`.
+#[doc(hidden)] // re-exported by `tether::internal`
 pub fn url_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -443,6 +442,7 @@ impl<'a> Resource<'a> {
 }
 
 /// Checks a shared access policy name (`skn`): 1 to 64 letters, digits, `-`, `_`, `.`.
+#[doc(hidden)] // re-exported by `tether::internal`
 pub fn check_key_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_KEY_NAME_LEN
@@ -815,10 +815,14 @@ pub(crate) fn grants(granted: &str, wanted: &str) -> bool {
     true
 }
 
-/// How long before expiry a token of this lifetime is renewed: the larger of 120 s and 15 %
-/// of the lifetime, but at most half the lifetime (so a short-lived token is still used).
+/// How long before expiry a token of this lifetime is renewed: the larger of
+/// [`defaults::RENEWAL_MARGIN_MIN_SECS`] (120 s) and [`defaults::RENEWAL_MARGIN_PERCENT`]
+/// (15 %) of the lifetime, but at most half the lifetime (so a short-lived token is still
+/// used).
 pub fn renewal_margin(lifetime_secs: u64) -> u64 {
-    let margin = MIN_RENEWAL_MARGIN_SECS.max(lifetime_secs.saturating_mul(15) / 100);
+    let percent = u64::from(defaults::RENEWAL_MARGIN_PERCENT);
+    let margin = u64::from(defaults::RENEWAL_MARGIN_MIN_SECS)
+        .max(lifetime_secs.saturating_mul(percent) / 100);
     margin.min(lifetime_secs / 2)
 }
 

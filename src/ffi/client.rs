@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::auth::connection_string::{ConnectionString, Credential, KeyPair};
 use crate::auth::sas::SasKey;
 use crate::client::{client_from_env, Client, ClientOptions};
+use crate::defaults;
 use crate::error::{Code, Error};
 use crate::ffi::event::{properties_arg, tether_event, EventSlot};
 use crate::ffi::handles::{free_handle, handle_mut, handle_ref, into_handle};
@@ -52,7 +53,7 @@ pub const TETHER_SUBSCRIBE_TWIN: u32 = 4;
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct tether_client_options {
-    /// TCP port (IoT Hub MQTT: 8883).
+    /// TCP port (default 8883, IoT Hub's MQTT port).
     pub port: u16,
     /// MQTT keep-alive, seconds (default 60, at most 1177).
     pub keep_alive_secs: u16,
@@ -61,7 +62,7 @@ pub struct tether_client_options {
     pub token_ttl_secs: u32,
     /// Most unacknowledged QoS 1 messages (default 128).
     pub max_inflight: u32,
-    /// Timeout for TCP connect, and for TLS + CONNACK, milliseconds (default 10000; 0 is
+    /// Timeout for TCP connect, and for TLS + CONNACK, milliseconds (default 30000; 0 is
     /// refused with `TETHER_RESULT_INVALID_ARGUMENT`).
     pub connect_timeout_ms: u32,
     /// Largest delay between reconnection attempts, milliseconds (default 60000).
@@ -141,17 +142,18 @@ pub struct tether_client {
 }
 
 impl tether_client {
-    /// Returns the default client options: port 8883, keep-alive 60 s, token lifetime
-    /// 3600 s, 128 messages in flight, 10 s connect timeout, back-off up to 60 s.
+    /// Returns the default client options, the values of `tether_defaults_get()`: port
+    /// 8883, keep-alive 60 s, token lifetime 3600 s, 128 messages in flight, 30 s connect
+    /// timeout, back-off up to 60 s.
     #[no_mangle]
     pub extern "C" fn tether_client_options_default() -> tether_client_options {
         tether_client_options {
-            port: 8883,
-            keep_alive_secs: 60,
-            token_ttl_secs: 3600,
-            max_inflight: 128,
-            connect_timeout_ms: 10_000,
-            retry_max_ms: 60_000,
+            port: defaults::PORT,
+            keep_alive_secs: defaults::KEEP_ALIVE_SECS,
+            token_ttl_secs: defaults::TOKEN_TTL_SECS,
+            max_inflight: defaults::MAX_INFLIGHT,
+            connect_timeout_ms: defaults::CONNECT_TIMEOUT_MS,
+            retry_max_ms: defaults::RETRY_MAX_MS,
         }
     }
 

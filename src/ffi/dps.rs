@@ -265,7 +265,9 @@ pub const TETHER_DPS_DEVICE_ID_CAP: usize = 129;
 /// DPS answers 202 (waiting its retry-after), within `timeout_ms`. Uses the OS clock for the
 /// SAS token.
 ///
-/// - `endpoint`: the DPS host, NULL for `global.azure-devices-provisioning.net`; `port` 8883.
+/// - `endpoint`: the DPS host, NULL for `global.azure-devices-provisioning.net`; `port`
+///   usually 8883 and `timeout_ms` 60000 (`port` and `dps_timeout_ms` of
+///   `tether_defaults_get()`).
 /// - `id_scope`, `registration_id`: the enrollment's scope and registration id.
 /// - `device_key_base64`: the individual enrollment's key, or for a group enrollment the
 ///   device key derived with `tether_dps_derive_key` (and `group_enrollment` true); NULL to

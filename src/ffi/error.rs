@@ -27,32 +27,12 @@ pub(crate) fn last_error_message() -> Option<String> {
 /// Thread-safe.
 #[no_mangle]
 pub extern "C" fn tether_result_name(result: u32) -> *const c_char {
-    guard_value(c"TETHER_RESULT_UNKNOWN".as_ptr(), || {
-        let code = Code::ALL.iter().find(|c| **c as u32 == result);
-        Ok(match code {
-            Some(code) => static_name(*code),
-            None => c"TETHER_RESULT_UNKNOWN".as_ptr(),
-        })
+    let unknown = c"TETHER_RESULT_UNKNOWN";
+    guard_value(unknown.as_ptr(), || {
+        Ok(Code::from_u32(result)
+            .map_or(unknown, Code::c_name)
+            .as_ptr())
     })
-}
-
-fn static_name(code: Code) -> *const c_char {
-    use std::collections::HashMap;
-    use std::ffi::CString;
-    use std::sync::OnceLock;
-    static NAMES: OnceLock<HashMap<u32, CString>> = OnceLock::new();
-    let names = NAMES.get_or_init(|| {
-        Code::ALL
-            .iter()
-            .map(|c| {
-                (
-                    *c as u32,
-                    CString::new(c.name()).expect("names have no NUL"),
-                )
-            })
-            .collect()
-    });
-    names[&(code as u32)].as_ptr()
 }
 
 /// Copies the message of the last failure on the calling thread into `buf`.

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod client;
 pub mod codec;
 pub mod connection_string;
+pub mod defaults;
 pub mod dps;
 pub mod error;
 pub mod event;

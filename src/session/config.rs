@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rustls::ClientConfig;
 
 use crate::auth::connection_string::{ConnectionString, Credential};
+use crate::defaults;
 use crate::error::{Code, Error, Result};
 use crate::handshake;
 use crate::mqtt::codec::DEFAULT_MAX_PACKET_SIZE;
@@ -43,7 +44,7 @@ pub struct SessionOptions {
 }
 
 /// Default [`SessionOptions::max_unsent_bytes`]: four messages of IoT Hub's largest size.
-pub const DEFAULT_MAX_UNSENT_BYTES: usize = 1 << 20;
+pub const DEFAULT_MAX_UNSENT_BYTES: usize = defaults::MAX_UNSENT_BYTES;
 
 /// Connections made this many days or fewer before the client certificate expires warn.
 pub const CERT_EXPIRY_WARNING_DAYS: i64 = 30;
@@ -51,11 +52,11 @@ pub const CERT_EXPIRY_WARNING_DAYS: i64 = 30;
 impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
-            keep_alive_secs: 60,
-            token_ttl_secs: 3600,
-            max_inflight: 128,
-            max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES,
-            connect_timeout_ms: 30_000,
+            keep_alive_secs: defaults::KEEP_ALIVE_SECS,
+            token_ttl_secs: defaults::TOKEN_TTL_SECS.into(),
+            max_inflight: defaults::MAX_INFLIGHT as usize,
+            max_unsent_bytes: defaults::MAX_UNSENT_BYTES,
+            connect_timeout_ms: defaults::CONNECT_TIMEOUT_MS.into(),
             api_version: None,
             model_id: None,
             client_type: Some(format!("tether/{}", crate::VERSION)),
@@ -117,12 +118,13 @@ impl SessionConfig {
                  certificate: set one on the TLS configuration builder",
             ));
         }
-        if self.options.keep_alive_secs > 1177 {
+        if self.options.keep_alive_secs > defaults::MAX_KEEP_ALIVE_SECS {
             return Err(Error::new(
                 Code::InvalidArgument,
                 format!(
-                    "keep-alive {} s is above IoT Hub's maximum of 1177 s",
-                    self.options.keep_alive_secs
+                    "keep-alive {} s is above IoT Hub's maximum of {} s",
+                    self.options.keep_alive_secs,
+                    defaults::MAX_KEEP_ALIVE_SECS
                 ),
             ));
         }
@@ -138,10 +140,13 @@ impl SessionConfig {
                 "max_unsent_bytes must not be 0",
             ));
         }
-        if self.options.token_ttl_secs < 10 {
+        if self.options.token_ttl_secs < defaults::MIN_TOKEN_TTL_SECS.into() {
             return Err(Error::new(
                 Code::InvalidArgument,
-                "token lifetime must be at least 10 s",
+                format!(
+                    "token lifetime must be at least {} s",
+                    defaults::MIN_TOKEN_TTL_SECS
+                ),
             ));
         }
         Ok(())

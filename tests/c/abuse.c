@@ -826,6 +826,10 @@ static void misc(const char *pki) {
     for (r = 0; r < 1100; r++) CHECK(X(tether_result_name)(r) != NULL);
     CHECK(tether_result_name(UINT32_MAX) != NULL);
     CHECK(strcmp(X(tether_version)(), TETHER_VERSION_STRING) == 0);
+    /* The defaults: one static struct, the same values tether_client_options_default() uses. */
+    CHECK(X(tether_defaults_get)() != NULL && tether_defaults_get() == tether_defaults_get());
+    CHECK(tether_defaults_get()->port == tether_client_options_default().port);
+    CHECK(tether_defaults_get()->connect_timeout_ms == tether_client_options_default().connect_timeout_ms);
     for (r = 0; r < 256; r++) NO_PANIC(X(tether_mqtt_connack_check)((uint8_t)r));
     EXPECT(X(tether_set_log_callback)(0, on_log, &counter), TETHER_RESULT_INVALID_ARGUMENT);
     EXPECT(X(tether_set_log_callback)(TETHER_LOG_DEBUG, on_log, &counter), TETHER_RESULT_OK);

@@ -5,7 +5,7 @@ using System.Runtime.InteropServices;
 namespace Tether
 {
     /// <summary>Process-wide facts and settings of the native library.</summary>
-    public static class Library
+    public static partial class Library
     {
         [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
         private delegate void LogCallback(IntPtr userData, uint level, IntPtr message, UIntPtr messageLength);

@@ -5,10 +5,13 @@ using System.Text;
 
 namespace Tether
 {
-    /// <summary>Connection settings (<c>tether_client_options</c>); null fields keep the defaults.</summary>
+    /// <summary>
+    /// Connection settings (<c>tether_client_options</c>); null fields keep the library's
+    /// defaults (<see cref="Library.Defaults"/>).
+    /// </summary>
     public sealed class ClientOptions
     {
-        /// <summary>TCP port (IoT Hub MQTT: 8883).</summary>
+        /// <summary>TCP port (default 8883, IoT Hub's MQTT port).</summary>
         public ushort? Port { get; set; }
         /// <summary>MQTT keep-alive in seconds (default 60, at most 1177).</summary>
         public ushort? KeepAliveSeconds { get; set; }
@@ -16,7 +19,7 @@ namespace Tether
         public uint? TokenTimeToLiveSeconds { get; set; }
         /// <summary>Most unacknowledged QoS 1 messages (default 128).</summary>
         public uint? MaxInflight { get; set; }
-        /// <summary>TCP connect and TLS + CONNACK timeout, milliseconds (default 10000).</summary>
+        /// <summary>TCP connect and TLS + CONNACK timeout, milliseconds (default 30000).</summary>
         public uint? ConnectTimeoutMilliseconds { get; set; }
         /// <summary>Largest delay between reconnection attempts, milliseconds (default 60000).</summary>
         public uint? RetryMaxMilliseconds { get; set; }

@@ -10,8 +10,8 @@ namespace Tether
     {
         /// <summary>The DPS host; null for <c>global.azure-devices-provisioning.net</c>.</summary>
         public string Endpoint { get; set; }
-        /// <summary>The DPS MQTT port (8883).</summary>
-        public ushort Port { get; set; } = 8883;
+        /// <summary>The DPS MQTT port (default: <see cref="Library.Defaults"/>, 8883).</summary>
+        public ushort Port { get; set; } = Library.Defaults.Port;
         /// <summary>
         /// True when the key is a group enrollment's device key (derived with
         /// <see cref="Dps.DeriveKey"/>); false for an individual enrollment's key.
@@ -22,8 +22,11 @@ namespace Tether
         /// attestation; null for the IoT Hub defaults.
         /// </summary>
         public TlsConfig Tls { get; set; }
-        /// <summary>The whole registration, polling included, must finish within this.</summary>
-        public int TimeoutMilliseconds { get; set; } = 60000;
+        /// <summary>
+        /// The whole registration, polling included, must finish within this (default:
+        /// <see cref="Defaults.DpsTimeoutMs"/> of <see cref="Library.Defaults"/>).
+        /// </summary>
+        public int TimeoutMilliseconds { get; set; } = (int)Library.Defaults.DpsTimeoutMs;
     }
 
     /// <summary>What DPS assigned: the IoT Hub and the device id there.</summary>

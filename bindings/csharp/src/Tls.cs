@@ -237,14 +237,16 @@ namespace Tether
         /// <summary>
         /// Connects to host:port, completes a TLS handshake under this policy and closes:
         /// returns e.g. <c>TLSv1.2 TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256</c>, or throws with the
-        /// refusal's cause (version, suite, certificate...). Blocks the calling thread.
+        /// refusal's cause (version, suite, certificate...). Blocks the calling thread for up to
+        /// <paramref name="timeoutMs"/> per step (null: <see cref="Defaults.TlsCheckTimeoutMs"/>).
         /// </summary>
-        public string Check(string host, ushort port, int timeoutMs = 10000)
+        public string Check(string host, ushort port, int? timeoutMs = null)
         {
+            uint timeout = timeoutMs.HasValue ? (uint)timeoutMs.Value : Library.Defaults.TlsCheckTimeoutMs;
             Handle h = Live;
             byte[] hostBytes = Interop.Utf8(host);
             return Interop.CallString((byte[] b, UIntPtr c, out UIntPtr l) =>
-                Native.tether_tls_config_check(h, hostBytes, port, (uint)timeoutMs, b, c, out l));
+                Native.tether_tls_config_check(h, hostBytes, port, timeout, b, c, out l));
         }
 
         public void Dispose()

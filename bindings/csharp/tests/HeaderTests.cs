@@ -25,6 +25,7 @@ namespace Tether.Tests
         {
             { "Tether.DeviceClient+OptionsNative", "tether_client_options" },
             { "Tether.DeviceClient+EventNative", "tether_event" },
+            { "Tether.Defaults", "tether_defaults" },
         };
 
         private static readonly Assembly Binding = typeof(DeviceClient).Assembly;

@@ -122,3 +122,27 @@ def test_drift_is_detected():
     assert len(c_args) == 7
     assert ctypes.c_uint32 not in allowed(c_args[3])  # uint64_t expiry
     assert ctypes.c_void_p not in allowed("struct tether_event*")
+
+
+def header_constants():
+    """Every integer constant of tether.h: `#define TETHER_X 1` and enumerators `TETHER_X = 1`."""
+    text = header_text()
+    found = {m.group(1): int(m.group(2)) for m in re.finditer(r"#define TETHER_(\w+) (\d+)\b", text)}
+    found.update({m.group(1): int(m.group(2)) for m in re.finditer(r"\bTETHER_(\w+) = (\d+)", text)})
+    return found
+
+
+BINDING_ONLY = {"INITIAL_BUFFER"}  # the binding's first buffer size, not a C constant
+
+
+def test_constants_match_header():
+    # Result codes are mirrored without their RESULT_ prefix (n.OK, n.TIMEOUT); everything
+    # else (EVENT_*, SUBSCRIBE_*, LOG_*, ...) by its C name without TETHER_.
+    consts = header_constants()
+    mirrored = {k: v for k, v in vars(n).items() if k.isupper() and isinstance(v, int) and k not in BINDING_ONLY}
+    assert len(mirrored) >= 25, sorted(mirrored)
+    for name, value in mirrored.items():
+        c_name = name if name in consts else "RESULT_" + name
+        assert c_name in consts, f"_native.{name} has no TETHER_{c_name} in tether.h"
+        assert consts[c_name] == value, f"_native.{name} = {value}, TETHER_{c_name} = {consts[c_name]}"
+    assert consts["RESULT_BUFFER_TOO_SMALL"] == 4 and consts["EVENT_DISCONNECTED"] == 8

@@ -20,6 +20,7 @@ from ._native import (
     ClosedError,
     TetherError,
     TetherTimeout,
+    defaults,
     library_path,
     live_handles,
     result_name,

@@ -149,7 +149,30 @@ class Property(Structure):
     _fields_ = [("key", Span), ("value", Span), ("has_value", c_bool)]
 
 
-STRUCTS = [ClientOptions, Event, Span, C2dTopic, TwinTopic, MethodRequestTopic, PropertyIter, Property]
+class Defaults(Structure):
+    _c_name_ = "tether_defaults"
+    _fields_ = [
+        ("port", c_uint16),
+        ("keep_alive_secs", c_uint16),
+        ("max_keep_alive_secs", c_uint16),
+        ("token_ttl_secs", c_uint32),
+        ("min_token_ttl_secs", c_uint32),
+        ("renewal_margin_min_secs", c_uint32),
+        ("renewal_margin_percent", c_uint32),
+        ("max_inflight", c_uint32),
+        ("max_unsent_bytes", c_size_t),
+        ("connect_timeout_ms", c_uint32),
+        ("retry_min_ms", c_uint32),
+        ("retry_max_ms", c_uint32),
+        ("retry_jitter_ms", c_uint32),
+        ("dps_timeout_ms", c_uint32),
+        ("dps_poll_interval_ms", c_uint32),
+        ("dps_poll_max_ms", c_uint32),
+        ("tls_check_timeout_ms", c_uint32),
+    ]
+
+
+STRUCTS = [ClientOptions, Defaults, Event, Span, C2dTopic, TwinTopic, MethodRequestTopic, PropertyIter, Property]
 
 # typedef void (*tether_log_callback)(void *user_data, uint32_t level, const char *message,
 #                                     size_t message_len);
@@ -171,6 +194,7 @@ PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_last_error": (c_enum, [c_void_p, c_size_t, _SZ]),
     "tether_version": (c_char_p, []),
     "tether_live_handles": (c_size_t, []),
+    "tether_defaults_get": (POINTER(Defaults), []),
     "tether_set_log_callback": (c_enum, [c_uint32, LogCallback, c_void_p]),
     # client
     "tether_client_options_default": (ClientOptions, []),
@@ -293,6 +317,14 @@ lib = _load()
 
 # ---------------------------------------------------------------------------------------
 # Errors.
+
+
+def defaults() -> Dict[str, int]:
+    """The library's defaults (``struct tether_defaults``: port, keep-alive, token lifetime,
+    in-flight limit, timeouts in ms, back-off), by field name. Every default of this binding
+    is read from here, so Python, C, the CLI and C# agree."""
+    d = lib.tether_defaults_get().contents
+    return {field[0]: int(getattr(d, field[0])) for field in Defaults._fields_}
 
 
 def result_name(code: int) -> str:

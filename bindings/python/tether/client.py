@@ -232,14 +232,16 @@ class DeviceClient(Managed):
 
     @staticmethod
     def _options(
-        port: int,
+        port: Optional[int],
         keep_alive: Optional[int],
         token_ttl: Optional[int],
         max_inflight: Optional[int],
         connect_timeout: Optional[float],
     ) -> n.ClientOptions:
+        # The library's defaults (tether.defaults()); None keeps them.
         opts: n.ClientOptions = _lib.tether_client_options_default()
-        opts.port = port
+        if port is not None:
+            opts.port = port
         if keep_alive is not None:
             opts.keep_alive_secs = keep_alive
         if token_ttl is not None:
@@ -265,7 +267,7 @@ class DeviceClient(Managed):
         cls,
         connection_string: str,
         ca_file: Optional[str] = None,
-        port: int = 8883,
+        port: Optional[int] = None,
         *,
         keep_alive: Optional[int] = None,
         token_ttl: Optional[int] = None,
@@ -288,7 +290,7 @@ class DeviceClient(Managed):
         cert_file: str,
         key_file: str,
         ca_file: Optional[str] = None,
-        port: int = 8883,
+        port: Optional[int] = None,
         *,
         module_id: Optional[str] = None,
         keep_alive: Optional[int] = None,
@@ -307,7 +309,7 @@ class DeviceClient(Managed):
         device_id: str,
         module_id: Optional[str],
         tls: TlsConfig,
-        port: int,
+        port: Optional[int],
         keep_alive: Optional[int],
         max_inflight: Optional[int],
         connect_timeout: Optional[float],
@@ -327,7 +329,7 @@ class DeviceClient(Managed):
         uri: str,
         pin: Optional[str] = None,
         ca_file: Optional[str] = None,
-        port: int = 8883,
+        port: Optional[int] = None,
         *,
         module_id: Optional[str] = None,
         keep_alive: Optional[int] = None,
@@ -360,12 +362,12 @@ class DeviceClient(Managed):
         *,
         group_enrollment: bool = False,
         endpoint: Optional[str] = None,
-        dps_port: int = 8883,
-        port: int = 8883,
+        dps_port: Optional[int] = None,
+        port: Optional[int] = None,
         ca_file: Optional[str] = None,
         cert_file: Optional[str] = None,
         key_file: Optional[str] = None,
-        timeout: float = 60.0,
+        timeout: Optional[float] = None,
         **options: Any,
     ) -> "DeviceClient":
         """Provisions the device through the Device Provisioning Service (see

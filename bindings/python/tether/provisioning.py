@@ -4,7 +4,7 @@ import ctypes
 from ctypes import byref, c_size_t
 from typing import Optional, Tuple
 
-from ._native import check, cstr, lib as _lib
+from ._native import check, cstr, defaults, lib as _lib
 from .client import TlsConfig
 
 
@@ -15,21 +15,27 @@ def provision(
     *,
     group_enrollment: bool = False,
     endpoint: Optional[str] = None,
-    port: int = 8883,
+    port: Optional[int] = None,
     ca_file: Optional[str] = None,
     cert_file: Optional[str] = None,
     key_file: Optional[str] = None,
-    timeout: float = 60.0,
+    timeout: Optional[float] = None,
 ) -> Tuple[str, str]:
     """Registers the device with DPS and returns ``(assigned_hub, device_id)``.
 
     TLS 1.2 under the IoT Hub policy to ``endpoint`` (default
     ``global.azure-devices-provisioning.net``), MQTT as the registration id, register, then
     poll while DPS answers 202 (waiting its retry-after), all within ``timeout`` seconds.
+    ``port`` and ``timeout`` default to the library's (:func:`tether.defaults`: ``port``,
+    ``dps_timeout_ms``).
     Authenticates with ``device_key`` (an individual enrollment's key, or for a group
     enrollment the key from :func:`tether.derive_key` with ``group_enrollment=True``) or, when
     it is ``None``, with ``cert_file`` and ``key_file``. Raises :class:`tether.TetherError`
     naming DPS's refusal."""
+    lib_defaults = defaults()
+    if port is None:
+        port = lib_defaults["port"]
+    timeout_ms = lib_defaults["dps_timeout_ms"] if timeout is None else max(1, int(timeout * 1000))
     tls = None
     if ca_file or cert_file or key_file:
         tls = TlsConfig(ca_file=ca_file, cert_file=cert_file, key_file=key_file)
@@ -41,7 +47,7 @@ def provision(
             _lib.tether_dps_provision(
                 cstr(endpoint), port, cstr(id_scope), cstr(registration_id), cstr(device_key),
                 group_enrollment, tls._ptr() if tls is not None else None,
-                max(1, int(timeout * 1000)), hub, len(hub), byref(hub_len), device, len(device),
+                timeout_ms, hub, len(hub), byref(hub_len), device, len(device),
                 byref(device_len),
             )
         )

@@ -53,14 +53,12 @@ pub fn client(opts: &DeviceOpts) -> Result<Client> {
     let policy = opts.tls.policy()?;
     let mut config =
         SessionConfig::from_connection_string(&cs, policy.build()?, policy.has_client_cert())?;
-    if let Some(ttl) = opts.ttl {
-        config.options.token_ttl_secs = ttl;
-    }
+    config.options.token_ttl_secs = opts.ttl;
     config.options.client_cert_not_after = policy.client_cert_not_after();
     Client::new(
         config,
         ClientOptions {
-            port: opts.port.or_default(),
+            port: opts.port.port,
             ..ClientOptions::default()
         },
     )

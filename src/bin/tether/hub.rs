@@ -346,7 +346,7 @@ pub fn run(args: HubArgs) -> Result<()> {
     let mosquitto = require_program("mosquitto", "mosquitto")?;
     let plugin = find_plugin()?;
     if let Some(h) = &args.host_name {
-        tether::auth::check_host(h)
+        tether::internal::check_host(h)
             .map_err(|e| usage_error(format!("--host-name: {}", e.message())))?;
     }
     ensure_pki(&dir, args.host_name.as_deref())?;

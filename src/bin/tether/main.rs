@@ -24,6 +24,7 @@ macro_rules! after_help {
 
 mod audit;
 mod completions;
+mod defaults;
 mod derive_key;
 mod device;
 mod hub;
@@ -68,6 +69,7 @@ enum Command {
     Hub(hub::HubArgs),
     Audit(audit::AuditArgs),
     Completions(completions::CompletionsArgs),
+    Defaults(defaults::DefaultsArgs),
     /// Print the library version
     #[command(after_help = exit_codes!())]
     Version,
@@ -86,6 +88,7 @@ impl Command {
             Command::Hub(args) => hub::run(args),
             Command::Audit(_) => unreachable!("main runs audit itself"),
             Command::Completions(args) => completions::run(args),
+            Command::Defaults(args) => defaults::run(args),
             Command::Version => {
                 println!("tether {}", tether::VERSION);
                 Ok(())

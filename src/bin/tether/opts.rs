@@ -82,17 +82,10 @@ impl TlsOpts {
 /// The port: `--port`, else `TETHER_PORT`, else IoT Hub's MQTT port.
 #[derive(Args, Debug, Clone)]
 pub struct PortOpt {
-    /// TCP port [default: 8883]
-    #[arg(long, value_name = "N", env = env::PORT,
+    /// TCP port
+    #[arg(long, value_name = "N", env = env::PORT, default_value_t = tether::defaults::PORT,
           value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: Option<u16>,
-}
-
-impl PortOpt {
-    pub fn or_default(&self) -> u16 {
-        self.port
-            .unwrap_or(tether::client::ClientOptions::default().port)
-    }
+    pub port: u16,
 }
 
 /// Options of the commands that connect as a device (send, listen, twin).
@@ -105,9 +98,10 @@ pub struct DeviceOpts {
     pub port: PortOpt,
     #[command(flatten)]
     pub tls: TlsOpts,
-    /// Lifetime of the SAS tokens made from the key, in seconds [default: 3600]
-    #[arg(long, value_name = "SECONDS")]
-    pub ttl: Option<u64>,
+    /// Lifetime of the SAS tokens made from the key, in seconds
+    #[arg(long, value_name = "SECONDS",
+          default_value_t = tether::defaults::TOKEN_TTL_SECS.into())]
+    pub ttl: u64,
     /// Give up after this many seconds
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,

@@ -2,7 +2,7 @@
 
 use rustls::time_provider::TimeProvider;
 use tether::auth::connection_string::ConnectionString;
-use tether::auth::sas::{Expiry, Resource, SasKey, SasToken, DEFAULT_TTL_SECS};
+use tether::auth::sas::{Expiry, Resource, SasKey, SasToken};
 use tether::client::env;
 use tether::Result;
 
@@ -21,8 +21,8 @@ impl TimeProvider for SystemClock {
 /// Print a SAS token for a device, a module, a DPS registration or a hub policy
 ///
 /// From a resource and a base64 key (--resource, --key), or from a device connection string
-/// (--connection-string, else TETHER_CONNECTION_STRING). The token lives 3600 s unless
-/// --ttl or --expiry says otherwise.
+/// (--connection-string, else TETHER_CONNECTION_STRING). The token lives --ttl seconds (an
+/// hour unless given) or until --expiry.
 #[derive(clap::Args, Debug)]
 #[command(after_help = after_help!(
 "  tether sas-token --resource myhub.azure-devices.net/devices/dev1 --key \"$KEY\"
@@ -53,9 +53,10 @@ pub struct SasTokenArgs {
         requires = "resource"
     )]
     expiry: Option<u64>,
-    /// Lifetime in seconds from now [default: 3600]
-    #[arg(long, value_name = "SECONDS")]
-    ttl: Option<u64>,
+    /// Lifetime in seconds from now
+    #[arg(long, value_name = "SECONDS",
+          default_value_t = tether::defaults::TOKEN_TTL_SECS.into())]
+    ttl: u64,
     /// Device connection string with SharedAccessKey [env: TETHER_CONNECTION_STRING, when
     /// --resource is absent]
     #[arg(long, value_name = "CS")]
@@ -63,7 +64,7 @@ pub struct SasTokenArgs {
 }
 
 pub fn run(args: SasTokenArgs) -> Result<()> {
-    let ttl_secs = args.ttl.unwrap_or(DEFAULT_TTL_SECS);
+    let ttl_secs = args.ttl;
     let token = match (&args.resource, &args.key) {
         (Some(resource), Some(key)) => {
             let expiry = match args.expiry {

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use tether::auth::connection_string::ConnectionString;
-use tether::cert::format_utc;
 use tether::client;
 use tether::handshake;
+use tether::internal::format_utc;
 use tether::Result;
 
 use crate::opts::{print_json, usage_error, PortOpt, TlsOpts};
@@ -54,7 +54,8 @@ pub struct TlsCheckArgs {
     #[command(flatten)]
     tls: TlsOpts,
     /// Give up after this many seconds
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    #[arg(long, value_name = "SECONDS",
+          default_value_t = (tether::defaults::TLS_CHECK_TIMEOUT_MS / 1000).into())]
     timeout: u64,
     /// Print one JSON object instead of text
     #[arg(long)]
@@ -63,7 +64,7 @@ pub struct TlsCheckArgs {
 
 pub fn run(args: TlsCheckArgs) -> Result<()> {
     let (host, port) = match &args.target {
-        Some(target) => host_port(target, args.port.or_default())?,
+        Some(target) => host_port(target, args.port.port)?,
         None => {
             let cs = std::env::var(client::env::CONNECTION_STRING).map_err(|_| {
                 usage_error(format!(
@@ -72,7 +73,7 @@ pub fn run(args: TlsCheckArgs) -> Result<()> {
                 ))
             })?;
             let cs = ConnectionString::parse(&cs)?;
-            (cs.connect_host().to_owned(), args.port.or_default())
+            (cs.connect_host().to_owned(), args.port.port)
         }
     };
     if port == 0 {

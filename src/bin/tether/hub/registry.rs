@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use base64::Engine;
 use ring::rand::SecureRandom;
 use serde_json::{json, Value};
-use tether::auth::{check_id, IdKind};
+use tether::internal::{check_id, IdKind};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::rest::{call_as, error_body, HttpRequest};
@@ -99,7 +99,7 @@ pub(super) fn answer(
     }
     let id = parts
         .get(1)
-        .map(|d| tether::auth::sas::url_decode(d).unwrap_or_else(|| (*d).to_owned()));
+        .map(|d| tether::internal::url_decode(d).unwrap_or_else(|| (*d).to_owned()));
     let body: Value = if req.body.is_empty() {
         Value::Null
     } else {

@@ -45,7 +45,7 @@ use super::service::call;
 const MAX_BODY: usize = 256 * 1024;
 
 fn tls_config(dir: &Path) -> Result<Arc<ServerConfig>> {
-    let read = |f: &str| tether::policy::read_file(&dir.join(f).to_string_lossy());
+    let read = |f: &str| tether::internal::read_file(&dir.join(f).to_string_lossy());
     let certs = tether::policy::load_certificates(&read("server.pem")?)?;
     let key = tether::policy::load_private_key(&read("server.key")?)?;
     let provider = rustls::crypto::CryptoProvider {
@@ -164,7 +164,7 @@ pub(super) fn answer(req: &HttpRequest, dir: &Path, registry: &Path) -> (u16, Va
     }
     let device = match parts.get(1) {
         Some(d) if parts[0] == "twins" => {
-            tether::auth::sas::url_decode(d).unwrap_or_else(|| (*d).to_owned())
+            tether::internal::url_decode(d).unwrap_or_else(|| (*d).to_owned())
         }
         _ => return (404, error_body(404000, "no such resource")),
     };

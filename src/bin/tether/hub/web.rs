@@ -239,7 +239,7 @@ fn serve(stream: TcpStream, web: &Web) {
 fn events(mut stream: TcpStream, web: &Web, query: &str) {
     let mut request = json!({"op": "watch"});
     if let Some(d) = query.split('&').find_map(|p| p.strip_prefix("device=")) {
-        let d = tether::auth::sas::url_decode(d).unwrap_or_else(|| d.to_owned());
+        let d = tether::internal::url_decode(d).unwrap_or_else(|| d.to_owned());
         if !d.is_empty() {
             request["device"] = json!(d);
         }
