@@ -396,3 +396,71 @@ fn c_program_provisions_through_dps_session_with_its_own_socket() {
         ]
     );
 }
+
+#[test]
+fn dps_session_reads_no_clock_a_retry_after_waits_on_the_callers_time() {
+    use tether::provisioning::{DpsSession, DpsStatus};
+    // DPS asks for a 30 s wait; the caller's clock jumps there at once.
+    let (port, seen) = dps_responder(vec![
+        (
+            202,
+            Some(30),
+            r#"{"operationId":"op-30","status":"assigning"}"#.into(),
+        ),
+        (200, None, assigned("hub-3.azure-devices.net", "sn-3")),
+    ]);
+    let mut req = request(port, group_credential());
+    req.timeout = Duration::from_secs(120);
+    let mut dps = DpsSession::new(req).unwrap();
+    let mut now_ms = tether::client::system_now_ms();
+    let started = std::time::Instant::now();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    dps.start(now_ms).unwrap();
+    let overall = now_ms + 120_000;
+    assert_eq!(dps.next_deadline(), Some(overall));
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut jumped = false;
+    while dps.status() == DpsStatus::InProgress {
+        assert!(started.elapsed() < Duration::from_secs(25), "stuck");
+        out.clear();
+        dps.poll_output(&mut out);
+        tcp.write_all(&out).unwrap();
+        let deadline = dps.next_deadline().unwrap();
+        if deadline < overall {
+            // The retry timer: 30 s after the 202 arrived, on our clock.
+            assert!(deadline >= now_ms + 30_000 && deadline <= now_ms + 31_000);
+            assert!(!jumped);
+            jumped = true;
+            now_ms = deadline;
+            dps.handle_timeout(now_ms);
+            continue;
+        }
+        match tcp.read(&mut buf) {
+            Ok(0) => dps.transport_closed(),
+            Ok(n) => dps.handle_input(&buf[..n], now_ms).unwrap(),
+            Err(_) => {}
+        }
+    }
+    out.clear();
+    dps.poll_output(&mut out);
+    let _ = tcp.write_all(&out);
+    assert!(jumped, "DPS's retry-after became a deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the 30 s wait was the caller's to skip"
+    );
+    let assignment = dps.outcome().unwrap().as_ref().unwrap();
+    assert_eq!(assignment.assigned_hub, "hub-3.azure-devices.net");
+    assert_eq!(assignment.device_id, "sn-3");
+    assert_eq!(dps.next_deadline(), None);
+    let seen = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(seen.topics.len(), 2);
+    assert!(
+        seen.topics[1].contains("operationId=op-30"),
+        "{:?}",
+        seen.topics
+    );
+}
