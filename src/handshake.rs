@@ -527,7 +527,6 @@ fn drive_until<S: Read + Write>(
     has_client_cert: bool,
     mut before_io: impl FnMut(&mut S) -> Result<()>,
 ) -> Result<Negotiated> {
-    verify::clear_record();
     let mut ctx = Context {
         host: host.to_owned(),
         has_client_cert,
@@ -558,9 +557,10 @@ fn drive_until<S: Read + Write>(
         while !chunk.is_empty() {
             conn.read_tls(&mut chunk)
                 .map_err(|e| io_error(e, "reading TLS handshake"))?;
-            if let Err(err) = conn.process_new_packets() {
+            let (processed, record) = verify::capture(|| conn.process_new_packets());
+            ctx.chain = record.or(ctx.chain.take());
+            if let Err(err) = processed {
                 let _ = conn.write_tls(stream); // send our alert, best effort
-                ctx.chain = verify::take_record();
                 return Err(describe(&err, &ctx));
             }
         }
@@ -569,7 +569,7 @@ fn drive_until<S: Read + Write>(
         conn.write_tls(stream)
             .map_err(|e| io_error(e, "sending TLS handshake"))?;
     }
-    let record = verify::take_record();
+    let record = ctx.chain;
     let version = conn
         .protocol_version()
         .map(|v| version_name(u16::from(v)))

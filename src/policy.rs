@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{ClientSessionStore, Resumption, WebPkiServerVerifier};
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -71,6 +71,7 @@ pub struct TlsPolicy {
     extra_cas: Vec<CertificateDer<'static>>,
     client_key: Option<Arc<CertifiedKey>>,
     clock: Option<Arc<dyn TimeProvider>>,
+    session_cache: Option<Arc<dyn ClientSessionStore>>,
 }
 
 impl std::fmt::Debug for TlsPolicy {
@@ -81,6 +82,7 @@ impl std::fmt::Debug for TlsPolicy {
             .field("ecdsa_suites", &self.ecdsa_suites)
             .field("extra_cas", &self.extra_cas.len())
             .field("client_cert", &self.client_key.is_some())
+            .field("shared_session_cache", &self.session_cache.is_some())
             .finish()
     }
 }
@@ -94,6 +96,7 @@ impl Default for TlsPolicy {
             extra_cas: Vec::new(),
             client_key: None,
             clock: None,
+            session_cache: None,
         }
     }
 }
@@ -204,9 +207,27 @@ impl TlsPolicy {
         self.client_key.is_some()
     }
 
-    /// The clock used for certificate validity (default: the OS clock).
+    /// The wall clock (default: the OS clock): certificate validity, and the SAS tokens,
+    /// their renewal and the certificate expiry warnings of every session that uses the
+    /// configuration. Timers (keep-alive, CONNACK, PINGRESP, back-off) do not read it: they
+    /// run on the monotonic time the session is fed.
     pub fn set_clock(&mut self, clock: Arc<dyn TimeProvider>) -> &mut Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// Resumes TLS sessions across identities: every configuration built with the same
+    /// `cache` stores its TLS sessions there and resumes any of them (an abbreviated
+    /// handshake instead of a full one), whichever identity made it. For gateways that hold
+    /// one connection per leaf device with SAS identities: the identity is in the MQTT
+    /// CONNECT, not in TLS.
+    ///
+    /// Refused by [`TlsPolicy::build`] when a client certificate is configured: a resumed
+    /// session keeps the identity of the certificate that made it, so sharing would let one
+    /// X.509 identity connect as another. Without this option each configuration keeps its
+    /// own cache (rustls' default), used only by the connections made from it.
+    pub fn set_shared_session_cache(&mut self, cache: Arc<dyn ClientSessionStore>) -> &mut Self {
+        self.session_cache = Some(cache);
         self
     }
 
@@ -290,6 +311,16 @@ impl TlsPolicy {
             None => builder.with_no_client_auth(),
         };
         config.enable_sni = true;
+        if let Some(cache) = &self.session_cache {
+            if self.client_key.is_some() {
+                return Err(Error::new(
+                    Code::InvalidArgument,
+                    "a TLS session cache shared across identities cannot be used with a client \
+                     certificate (X.509): a resumed session keeps the identity that made it",
+                ));
+            }
+            config.resumption = Resumption::store(cache.clone());
+        }
         Ok(Arc::new(config))
     }
 }

@@ -1,8 +1,11 @@
 //! The TLS policy for C: `tether_tls_config_builder` -> `tether_tls_config`.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
+use rustls::client::ClientSessionMemoryCache;
+use rustls::pki_types::UnixTime;
+use rustls::time_provider::TimeProvider;
 use rustls::ClientConfig;
 
 use crate::ffi::handles::{free_handle, handle_mut, handle_ref, into_handle};
@@ -34,7 +37,137 @@ pub struct tether_tls_config {
     pub(crate) client_cert_not_after: Option<i64>,
 }
 
+/// A wall clock supplied by the application: returns the current time as Unix milliseconds
+/// (UTC), read from an RTC, GNSS or the OS. `context` is the pointer given with it. Called on
+/// the threads that use the configuration (certificate checks, SAS tokens), so it must be
+/// safe to call from each of them; it must not call back into tether.
+pub type tether_wall_clock = Option<unsafe extern "C" fn(context: *mut c_void) -> u64>;
+
+/// A wall clock read through a C callback.
+struct CallbackClock {
+    clock: unsafe extern "C" fn(*mut c_void) -> u64,
+    context: *mut c_void,
+}
+
+// SAFETY: the contract of `tether_tls_config_builder_set_clock` makes the callback and its
+// context callable from every thread that uses the configuration.
+unsafe impl Send for CallbackClock {}
+// SAFETY: as above.
+unsafe impl Sync for CallbackClock {}
+
+impl std::fmt::Debug for CallbackClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallbackClock")
+    }
+}
+
+impl TimeProvider for CallbackClock {
+    fn current_time(&self) -> Option<UnixTime> {
+        // SAFETY: the callback and its context per the contract of `_set_clock`.
+        let ms = unsafe { (self.clock)(self.context) };
+        Some(UnixTime::since_unix_epoch(
+            std::time::Duration::from_millis(ms),
+        ))
+    }
+}
+
+/// A store of TLS sessions shared by several TLS configurations, so that a gateway's
+/// connections for different SAS identities resume each other's sessions (an abbreviated
+/// handshake). Under the hood an `Arc<rustls::client::ClientSessionMemoryCache>`: each
+/// configuration given it holds a reference, so it may be freed before them. Thread-safe.
+/// Create with `tether_session_cache_new`, free with `tether_session_cache_free`.
+pub struct tether_session_cache {
+    pub(crate) cache: Arc<ClientSessionMemoryCache>,
+}
+
+impl tether_session_cache {
+    /// Creates a cache holding up to `capacity` TLS sessions (the oldest are dropped first).
+    /// `*cache_out` receives a cache owned by the caller (free it with
+    /// `tether_session_cache_free`); not written on failure.
+    ///
+    /// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+    /// `TETHER_RESULT_INVALID_ARGUMENT` (`capacity` 0).
+    #[no_mangle]
+    pub unsafe extern "C" fn tether_session_cache_new(
+        capacity: usize,
+        cache_out: *mut *mut tether_session_cache,
+    ) -> Code {
+        guard(|| {
+            // SAFETY: NULL or writable, per the contract.
+            let out = unsafe { out_arg(cache_out, "cache_out") }?;
+            if capacity == 0 {
+                return Err(crate::Error::new(
+                    Code::InvalidArgument,
+                    "capacity is 0: the cache could hold no session",
+                ));
+            }
+            *out = into_handle(tether_session_cache {
+                cache: Arc::new(ClientSessionMemoryCache::new(capacity)),
+            });
+            Ok(())
+        })
+    }
+
+    /// Frees the caller's reference to a cache. NULL is a no-op. Configurations built with
+    /// it keep using it.
+    #[no_mangle]
+    pub unsafe extern "C" fn tether_session_cache_free(cache: *mut tether_session_cache) {
+        guard_value((), || {
+            // SAFETY: NULL or a live cache, per the contract.
+            unsafe { free_handle(cache) };
+            Ok(())
+        })
+    }
+}
+
 impl tether_tls_config_builder {
+    /// Sets the wall clock (default: the OS clock, `CLOCK_REALTIME`): used for certificate
+    /// validity and, by every session using the configuration, for SAS token expiry and
+    /// renewal. Session timers (keep-alive, CONNACK, PINGRESP) never read it: they run on the
+    /// monotonic time the caller feeds. `clock` NULL restores the OS clock. See
+    /// `tether_wall_clock` for the callback's contract.
+    ///
+    /// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT` (`builder`).
+    #[no_mangle]
+    pub unsafe extern "C" fn tether_tls_config_builder_set_clock(
+        builder: *mut tether_tls_config_builder,
+        clock: tether_wall_clock,
+        context: *mut c_void,
+    ) -> Code {
+        guard(|| {
+            // SAFETY: NULL or a live builder.
+            let builder = unsafe { handle_mut(builder, "builder") }?;
+            let clock: Arc<dyn TimeProvider> = match clock {
+                Some(clock) => Arc::new(CallbackClock { clock, context }),
+                None => Arc::new(rustls::time_provider::DefaultTimeProvider),
+            };
+            builder.policy.set_clock(clock);
+            Ok(())
+        })
+    }
+
+    /// Shares `cache` (see `tether_session_cache`) with this configuration: its connections
+    /// store their TLS sessions there and resume any session in it, whichever identity made
+    /// it. For SAS identities only: `tether_tls_config_builder_build` refuses it with
+    /// `TETHER_RESULT_INVALID_ARGUMENT` when a client certificate is set (a resumed session
+    /// keeps the X.509 identity that made it). Without it, a configuration resumes only its
+    /// own sessions. The builder takes a reference; the caller still frees `cache`.
+    ///
+    /// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`.
+    #[no_mangle]
+    pub unsafe extern "C" fn tether_tls_config_builder_set_session_cache(
+        builder: *mut tether_tls_config_builder,
+        cache: *const tether_session_cache,
+    ) -> Code {
+        guard(|| {
+            // SAFETY: NULL or live handles, per the contract.
+            let builder = unsafe { handle_mut(builder, "builder") }?;
+            let cache = unsafe { handle_ref(cache, "cache") }?;
+            builder.policy.set_shared_session_cache(cache.cache.clone());
+            Ok(())
+        })
+    }
+
     /// Creates a builder with the IoT Hub defaults: TLS 1.2 only; suites
     /// TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 and TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384; trust
     /// anchors DigiCert Global Root G2 and Microsoft RSA Root CA 2017; SNI and host name
@@ -217,7 +350,8 @@ impl tether_tls_config_builder {
     /// with `tether_tls_config_free`); on failure it is not written.
     ///
     /// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
-    /// `TETHER_RESULT_INVALID_ARGUMENT` (no trust anchor), `TETHER_RESULT_CERT_INVALID`.
+    /// `TETHER_RESULT_INVALID_ARGUMENT` (no trust anchor; a shared session cache with a
+    /// client certificate), `TETHER_RESULT_CERT_INVALID`.
     #[no_mangle]
     pub unsafe extern "C" fn tether_tls_config_builder_build(
         builder: *const tether_tls_config_builder,
