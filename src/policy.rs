@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use rustls::client::{ClientSessionStore, Resumption, WebPkiServerVerifier};
+use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -71,7 +71,7 @@ pub struct TlsPolicy {
     extra_cas: Vec<CertificateDer<'static>>,
     client_key: Option<Arc<CertifiedKey>>,
     clock: Option<Arc<dyn TimeProvider>>,
-    session_cache: Option<Arc<dyn ClientSessionStore>>,
+    resumption: bool,
 }
 
 impl std::fmt::Debug for TlsPolicy {
@@ -82,7 +82,7 @@ impl std::fmt::Debug for TlsPolicy {
             .field("ecdsa_suites", &self.ecdsa_suites)
             .field("extra_cas", &self.extra_cas.len())
             .field("client_cert", &self.client_key.is_some())
-            .field("shared_session_cache", &self.session_cache.is_some())
+            .field("resumption", &self.resumption)
             .finish()
     }
 }
@@ -96,7 +96,7 @@ impl Default for TlsPolicy {
             extra_cas: Vec::new(),
             client_key: None,
             clock: None,
-            session_cache: None,
+            resumption: true,
         }
     }
 }
@@ -216,18 +216,18 @@ impl TlsPolicy {
         self
     }
 
-    /// Resumes TLS sessions across identities: every configuration built with the same
-    /// `cache` stores its TLS sessions there and resumes any of them (an abbreviated
-    /// handshake instead of a full one), whichever identity made it. For gateways that hold
-    /// one connection per leaf device with SAS identities: the identity is in the MQTT
-    /// CONNECT, not in TLS.
+    /// TLS session resumption: an abbreviated handshake (no certificate chain, no key
+    /// exchange signature) when a connection resumes a session that an earlier connection
+    /// made with the same built configuration. On by default.
     ///
-    /// Refused by [`TlsPolicy::build`] when a client certificate is configured: a resumed
-    /// session keeps the identity of the certificate that made it, so sharing would let one
-    /// X.509 identity connect as another. Without this option each configuration keeps its
-    /// own cache (rustls' default), used only by the connections made from it.
-    pub fn set_shared_session_cache(&mut self, cache: Arc<dyn ClientSessionStore>) -> &mut Self {
-        self.session_cache = Some(cache);
+    /// Across identities: sessions are kept per built configuration (rustls' in-memory
+    /// store, and rustls resumes only under the same verifier and client-certificate
+    /// resolver). So a gateway that shares one SAS configuration among its leaf identities
+    /// resumes across them, which is sound: a SAS identity is in the MQTT CONNECT, not in
+    /// TLS. An X.509 identity has a configuration of its own (its certificate), so its
+    /// sessions are never resumed by another identity. `false` makes every handshake full.
+    pub fn enable_resumption(&mut self, enable: bool) -> &mut Self {
+        self.resumption = enable;
         self
     }
 
@@ -311,15 +311,8 @@ impl TlsPolicy {
             None => builder.with_no_client_auth(),
         };
         config.enable_sni = true;
-        if let Some(cache) = &self.session_cache {
-            if self.client_key.is_some() {
-                return Err(Error::new(
-                    Code::InvalidArgument,
-                    "a TLS session cache shared across identities cannot be used with a client \
-                     certificate (X.509): a resumed session keeps the identity that made it",
-                ));
-            }
-            config.resumption = Resumption::store(cache.clone());
+        if !self.resumption {
+            config.resumption = Resumption::disabled();
         }
         Ok(Arc::new(config))
     }

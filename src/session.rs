@@ -9,8 +9,20 @@
 //! - [`Session::connection_lost`] when the transport failed or closed,
 //!
 //! and takes from it bytes to send ([`Session::poll_output`]) and events
-//! ([`Session::poll_event`]). Time is the caller's: every input carries `now_ms`, Unix
-//! milliseconds.
+//! ([`Session::poll_event`]).
+//!
+//! Two clocks. Every input carries `now_ms`: **monotonic** milliseconds from any origin
+//! (never set, never jumps), which every timer runs on: CONNACK, keep-alive, PINGRESP. The
+//! **wall** clock (SAS token expiry and renewal, certificate validity and expiry warnings) is
+//! the TLS configuration's `time_provider` ([`crate::policy::TlsPolicy::set_clock`], default
+//! the OS clock). A token is renewed when the wall clock reaches its renewal time or when its
+//! lifetime up to then has passed on the monotonic clock, whichever is first: setting the wall
+//! clock (NTP) neither stalls the keep-alive, nor fires it at once, nor postpones a renewal.
+//!
+//! Many sessions on one thread: [`Session::wants_output`] and [`Session::write_output`] (as
+//! much as a non-blocking socket takes, straight from the TLS layer) and
+//! [`Session::poll_deadline`] (whether the next deadline moved) serve one event loop with
+//! thousands of sessions; certificate diagnostics are kept per session.
 //!
 //! The session survives transport connections: subscriptions and unacknowledged QoS 1
 //! messages are kept and restored on the next [`Session::connect`] (messages are re-sent
@@ -390,7 +402,15 @@ struct Link {
     rx: Vec<u8>,
     last_sent_ms: u64,
     ping_deadline_ms: Option<u64>,
+    /// When the SAS token is due for renewal on the monotonic clock (its lifetime up to the
+    /// renewal time, counted from the connection).
     renew_at_ms: Option<u64>,
+    /// The same moment on the wall clock, Unix ms: reached first when the wall clock is set
+    /// forward.
+    renew_at_wall_ms: Option<u64>,
+    /// What the certificate verification of this connection's handshake saw (dropped once
+    /// the handshake is complete).
+    chain: Option<verify::ChainRecord>,
 }
 
 /// The sans-IO device session. See the module documentation.
@@ -414,6 +434,8 @@ pub struct Session {
     pending_acks: VecDeque<PendingAck>,
     /// Most bytes of output that may wait to be taken by [`Session::poll_output`].
     unsent: usize,
+    /// The next deadline [`Session::poll_deadline`] last reported.
+    reported_deadline: Option<u64>,
 }
 
 /// A received QoS 1 message waiting for the application: its PUBACK is sent when the
@@ -474,6 +496,7 @@ impl Session {
             events_taken: 0,
             pending_acks: VecDeque::new(),
             unsent: 0,
+            reported_deadline: None,
         })
     }
 
@@ -511,8 +534,8 @@ impl Session {
     }
 
     /// Starts a connection over a transport the driver has just opened: TLS handshake,
-    /// then CONNECT with a fresh SAS token (valid for the configured lifetime from
-    /// `now_ms`). Subscriptions and unacknowledged messages are restored after CONNACK.
+    /// then CONNECT with a fresh SAS token (valid for the configured lifetime from now on the
+    /// wall clock). Subscriptions and unacknowledged messages are restored after CONNACK.
     pub fn connect(&mut self, now_ms: u64) -> Result<()> {
         if self.state != State::Idle {
             return Err(Error::new(
@@ -520,9 +543,11 @@ impl Session {
                 "the session already has a connection; report its loss first",
             ));
         }
-        let now_unix = now_ms / 1000;
+        let now_unix = self.wall_now_unix();
         self.warn_if_certificate_expires(now_unix as i64);
-        let (password, renew_at_ms) = self.password(now_unix)?;
+        let (password, renew_at_wall_ms) = self.password(now_unix)?;
+        let renew_at_ms = renew_at_wall_ms
+            .map(|wall| now_ms.saturating_add(wall.saturating_sub(now_unix.saturating_mul(1000))));
         let name = handshake::server_name(&self.config.server_name)?;
         let mut tls = ClientConnection::new(self.config.tls.clone(), name)
             .map_err(|e| Error::new(Code::TlsHandshakeFailed, format!("TLS setup: {e}")))?;
@@ -549,7 +574,6 @@ impl Session {
         };
         let bytes =
             zeroize::Zeroizing::new(encode_to_vec(connect.encoded_len(), |b| connect.encode(b))?);
-        verify::clear_record();
         self.generation += 1;
         self.unsent = bytes.len();
         self.link = Some(Link {
@@ -563,11 +587,22 @@ impl Session {
             last_sent_ms: now_ms,
             ping_deadline_ms: None,
             renew_at_ms,
+            renew_at_wall_ms,
+            chain: None,
         });
         self.state = State::Connecting {
             deadline_ms: now_ms.saturating_add(cfg.options.connect_timeout_ms),
         };
         Ok(())
+    }
+
+    /// The wall clock (the TLS configuration's), Unix seconds; 0 when it gives no time.
+    fn wall_now_unix(&self) -> u64 {
+        self.config
+            .tls
+            .time_provider
+            .current_time()
+            .map_or(0, |t| t.as_secs())
     }
 
     fn warn_if_certificate_expires(&self, now_unix: i64) {
@@ -669,7 +704,13 @@ impl Session {
             link.tls
                 .read_tls(&mut rest)
                 .map_err(|e| Error::new(Code::Io, format!("TLS input: {e}")))?;
-            if let Err(err) = link.tls.process_new_packets() {
+            // A verification made in this call is this connection's, whatever other
+            // sessions do on this thread.
+            let (processed, record) = verify::capture(|| link.tls.process_new_packets());
+            if record.is_some() {
+                link.chain = record;
+            }
+            if let Err(err) = processed {
                 if link.handshake_reported {
                     // After the handshake: a corrupted or forged record, not a policy matter.
                     return Err(Error::new(
@@ -684,7 +725,7 @@ impl Session {
                     host: self.config.server_name.clone(),
                     has_client_cert: self.config.has_client_cert,
                     sniffed: std::mem::take(&mut link.sniffer),
-                    chain: verify::take_record(),
+                    chain: link.chain.take(),
                 };
                 return Err(handshake::describe(&err, &ctx));
             }
@@ -714,6 +755,7 @@ impl Session {
                 .map(|s| format!("{:?}", s.suite()))
                 .unwrap_or_default();
             link.sniffer = HelloSniffer::default();
+            link.chain = None;
             if let Some(connect) = link.connect_packet.take() {
                 link.tls
                     .writer()
@@ -950,13 +992,14 @@ impl Session {
             State::Connecting { .. } => return Ok(()),
             State::Connected => {}
         }
+        let wall_ms = self.wall_now_unix().saturating_mul(1000);
         let link = self.link.as_mut().expect("connected sessions have a link");
-        if let Some(renew) = link.renew_at_ms {
-            if now_ms >= renew {
-                self.send_disconnect(now_ms);
-                self.close(Disconnect::Renewal);
-                return Ok(());
-            }
+        let renewal_due = link.renew_at_ms.is_some_and(|at| now_ms >= at)
+            || link.renew_at_wall_ms.is_some_and(|at| wall_ms >= at);
+        if renewal_due {
+            self.send_disconnect(now_ms);
+            self.close(Disconnect::Renewal);
+            return Ok(());
         }
         if let Some(deadline) = self.ack_deadline() {
             if now_ms >= deadline {
@@ -1004,7 +1047,7 @@ impl Session {
         Some(oldest.saturating_add(keep_alive_ms))
     }
 
-    /// When [`Session::handle_timeout`] should next be called (Unix ms), if ever.
+    /// When [`Session::handle_timeout`] should next be called (monotonic ms), if ever.
     pub fn next_deadline(&self) -> Option<u64> {
         match self.state {
             State::Idle => None,
@@ -1025,6 +1068,59 @@ impl Session {
                 .min()
             }
         }
+    }
+
+    /// Whether the next deadline changed since this was last called: `Some(new)` (the new
+    /// [`Session::next_deadline`], `None` inside when there is none) or `None` when it is
+    /// unchanged. A loop driving many sessions calls it after feeding a session and updates
+    /// that session's timer only when it moved.
+    pub fn poll_deadline(&mut self) -> Option<Option<u64>> {
+        let next = self.next_deadline();
+        if next == self.reported_deadline {
+            return None;
+        }
+        self.reported_deadline = next;
+        Some(next)
+    }
+
+    /// Whether there are bytes to send on the transport ([`Session::write_output`] or
+    /// [`Session::poll_output`]).
+    pub fn wants_output(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.tls.wants_write())
+    }
+
+    /// Writes the bytes to send to `out`, straight from the TLS layer's queue, until it is
+    /// empty or `out` takes no more (`WouldBlock` from a non-blocking socket, or a full
+    /// slice): what is not taken stays queued, in order, for the next call. Returns how many
+    /// bytes were written. Errors other than `WouldBlock` and `Interrupted` are returned: the
+    /// transport has failed.
+    pub fn write_output(&mut self, out: &mut dyn Write) -> std::io::Result<usize> {
+        let Some(link) = self.link.as_mut() else {
+            return Ok(0);
+        };
+        let mut written = 0;
+        while link.tls.wants_write() {
+            match link.tls.write_tls(out) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !link.tls.wants_write() {
+            self.unsent = 0;
+        }
+        Ok(written)
+    }
+
+    /// Whether the current connection's TLS session was resumed (an abbreviated handshake;
+    /// see [`crate::policy::TlsPolicy::set_shared_session_cache`]).
+    pub fn tls_resumed(&self) -> bool {
+        self.link
+            .as_ref()
+            .and_then(|l| l.tls.handshake_kind())
+            .is_some_and(|k| k == rustls::HandshakeKind::Resumed)
     }
 
     /// Appends the bytes to send on the transport to `out`; returns how many.

@@ -3,7 +3,6 @@
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
-use rustls::client::ClientSessionMemoryCache;
 use rustls::pki_types::UnixTime;
 use rustls::time_provider::TimeProvider;
 use rustls::ClientConfig;
@@ -71,55 +70,6 @@ impl TimeProvider for CallbackClock {
     }
 }
 
-/// A store of TLS sessions shared by several TLS configurations, so that a gateway's
-/// connections for different SAS identities resume each other's sessions (an abbreviated
-/// handshake). Under the hood an `Arc<rustls::client::ClientSessionMemoryCache>`: each
-/// configuration given it holds a reference, so it may be freed before them. Thread-safe.
-/// Create with `tether_session_cache_new`, free with `tether_session_cache_free`.
-pub struct tether_session_cache {
-    pub(crate) cache: Arc<ClientSessionMemoryCache>,
-}
-
-impl tether_session_cache {
-    /// Creates a cache holding up to `capacity` TLS sessions (the oldest are dropped first).
-    /// `*cache_out` receives a cache owned by the caller (free it with
-    /// `tether_session_cache_free`); not written on failure.
-    ///
-    /// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
-    /// `TETHER_RESULT_INVALID_ARGUMENT` (`capacity` 0).
-    #[no_mangle]
-    pub unsafe extern "C" fn tether_session_cache_new(
-        capacity: usize,
-        cache_out: *mut *mut tether_session_cache,
-    ) -> Code {
-        guard(|| {
-            // SAFETY: NULL or writable, per the contract.
-            let out = unsafe { out_arg(cache_out, "cache_out") }?;
-            if capacity == 0 {
-                return Err(crate::Error::new(
-                    Code::InvalidArgument,
-                    "capacity is 0: the cache could hold no session",
-                ));
-            }
-            *out = into_handle(tether_session_cache {
-                cache: Arc::new(ClientSessionMemoryCache::new(capacity)),
-            });
-            Ok(())
-        })
-    }
-
-    /// Frees the caller's reference to a cache. NULL is a no-op. Configurations built with
-    /// it keep using it.
-    #[no_mangle]
-    pub unsafe extern "C" fn tether_session_cache_free(cache: *mut tether_session_cache) {
-        guard_value((), || {
-            // SAFETY: NULL or a live cache, per the contract.
-            unsafe { free_handle(cache) };
-            Ok(())
-        })
-    }
-}
-
 impl tether_tls_config_builder {
     /// Sets the wall clock (default: the OS clock, `CLOCK_REALTIME`): used for certificate
     /// validity and, by every session using the configuration, for SAS token expiry and
@@ -146,24 +96,24 @@ impl tether_tls_config_builder {
         })
     }
 
-    /// Shares `cache` (see `tether_session_cache`) with this configuration: its connections
-    /// store their TLS sessions there and resume any session in it, whichever identity made
-    /// it. For SAS identities only: `tether_tls_config_builder_build` refuses it with
-    /// `TETHER_RESULT_INVALID_ARGUMENT` when a client certificate is set (a resumed session
-    /// keeps the X.509 identity that made it). Without it, a configuration resumes only its
-    /// own sessions. The builder takes a reference; the caller still frees `cache`.
+    /// Enables (true, the default) or disables TLS session resumption: an abbreviated
+    /// handshake when a connection resumes a session an earlier connection made with the
+    /// same configuration. Sessions sharing one SAS configuration (a gateway's leaf
+    /// identities) resume each other's sessions: the identity is in the MQTT CONNECT, not in
+    /// TLS. A configuration with a client certificate is one X.509 identity, so its
+    /// sessions are never resumed by another identity.
     ///
     /// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`.
     #[no_mangle]
-    pub unsafe extern "C" fn tether_tls_config_builder_set_session_cache(
+    pub unsafe extern "C" fn tether_tls_config_builder_enable_resumption(
         builder: *mut tether_tls_config_builder,
-        cache: *const tether_session_cache,
+        enable: bool,
     ) -> Code {
         guard(|| {
-            // SAFETY: NULL or live handles, per the contract.
-            let builder = unsafe { handle_mut(builder, "builder") }?;
-            let cache = unsafe { handle_ref(cache, "cache") }?;
-            builder.policy.set_shared_session_cache(cache.cache.clone());
+            // SAFETY: NULL or a live builder.
+            unsafe { handle_mut(builder, "builder") }?
+                .policy
+                .enable_resumption(enable);
             Ok(())
         })
     }
@@ -350,8 +300,7 @@ impl tether_tls_config_builder {
     /// with `tether_tls_config_free`); on failure it is not written.
     ///
     /// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
-    /// `TETHER_RESULT_INVALID_ARGUMENT` (no trust anchor; a shared session cache with a
-    /// client certificate), `TETHER_RESULT_CERT_INVALID`.
+    /// `TETHER_RESULT_INVALID_ARGUMENT` (no trust anchor), `TETHER_RESULT_CERT_INVALID`.
     #[no_mangle]
     pub unsafe extern "C" fn tether_tls_config_builder_build(
         builder: *const tether_tls_config_builder,
