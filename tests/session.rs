@@ -646,7 +646,7 @@ fn a_client_certificate_close_to_expiry_is_reported_at_connect() {
         "the client certificate expires on {} (in 5 days): renew it before then",
         tether::cert::format_utc((t0() / 1000 + 5 * 86_400) as i64)
     );
-    assert!(lines.iter().any(|l| *l == expected), "{lines:?}");
+    assert!(lines.contains(&expected), "{lines:?}");
 }
 
 #[test]
