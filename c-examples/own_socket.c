@@ -13,9 +13,9 @@
 #include <poll.h>
 #include <time.h>
 
-static uint64_t now_ms(void) { /* the firmware's clock: Unix milliseconds */
+static uint64_t now_ms(void) { /* monotonic; the wall clock is the TLS config's */
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 

@@ -174,6 +174,12 @@
 #define TETHER_SAS_TOKEN_MAX_LEN 2048
 
 /*
+ `tether_session_poll_deadline` writes this when the session has no deadline (no
+ connection).
+ */
+#define TETHER_NO_DEADLINE UINT64_MAX
+
+/*
  Signature scheme (TLS code point): RSA PKCS#1 v1.5 over a SHA-256 digest.
  */
 #define TETHER_SIGN_RSA_PKCS1_SHA256 1025
@@ -591,8 +597,8 @@ typedef struct tether_dps_session tether_dps_session;
 
 /*
  A device session without I/O: TLS (IoT Hub policy) and IoT Hub MQTT in one state
- machine, driven by the caller's socket and clock. Times are Unix milliseconds from the
- caller. Not thread-safe: use from one thread at a time.
+ machine, driven by the caller's socket and monotonic clock. Not thread-safe: use from
+ one thread at a time.
  */
 typedef struct tether_session tether_session;
 
@@ -1042,6 +1048,35 @@ typedef struct tether_property {
 } tether_property;
 
 /*
+ Tunables of a `tether_session`. Start from `tether_session_options_default()` and change
+ what you need.
+ */
+typedef struct tether_session_options {
+  /*
+   MQTT keep-alive, seconds (at most 1177).
+   */
+  uint16_t keep_alive_secs;
+  /*
+   Lifetime of the SAS tokens the session makes, seconds (at least 10). Tokens are
+   renewed before they expire (a DISCONNECTED event with `will_retry`: reconnect).
+   */
+  uint32_t token_ttl_secs;
+  /*
+   Most unacknowledged QoS 1 messages.
+   */
+  uint32_t max_inflight;
+  /*
+   Time allowed for TLS + CONNACK after `tether_session_connect`, milliseconds (not 0).
+   */
+  uint32_t connect_timeout_ms;
+  /*
+   Most bytes of output that may wait for `tether_session_poll_output` before new
+   messages are refused with `TETHER_RESULT_QUEUE_FULL` (not 0).
+   */
+  size_t max_unsent_bytes;
+} tether_session_options;
+
+/*
  A signing callback for a private key the library never sees (TPM, HSM, secure element).
 
  - `user`: the pointer given at registration.
@@ -1070,6 +1105,14 @@ typedef int (*tether_sign_callback)(void *user,
                                     uint8_t *sig,
                                     size_t sig_cap,
                                     size_t *sig_len);
+
+/*
+ A wall clock supplied by the application: returns the current time as Unix milliseconds
+ (UTC), read from an RTC, GNSS or the OS. `context` is the pointer given with it. Called on
+ the threads that use the configuration (certificate checks, SAS tokens), so it must be
+ safe to call from each of them; it must not call back into tether.
+ */
+typedef uint64_t (*tether_wall_clock)(void *context);
 
 /*
  A parsed cloud-to-device topic (`devices/{d}/messages/devicebound/{bag}`).
@@ -2136,14 +2179,22 @@ enum tether_result tether_sas_token(const char *resource_uri,
                                     size_t *out_len);
 
 /*
- Creates a session for the device in `connection_string` (see `tether_client_new`;
- `options->port` is not used: the caller opens the connection). `tls` NULL means the
- IoT Hub defaults. `*session_out` receives a session owned by the caller (free it with
- `tether_session_free`); not written on failure. Results as `tether_client_new`.
+ Returns the default session options, the ones the Rust `SessionOptions::default()`
+ has (keep-alive 60 s, token lifetime 3600 s, 128 messages in flight, 30 s for TLS +
+ CONNACK, 1 MiB of unsent output).
+ */
+struct tether_session_options tether_session_options_default(void);
+
+/*
+ Creates a session for the device in `connection_string` (see `tether_client_new`).
+ `tls` NULL means the IoT Hub defaults; `options` NULL means
+ `tether_session_options_default()`. `*session_out` receives a session owned by the
+ caller (free it with `tether_session_free`); not written on failure. Results as
+ `tether_client_new`; `TETHER_RESULT_INVALID_ARGUMENT` for an option out of range.
  */
 enum tether_result tether_session_new(const char *connection_string,
                                       const struct tether_tls_config *tls,
-                                      const struct tether_client_options *options,
+                                      const struct tether_session_options *options,
                                       struct tether_session **session_out);
 
 /*
@@ -2153,10 +2204,11 @@ void tether_session_free(struct tether_session *session);
 
 /*
  Starts a connection over a TCP connection the caller has just opened to the hub:
- queues the TLS handshake and MQTT CONNECT (with a fresh SAS token valid from `now_ms`).
+ queues the TLS handshake and MQTT CONNECT (with a fresh SAS token made from the wall
+ clock). `now_ms` is monotonic, as in every `tether_session_*` call.
  Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
- `TETHER_RESULT_INVALID_STATE` (already connected), `TETHER_RESULT_CLOCK_NOT_SET`,
- `TETHER_RESULT_TOKEN_EXPIRED`.
+ `TETHER_RESULT_INVALID_STATE` (already connected), `TETHER_RESULT_CLOCK_NOT_SET` (the
+ wall clock is before 2025), `TETHER_RESULT_TOKEN_EXPIRED`.
  */
 enum tether_result tether_session_connect(struct tether_session *session, uint64_t now_ms);
 
@@ -2172,7 +2224,9 @@ enum tether_result tether_session_handle_input(struct tether_session *session,
 /*
  Copies up to `cap` bytes that must be sent on the socket into `buf`, and their count
  into `*out_len` (0 when there is nothing to send). Bytes not copied stay queued, in
- order: call again until `*out_len` is 0. Results: `TETHER_RESULT_OK`,
+ order: call again until `*out_len` is 0. The bytes come straight from the TLS layer's
+ queue: pass as `cap` what the socket accepts now (a slow socket takes part, the rest
+ waits without another copy). Results: `TETHER_RESULT_OK`,
  `TETHER_RESULT_NULL_ARGUMENT`.
  */
 enum tether_result tether_session_poll_output(struct tether_session *session,
@@ -2181,12 +2235,32 @@ enum tether_result tether_session_poll_output(struct tether_session *session,
                                               size_t *out_len);
 
 /*
+ Writes to `*pending` whether the session has bytes to send (take them with
+ `tether_session_poll_output`). A gateway watches a socket for writability only while
+ this is true. Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_session_output_pending(const struct tether_session *session,
+                                                 bool *pending);
+
+/*
+ Says whether the session's next deadline changed since the last call: `*changed`
+ receives true or false, and when true `*deadline_ms` receives the new deadline
+ (monotonic ms, as `tether_session_next_deadline`) or `TETHER_NO_DEADLINE`; when
+ false `*deadline_ms` is not written. Call it after each call that feeds the session
+ (input, timeout, send, connect) to keep one timer per session up to date.
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_session_poll_deadline(struct tether_session *session,
+                                                bool *changed,
+                                                uint64_t *deadline_ms);
+
+/*
  Fires due timers (keep-alive ping, ping and CONNACK timeouts, SAS renewal).
  */
 enum tether_result tether_session_handle_timeout(struct tether_session *session, uint64_t now_ms);
 
 /*
- Writes when `tether_session_handle_timeout` should next be called (Unix ms) to
+ Writes when `tether_session_handle_timeout` should next be called (monotonic ms) to
  `*deadline_ms`. Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NOT_FOUND` (no timer: not
  connected), `TETHER_RESULT_NULL_ARGUMENT`.
  */
@@ -2281,6 +2355,32 @@ enum tether_result tether_tls_config_builder_set_client_signer(struct tether_tls
                                                                size_t chain_len,
                                                                tether_sign_callback callback,
                                                                void *user);
+
+/*
+ Sets the wall clock (default: the OS clock, `CLOCK_REALTIME`): used for certificate
+ validity and, by every session using the configuration, for SAS token expiry and
+ renewal. Session timers (keep-alive, CONNACK, PINGRESP) never read it: they run on the
+ monotonic time the caller feeds. `clock` NULL restores the OS clock. See
+ `tether_wall_clock` for the callback's contract.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT` (`builder`).
+ */
+enum tether_result tether_tls_config_builder_set_clock(struct tether_tls_config_builder *builder,
+                                                       tether_wall_clock clock,
+                                                       void *context);
+
+/*
+ Enables (true, the default) or disables TLS session resumption: an abbreviated
+ handshake when a connection resumes a session an earlier connection made with the
+ same configuration. Sessions sharing one SAS configuration (a gateway's leaf
+ identities) resume each other's sessions: the identity is in the MQTT CONNECT, not in
+ TLS. A configuration with a client certificate is one X.509 identity, so its
+ sessions are never resumed by another identity.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_tls_config_builder_enable_resumption(struct tether_tls_config_builder *builder,
+                                                               bool enable);
 
 /*
  Creates a builder with the IoT Hub defaults: TLS 1.2 only; suites

@@ -58,6 +58,14 @@ pub fn system_now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The OS monotonic clock, milliseconds since the first call in this process: the clock a
+/// [`Session`] runs its timers on (keep-alive, CONNACK, PINGRESP, back-off). It never jumps
+/// when the wall clock is set.
+pub fn monotonic_now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
 /// A device client over a TCP socket. Not thread-safe: use it from one thread at a time.
 pub struct Client {
     session: Session,
@@ -78,6 +86,8 @@ pub struct Client {
     /// taken only when this is empty, so the session's bound applies
     /// ([`crate::session::SessionOptions::max_unsent_bytes`]).
     out: Vec<u8>,
+    /// Monotonic milliseconds ([`monotonic_now_ms`]): timers and back-off. The wall clock
+    /// (tokens, certificates) is the TLS configuration's `time_provider`, read by the session.
     clock: fn() -> u64,
 }
 
@@ -113,7 +123,7 @@ impl Client {
             connected_at_ms: None,
             events: VecDeque::new(),
             out: Vec::new(),
-            clock: system_now_ms,
+            clock: monotonic_now_ms,
         })
     }
 

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -71,6 +71,7 @@ pub struct TlsPolicy {
     extra_cas: Vec<CertificateDer<'static>>,
     client_key: Option<Arc<CertifiedKey>>,
     clock: Option<Arc<dyn TimeProvider>>,
+    resumption: bool,
 }
 
 impl std::fmt::Debug for TlsPolicy {
@@ -81,6 +82,7 @@ impl std::fmt::Debug for TlsPolicy {
             .field("ecdsa_suites", &self.ecdsa_suites)
             .field("extra_cas", &self.extra_cas.len())
             .field("client_cert", &self.client_key.is_some())
+            .field("resumption", &self.resumption)
             .finish()
     }
 }
@@ -94,6 +96,7 @@ impl Default for TlsPolicy {
             extra_cas: Vec::new(),
             client_key: None,
             clock: None,
+            resumption: true,
         }
     }
 }
@@ -204,9 +207,27 @@ impl TlsPolicy {
         self.client_key.is_some()
     }
 
-    /// The clock used for certificate validity (default: the OS clock).
+    /// The wall clock (default: the OS clock): certificate validity, and the SAS tokens,
+    /// their renewal and the certificate expiry warnings of every session that uses the
+    /// configuration. Timers (keep-alive, CONNACK, PINGRESP, back-off) do not read it: they
+    /// run on the monotonic time the session is fed.
     pub fn set_clock(&mut self, clock: Arc<dyn TimeProvider>) -> &mut Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// TLS session resumption: an abbreviated handshake (no certificate chain, no key
+    /// exchange signature) when a connection resumes a session that an earlier connection
+    /// made with the same built configuration. On by default.
+    ///
+    /// Across identities: sessions are kept per built configuration (rustls' in-memory
+    /// store, and rustls resumes only under the same verifier and client-certificate
+    /// resolver). So a gateway that shares one SAS configuration among its leaf identities
+    /// resumes across them, which is sound: a SAS identity is in the MQTT CONNECT, not in
+    /// TLS. An X.509 identity has a configuration of its own (its certificate), so its
+    /// sessions are never resumed by another identity. `false` makes every handshake full.
+    pub fn enable_resumption(&mut self, enable: bool) -> &mut Self {
+        self.resumption = enable;
         self
     }
 
@@ -290,6 +311,9 @@ impl TlsPolicy {
             None => builder.with_no_client_auth(),
         };
         config.enable_sni = true;
+        if !self.resumption {
+            config.resumption = Resumption::disabled();
+        }
         Ok(Arc::new(config))
     }
 }

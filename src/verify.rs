@@ -1,11 +1,17 @@
 //! Server certificate verification: rustls-webpki's verdict, plus the facts needed to
 //! explain it.
 //!
-//! [`PolicyVerifier`] delegates every decision to `WebPkiServerVerifier` and records, on the
-//! calling thread, what the server presented (its chain, the host name asked for, the device
-//! clock, the trust anchor reached). The handshake code reads that record to turn a bare
-//! "unknown issuer" into "chain not trusted: CN=... was issued by CN=Evil CA, which is not a
-//! trusted root". Nothing is relaxed here.
+//! [`PolicyVerifier`] delegates every decision to `WebPkiServerVerifier` and records what the
+//! server presented (its chain, the host name asked for, the device clock, the trust anchor
+//! reached). The handshake code reads that record to turn a bare "unknown issuer" into
+//! "chain not trusted: CN=... was issued by CN=Evil CA, which is not a trusted root".
+//! Nothing is relaxed here.
+//!
+//! rustls calls the verifier from inside `process_new_packets`, on the caller's thread, with
+//! no way to say which connection it verifies for. [`capture`] wraps one such call: the
+//! record made during it is handed back to the caller, who keeps it with its connection (a
+//! session keeps its own). So a thread that drives many handshakes at once (a gateway) never
+//! reads another connection's chain.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -17,7 +23,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::cert::CertFacts;
 
-/// What the last certificate verification on this thread saw.
+/// What a certificate verification saw.
 #[derive(Clone, Debug, Default)]
 pub struct ChainRecord {
     /// The presented chain, leaf first (certificates that could not be parsed are skipped).
@@ -33,7 +39,18 @@ pub struct ChainRecord {
 }
 
 thread_local! {
+    /// The hand-off slot between the verifier and [`capture`]: filled and emptied within one
+    /// call on this thread, never kept across calls.
     static LAST: RefCell<Option<ChainRecord>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a call that may verify a server certificate, such as rustls'
+/// `process_new_packets`) and returns its result with the record of the verification made
+/// during it, if one was.
+pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Option<ChainRecord>) {
+    clear_record();
+    let result = f();
+    (result, take_record())
 }
 
 /// Forgets the record of this thread (call before a handshake).

@@ -61,6 +61,10 @@ fn a_zero_connect_timeout_is_refused_by_client_and_session() {
         unsafe { tether_client::tether_client_new(CS.as_ptr(), null(), &options, &mut client) };
     assert_eq!(code, Code::InvalidArgument);
     assert!(client.is_null());
+    let options = tether::internal::ffi::session::tether_session_options {
+        connect_timeout_ms: 0,
+        ..tether_session::tether_session_options_default()
+    };
     let mut session = null_mut();
     let code =
         unsafe { tether_session::tether_session_new(CS.as_ptr(), null(), &options, &mut session) };

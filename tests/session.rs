@@ -1,6 +1,8 @@
 //! The sans-IO session paired with a scripted hub: a real rustls TLS 1.2 server in memory
 //! that reads our MQTT packets (decoded by mqttbytes, an independent implementation) and
-//! answers as IoT Hub would. Time is simulated: no sockets, no sleeps.
+//! answers as IoT Hub would. Time is simulated: no sockets, no sleeps. Both clocks read
+//! the simulated time: the monotonic `now` given to each call, and the wall clock (the TLS
+//! configuration's, so certificates are checked on it too) set by [`set_wall`].
 
 mod common;
 
@@ -25,8 +27,40 @@ const DEVICE: &str = "dev-1";
 const PRIMARY: &str = "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg=";
 const SECONDARY: &str =
     "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==";
-/// 2026-01-01T00:00:00Z in milliseconds: the simulated clock's start.
-const T0: u64 = 1_767_225_600_000;
+/// The simulated clock's start: the next midnight UTC, in milliseconds (after the test
+/// PKI was made, so its certificates are valid).
+fn t0() -> u64 {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *START.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        (now / 86_400 + 1) * 86_400_000
+    })
+}
+
+thread_local! {
+    /// The simulated wall clock of this test's thread (each test runs on its own).
+    static WALL_MS: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sets the simulated wall clock (it starts at [`t0`]).
+fn set_wall(ms: u64) {
+    WALL_MS.with(|w| w.set(Some(ms)));
+}
+
+#[derive(Debug)]
+struct SimulatedWall;
+
+impl rustls::time_provider::TimeProvider for SimulatedWall {
+    fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+        let ms = WALL_MS.with(|w| w.get()).unwrap_or_else(t0);
+        Some(rustls::pki_types::UnixTime::since_unix_epoch(
+            std::time::Duration::from_millis(ms),
+        ))
+    }
+}
 
 fn server_config(cert: &str, key: &str) -> Arc<rustls::ServerConfig> {
     let pki = Pki::shared();
@@ -58,6 +92,7 @@ fn keys(secondary: bool) -> Credential {
 fn session(credential: Credential, options: SessionOptions) -> Session {
     let mut policy = TlsPolicy::new();
     policy.add_ca_file(&Pki::shared().path("ca.pem")).unwrap();
+    policy.set_clock(Arc::new(SimulatedWall));
     Session::new(SessionConfig {
         hub_host: HOST.into(),
         server_name: HOST.into(),
@@ -167,6 +202,7 @@ fn events(s: &mut Session) -> Vec<Event> {
 /// Connects `s` to a new hub and accepts it; returns the hub and the CONNECT it saw.
 fn connected(s: &mut Session, now: u64) -> (Hub, v4::Connect) {
     let mut hub = Hub::new();
+    set_wall(now);
     s.connect(now).unwrap();
     hub.pump(s, now);
     let connect = hub.expect_connect();
@@ -178,7 +214,7 @@ fn connected(s: &mut Session, now: u64) -> (Hub, v4::Connect) {
 #[test]
 fn session_connects_with_iot_hub_identity_and_a_valid_sas_token() {
     let mut s = session(keys(false), SessionOptions::default());
-    let (_hub, connect) = connected(&mut s, T0);
+    let (_hub, connect) = connected(&mut s, t0());
     assert_eq!(connect.client_id, DEVICE);
     assert_eq!(connect.keep_alive, 60);
     let login = connect.login.expect("a user name and password");
@@ -190,8 +226,8 @@ fn session_connects_with_iot_hub_identity_and_a_valid_sas_token() {
         )
     );
     let key = SasKey::from_base64(PRIMARY).unwrap();
-    let token = sas::verify(&login.password, &key, T0 / 1000).expect("the hub accepts the token");
-    assert_eq!(token.expiry_unix, T0 / 1000 + 3600);
+    let token = sas::verify(&login.password, &key, t0() / 1000).expect("the hub accepts the token");
+    assert_eq!(token.expiry_unix, t0() / 1000 + 3600);
     match events(&mut s).as_slice() {
         [Event::Connected {
             tls_version,
@@ -212,13 +248,13 @@ fn session_connects_with_iot_hub_identity_and_a_valid_sas_token() {
 #[test]
 fn telemetry_is_published_with_properties_and_acknowledged() {
     let mut s = session(keys(false), SessionOptions::default());
-    let (mut hub, _) = connected(&mut s, T0);
+    let (mut hub, _) = connected(&mut s, t0());
     events(&mut s);
     let mut bag = PropertyBag::new();
     bag.append("$.ct", Some("application/json"))
         .append("temp unit", Some("°C"));
-    let id = s.send_telemetry(br#"{"t":21.5}"#, &bag, 1, T0).unwrap();
-    hub.pump(&mut s, T0);
+    let id = s.send_telemetry(br#"{"t":21.5}"#, &bag, 1, t0()).unwrap();
+    hub.pump(&mut s, t0());
     let publish = match hub.packet() {
         Some(v4::Packet::Publish(p)) => p,
         other => panic!("expected PUBLISH, got {other:?}"),
@@ -233,7 +269,7 @@ fn telemetry_is_published_with_properties_and_acknowledged() {
     hub.send(|b| {
         v4::PubAck::new(publish.pkid).write(b).unwrap();
     });
-    hub.pump(&mut s, T0);
+    hub.pump(&mut s, t0());
     assert_eq!(events(&mut s), [Event::TelemetryAcked { id }]);
     assert_eq!(s.inflight(), 0);
 }
@@ -241,25 +277,25 @@ fn telemetry_is_published_with_properties_and_acknowledged() {
 #[test]
 fn keep_alive_pings_and_a_silent_hub_is_a_retriable_timeout() {
     let mut s = session(keys(false), SessionOptions::default());
-    let (mut hub, _) = connected(&mut s, T0);
+    let (mut hub, _) = connected(&mut s, t0());
     events(&mut s);
-    assert_eq!(s.next_deadline(), Some(T0 + 60_000));
-    s.handle_timeout(T0 + 59_999);
-    hub.pump(&mut s, T0 + 59_999);
+    assert_eq!(s.next_deadline(), Some(t0() + 60_000));
+    s.handle_timeout(t0() + 59_999);
+    hub.pump(&mut s, t0() + 59_999);
     assert!(hub.packet().is_none(), "no ping before the keep-alive");
-    s.handle_timeout(T0 + 60_000);
-    hub.pump(&mut s, T0 + 60_000);
+    s.handle_timeout(t0() + 60_000);
+    hub.pump(&mut s, t0() + 60_000);
     assert!(matches!(hub.packet(), Some(v4::Packet::PingReq)));
     // The hub answers: the next ping is a keep-alive later.
     hub.send(|b| {
         v4::PingResp.write(b).unwrap();
     });
-    hub.pump(&mut s, T0 + 60_100);
-    s.handle_timeout(T0 + 120_000);
-    hub.pump(&mut s, T0 + 120_000);
+    hub.pump(&mut s, t0() + 60_100);
+    s.handle_timeout(t0() + 120_000);
+    hub.pump(&mut s, t0() + 120_000);
     assert!(matches!(hub.packet(), Some(v4::Packet::PingReq)));
     // Now it stays silent.
-    s.handle_timeout(T0 + 180_000);
+    s.handle_timeout(t0() + 180_000);
     match events(&mut s).as_slice() {
         [Event::Disconnected(Disconnect::Retriable(e))] => {
             assert_eq!(e.code(), Code::Timeout);
@@ -277,14 +313,14 @@ fn sas_renewal_reconnects_with_a_fresh_token_and_loses_nothing() {
         ..SessionOptions::default()
     };
     let mut s = session(keys(false), options);
-    let (mut hub, first) = connected(&mut s, T0);
-    s.subscribe(Subscription::C2d, T0).unwrap();
-    hub.pump(&mut s, T0);
+    let (mut hub, first) = connected(&mut s, t0());
+    s.subscribe(Subscription::C2d, t0()).unwrap();
+    hub.pump(&mut s, t0());
     assert!(matches!(hub.packet(), Some(v4::Packet::Subscribe(_))));
     events(&mut s);
 
     // Renewal is due at the larger of 120 s and 15 % of 600 s before expiry: 480 s in.
-    let renew = T0 + 480_000;
+    let renew = t0() + 480_000;
     assert!(s.next_deadline().unwrap() <= renew);
     s.handle_timeout(renew - 1);
     assert!(s.is_connected());
@@ -340,11 +376,11 @@ fn sas_renewal_reconnects_with_a_fresh_token_and_loses_nothing() {
 fn a_refused_primary_key_switches_to_the_secondary_once() {
     let mut s = session(keys(true), SessionOptions::default());
     let mut hub = Hub::new();
-    s.connect(T0).unwrap();
-    hub.pump(&mut s, T0);
+    s.connect(t0()).unwrap();
+    hub.pump(&mut s, t0());
     hub.expect_connect();
     hub.connack(v4::ConnectReturnCode::NotAuthorized);
-    hub.pump(&mut s, T0);
+    hub.pump(&mut s, t0());
     match events(&mut s).as_slice() {
         [Event::Disconnected(Disconnect::KeySwitched { error, now_using })] => {
             assert_eq!(*now_using, KeySlot::Secondary);
@@ -354,15 +390,15 @@ fn a_refused_primary_key_switches_to_the_secondary_once() {
         other => panic!("expected KeySwitched, got {other:?}"),
     }
     let mut hub = Hub::new();
-    s.connect(T0 + 10).unwrap();
-    hub.pump(&mut s, T0 + 10);
+    s.connect(t0() + 10).unwrap();
+    hub.pump(&mut s, t0() + 10);
     let connect = hub.expect_connect();
     let secondary = SasKey::from_base64(SECONDARY).unwrap();
-    sas::verify(&connect.login.unwrap().password, &secondary, T0 / 1000)
+    sas::verify(&connect.login.unwrap().password, &secondary, t0() / 1000)
         .expect("signed with the secondary key");
     // Refused again: no more switching, the application must act.
     hub.connack(v4::ConnectReturnCode::NotAuthorized);
-    hub.pump(&mut s, T0 + 10);
+    hub.pump(&mut s, t0() + 10);
     match events(&mut s).as_slice() {
         [Event::Disconnected(Disconnect::Fatal(e))] => {
             assert!(e.message().contains("secondary key refused"), "{e:?}")
@@ -374,12 +410,12 @@ fn a_refused_primary_key_switches_to_the_secondary_once() {
 #[test]
 fn c2d_methods_and_twin_arrive_as_events_and_methods_are_answered() {
     let mut s = session(keys(false), SessionOptions::default());
-    let (mut hub, _) = connected(&mut s, T0);
+    let (mut hub, _) = connected(&mut s, t0());
     events(&mut s);
-    s.subscribe(Subscription::C2d, T0).unwrap();
-    s.subscribe(Subscription::Methods, T0).unwrap();
-    let rid = s.twin_get(T0).unwrap();
-    hub.pump(&mut s, T0);
+    s.subscribe(Subscription::C2d, t0()).unwrap();
+    s.subscribe(Subscription::Methods, t0()).unwrap();
+    let rid = s.twin_get(t0()).unwrap();
+    hub.pump(&mut s, t0());
     let mut subscribed = Vec::new();
     let mut twin_get = None;
     while let Some(p) = hub.packet() {
@@ -434,7 +470,7 @@ fn c2d_methods_and_twin_arrive_as_events_and_methods_are_answered() {
         0,
         b"{\"x\":1}",
     );
-    hub.pump(&mut s, T0 + 5);
+    hub.pump(&mut s, t0() + 5);
     let got = events(&mut s);
     assert_eq!(
         got[0],
@@ -474,11 +510,11 @@ fn c2d_methods_and_twin_arrive_as_events_and_methods_are_answered() {
     );
     // The QoS 1 C2D message was acknowledged once polled (at-least-once), and the method
     // gets its answer.
-    hub.pump(&mut s, T0 + 5);
+    hub.pump(&mut s, t0() + 5);
     assert!(matches!(hub.packet(), Some(v4::Packet::PubAck(a)) if a.pkid == 7));
-    s.respond_method("42", 200, b"{\"ok\":true}", T0 + 6)
+    s.respond_method("42", 200, b"{\"ok\":true}", t0() + 6)
         .unwrap();
-    hub.pump(&mut s, T0 + 6);
+    hub.pump(&mut s, t0() + 6);
     match hub.packet() {
         Some(v4::Packet::Publish(p)) => {
             assert_eq!(p.topic, "$iothub/methods/res/200/?$rid=42");
@@ -497,22 +533,23 @@ fn the_in_flight_queue_is_bounded() {
     let mut s = session(keys(false), options);
     // QoS 1 messages queue while disconnected; QoS 0 needs a connection.
     for _ in 0..3 {
-        s.send_telemetry(b"x", &PropertyBag::new(), 1, T0).unwrap();
+        s.send_telemetry(b"x", &PropertyBag::new(), 1, t0())
+            .unwrap();
     }
     let err = s
-        .send_telemetry(b"x", &PropertyBag::new(), 1, T0)
+        .send_telemetry(b"x", &PropertyBag::new(), 1, t0())
         .unwrap_err();
     assert_eq!(err.code(), Code::QueueFull);
     let err = s
-        .send_telemetry(b"x", &PropertyBag::new(), 0, T0)
+        .send_telemetry(b"x", &PropertyBag::new(), 0, t0())
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidState);
     let err = s
-        .send_telemetry(b"x", &PropertyBag::new(), 2, T0)
+        .send_telemetry(b"x", &PropertyBag::new(), 2, t0())
         .unwrap_err();
     assert_eq!(err.code(), Code::MqttQosUnsupported);
     // Connecting sends the three queued messages.
-    let (mut hub, _) = connected(&mut s, T0);
+    let (mut hub, _) = connected(&mut s, t0());
     let mut published = 0;
     while let Some(p) = hub.packet() {
         assert!(matches!(p, v4::Packet::Publish(_)));
@@ -524,12 +561,12 @@ fn the_in_flight_queue_is_bounded() {
 #[test]
 fn unsent_output_is_bounded_for_qos0_and_drains() {
     let mut s = session(keys(false), SessionOptions::default());
-    let (mut hub, _) = connected(&mut s, T0);
+    let (mut hub, _) = connected(&mut s, t0());
     // 255 KiB messages while the driver takes no output: four fit in the 1 MiB bound.
     let body = vec![7u8; 255 * 1024];
     let mut accepted = 0;
     let err = loop {
-        match s.send_telemetry(&body, &PropertyBag::new(), 0, T0) {
+        match s.send_telemetry(&body, &PropertyBag::new(), 0, t0()) {
             Ok(_) => accepted += 1,
             Err(e) => break e,
         }
@@ -539,21 +576,22 @@ fn unsent_output_is_bounded_for_qos0_and_drains() {
     assert_eq!(accepted, 4);
     // QoS 1 is refused too while the output is full (nothing is queued on the side).
     let err = s
-        .send_telemetry(&body, &PropertyBag::new(), 1, T0)
+        .send_telemetry(&body, &PropertyBag::new(), 1, t0())
         .unwrap_err();
     assert_eq!(err.code(), Code::QueueFull);
     assert_eq!(s.inflight(), 0);
     // Once the output is taken, sending works again.
-    hub.pump(&mut s, T0);
-    s.send_telemetry(&body, &PropertyBag::new(), 0, T0).unwrap();
+    hub.pump(&mut s, t0());
+    s.send_telemetry(&body, &PropertyBag::new(), 0, t0())
+        .unwrap();
 }
 
 #[test]
 fn a_hub_certificate_for_another_host_is_a_fatal_named_refusal() {
     let mut s = session(keys(false), SessionOptions::default());
     let mut hub = Hub::with_cert("wrong-host.pem", "wrong-host.key");
-    s.connect(T0).unwrap();
-    hub.pump(&mut s, T0);
+    s.connect(t0()).unwrap();
+    hub.pump(&mut s, t0());
     match events(&mut s).as_slice() {
         [Event::Disconnected(Disconnect::Fatal(e))] => {
             assert_eq!(e.code(), Code::CertWrongHost);
@@ -570,15 +608,17 @@ fn a_hub_certificate_for_another_host_is_a_fatal_named_refusal() {
 fn connack_timeout_and_a_clock_left_at_1970() {
     let mut s = session(keys(false), SessionOptions::default());
     let mut hub = Hub::new();
-    s.connect(T0).unwrap();
-    hub.pump(&mut s, T0);
-    assert_eq!(s.next_deadline(), Some(T0 + 30_000));
-    s.handle_timeout(T0 + 30_000);
+    s.connect(t0()).unwrap();
+    hub.pump(&mut s, t0());
+    assert_eq!(s.next_deadline(), Some(t0() + 30_000));
+    s.handle_timeout(t0() + 30_000);
     assert!(matches!(
         events(&mut s).as_slice(),
         [Event::Disconnected(Disconnect::Retriable(e))] if e.code() == Code::Timeout
     ));
-    let err = s.connect(5_000).unwrap_err();
+    // The wall clock says 1970: no token is made from it, whatever the monotonic time.
+    set_wall(5_000);
+    let err = s.connect(t0() + 30_001).unwrap_err();
     assert_eq!(err.code(), Code::ClockNotSet);
 }
 
@@ -594,17 +634,76 @@ fn a_client_certificate_close_to_expiry_is_reported_at_connect() {
         })),
     );
     let options = SessionOptions {
-        // 2026-01-06: five days after the simulated clock's start.
-        client_cert_not_after: Some((T0 / 1000 + 5 * 86_400) as i64),
+        // Five days after the simulated clock's start.
+        client_cert_not_after: Some((t0() / 1000 + 5 * 86_400) as i64),
         ..SessionOptions::default()
     };
     let mut s = session(keys(false), options);
-    s.connect(T0).unwrap();
+    s.connect(t0()).unwrap();
     tether::log::set_sink(tether::log::Level::Warn, None);
     let lines = lines.lock().unwrap();
-    assert!(
-        lines.iter().any(|l| l
-            == "the client certificate expires on 2026-01-06 00:00:00 UTC (in 5 days): renew it before then"),
-        "{lines:?}"
+    let expected = format!(
+        "the client certificate expires on {} (in 5 days): renew it before then",
+        tether::cert::format_utc((t0() / 1000 + 5 * 86_400) as i64)
     );
+    assert!(lines.contains(&expected), "{lines:?}");
+}
+
+#[test]
+fn wall_clock_jumps_move_the_token_renewal_never_the_keep_alive() {
+    const YEARS_2_MS: u64 = 2 * 365 * 86_400_000;
+    let options = SessionOptions {
+        token_ttl_secs: 600, // renewed 480 s in
+        ..SessionOptions::default()
+    };
+    let mut s = session(keys(false), options);
+    let (_hub, _) = connected(&mut s, t0());
+    events(&mut s);
+    // NTP sets the wall clock 2 years ahead (within the certificates' validity): the token is overdue by the wall clock, and
+    // is renewed at the next timer, not 480 s later.
+    set_wall(t0() + YEARS_2_MS);
+    assert_eq!(s.next_deadline(), Some(t0() + 60_000), "keep-alive unmoved");
+    s.handle_timeout(t0() + 1_000);
+    assert_eq!(events(&mut s), [Event::Disconnected(Disconnect::Renewal)]);
+
+    // Reconnected on the jumped clock, then set back 2 years.
+    let mut hub = Hub::new();
+    s.connect(t0() + 2_000).unwrap();
+    hub.pump(&mut s, t0() + 2_000);
+    let connect = hub.expect_connect();
+    hub.connack(v4::ConnectReturnCode::Success);
+    hub.pump(&mut s, t0() + 2_000);
+    events(&mut s);
+    let key = SasKey::from_base64(PRIMARY).unwrap();
+    let password = connect.login.unwrap().password;
+    let token = sas::verify(&password, &key, (t0() + YEARS_2_MS) / 1000).unwrap();
+    assert_eq!(token.expiry_unix, (t0() + YEARS_2_MS) / 1000 + 600);
+    set_wall(t0());
+    // The keep-alive still runs one period after the last write, on the monotonic clock.
+    assert_eq!(s.next_deadline(), Some(t0() + 62_000));
+    s.handle_timeout(t0() + 62_000);
+    hub.pump(&mut s, t0() + 62_000);
+    assert!(matches!(hub.packet(), Some(v4::Packet::PingReq)));
+    hub.send(|b| {
+        v4::PingResp.write(b).unwrap();
+    });
+    hub.pump(&mut s, t0() + 62_100);
+    assert!(s.is_connected());
+    // By the wall clock the token now has 2 years to run; by the monotonic clock it is due
+    // 480 s after it was made: renewed then.
+    let later = t0() + 2_000 + 479_999 - 30_000;
+    s.handle_timeout(later);
+    hub.pump(&mut s, later);
+    assert!(matches!(hub.packet(), Some(v4::Packet::PingReq)));
+    hub.send(|b| {
+        v4::PingResp.write(b).unwrap();
+    });
+    hub.pump(&mut s, later);
+    s.handle_timeout(t0() + 2_000 + 479_999);
+    assert!(
+        s.is_connected(),
+        "not renewed before 480 s on the monotonic clock"
+    );
+    s.handle_timeout(t0() + 2_000 + 480_000);
+    assert_eq!(events(&mut s), [Event::Disconnected(Disconnect::Renewal)]);
 }

@@ -93,7 +93,7 @@ fn complete(
     let mut conn = ServerConnection::new(config).map_err(tls)?;
     let mut first = hello;
     while !first.is_empty() {
-        match take_in(&mut conn, &mut first) {
+        match take_in(&mut conn, &mut first, &mut None) {
             Ok(()) => {}
             Err(TakeIn::Io(e)) => return Err(io(e)),
             Err(TakeIn::Tls(e)) => {

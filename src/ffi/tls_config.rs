@@ -1,8 +1,10 @@
 //! The TLS policy for C: `tether_tls_config_builder` -> `tether_tls_config`.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
+use rustls::pki_types::UnixTime;
+use rustls::time_provider::TimeProvider;
 use rustls::ClientConfig;
 
 use crate::ffi::handles::{free_handle, handle_mut, handle_ref, into_handle};
@@ -34,7 +36,88 @@ pub struct tether_tls_config {
     pub(crate) client_cert_not_after: Option<i64>,
 }
 
+/// A wall clock supplied by the application: returns the current time as Unix milliseconds
+/// (UTC), read from an RTC, GNSS or the OS. `context` is the pointer given with it. Called on
+/// the threads that use the configuration (certificate checks, SAS tokens), so it must be
+/// safe to call from each of them; it must not call back into tether.
+pub type tether_wall_clock = Option<unsafe extern "C" fn(context: *mut c_void) -> u64>;
+
+/// A wall clock read through a C callback.
+struct CallbackClock {
+    clock: unsafe extern "C" fn(*mut c_void) -> u64,
+    context: *mut c_void,
+}
+
+// SAFETY: the contract of `tether_tls_config_builder_set_clock` makes the callback and its
+// context callable from every thread that uses the configuration.
+unsafe impl Send for CallbackClock {}
+// SAFETY: as above.
+unsafe impl Sync for CallbackClock {}
+
+impl std::fmt::Debug for CallbackClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallbackClock")
+    }
+}
+
+impl TimeProvider for CallbackClock {
+    fn current_time(&self) -> Option<UnixTime> {
+        // SAFETY: the callback and its context per the contract of `_set_clock`.
+        let ms = unsafe { (self.clock)(self.context) };
+        Some(UnixTime::since_unix_epoch(
+            std::time::Duration::from_millis(ms),
+        ))
+    }
+}
+
 impl tether_tls_config_builder {
+    /// Sets the wall clock (default: the OS clock, `CLOCK_REALTIME`): used for certificate
+    /// validity and, by every session using the configuration, for SAS token expiry and
+    /// renewal. Session timers (keep-alive, CONNACK, PINGRESP) never read it: they run on the
+    /// monotonic time the caller feeds. `clock` NULL restores the OS clock. See
+    /// `tether_wall_clock` for the callback's contract.
+    ///
+    /// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT` (`builder`).
+    #[no_mangle]
+    pub unsafe extern "C" fn tether_tls_config_builder_set_clock(
+        builder: *mut tether_tls_config_builder,
+        clock: tether_wall_clock,
+        context: *mut c_void,
+    ) -> Code {
+        guard(|| {
+            // SAFETY: NULL or a live builder.
+            let builder = unsafe { handle_mut(builder, "builder") }?;
+            let clock: Arc<dyn TimeProvider> = match clock {
+                Some(clock) => Arc::new(CallbackClock { clock, context }),
+                None => Arc::new(rustls::time_provider::DefaultTimeProvider),
+            };
+            builder.policy.set_clock(clock);
+            Ok(())
+        })
+    }
+
+    /// Enables (true, the default) or disables TLS session resumption: an abbreviated
+    /// handshake when a connection resumes a session an earlier connection made with the
+    /// same configuration. Sessions sharing one SAS configuration (a gateway's leaf
+    /// identities) resume each other's sessions: the identity is in the MQTT CONNECT, not in
+    /// TLS. A configuration with a client certificate is one X.509 identity, so its
+    /// sessions are never resumed by another identity.
+    ///
+    /// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`.
+    #[no_mangle]
+    pub unsafe extern "C" fn tether_tls_config_builder_enable_resumption(
+        builder: *mut tether_tls_config_builder,
+        enable: bool,
+    ) -> Code {
+        guard(|| {
+            // SAFETY: NULL or a live builder.
+            unsafe { handle_mut(builder, "builder") }?
+                .policy
+                .enable_resumption(enable);
+            Ok(())
+        })
+    }
+
     /// Creates a builder with the IoT Hub defaults: TLS 1.2 only; suites
     /// TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 and TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384; trust
     /// anchors DigiCert Global Root G2 and Microsoft RSA Root CA 2017; SNI and host name

@@ -28,13 +28,19 @@ pub(crate) enum TakeIn {
 /// Hands the next part of `data` (client or server side) to rustls and processes the
 /// records it completes, advancing `data`: the one place tether calls
 /// `process_new_packets`. Call until `data` is empty, taking the plaintext in between.
+/// What certificate verification saw during the call is kept in `chain` (per connection,
+/// for naming a refused certificate).
 pub(crate) fn take_in<D>(
     conn: &mut rustls::ConnectionCommon<D>,
     data: &mut &[u8],
+    chain: &mut Option<verify::ChainRecord>,
 ) -> std::result::Result<(), TakeIn> {
     conn.read_tls(data).map_err(TakeIn::Io)?;
-    conn.process_new_packets().map_err(TakeIn::Tls)?;
-    Ok(())
+    let (processed, record) = verify::capture(|| conn.process_new_packets());
+    if record.is_some() {
+        *chain = record;
+    }
+    processed.map(|_| ()).map_err(TakeIn::Tls)
 }
 
 /// What one [`Link::receive`] learned besides the plaintext it queued.
@@ -62,6 +68,10 @@ pub(crate) struct Link {
     cipher_suite: String,
     /// Decrypted bytes not yet decoded into packets.
     rx: Vec<u8>,
+    /// What the certificate verification of this handshake saw, for naming a failure
+    /// (this link's own, whatever other links do on the thread; dropped once the handshake
+    /// is complete).
+    chain: Option<verify::ChainRecord>,
 }
 
 impl Link {
@@ -77,7 +87,6 @@ impl Link {
         let mut tls = ClientConnection::new(config, name)
             .map_err(|e| Error::new(Code::TlsHandshakeFailed, format!("TLS setup: {e}")))?;
         tls.set_buffer_limit(None);
-        verify::clear_record();
         Ok(Link {
             tls,
             server_name: server_name.to_owned(),
@@ -88,6 +97,7 @@ impl Link {
             tls_version: String::new(),
             cipher_suite: String::new(),
             rx: Vec::new(),
+            chain: None,
         })
     }
 
@@ -101,7 +111,7 @@ impl Link {
         let mut received = Received::default();
         let mut rest = data;
         while !rest.is_empty() && !received.peer_closed {
-            let processed = match take_in(&mut self.tls, &mut rest) {
+            let processed = match take_in(&mut self.tls, &mut rest, &mut self.chain) {
                 Err(TakeIn::Io(e)) => return Err(Error::new(Code::Io, format!("TLS input: {e}"))),
                 Err(TakeIn::Tls(err)) => Err(err),
                 Ok(()) => Ok(()),
@@ -117,7 +127,7 @@ impl Link {
                     host: self.server_name.clone(),
                     has_client_cert: self.has_client_cert,
                     sniffed: std::mem::take(&mut self.sniffer),
-                    chain: verify::take_record(),
+                    chain: self.chain.take(),
                 };
                 return Err(handshake::describe(&err, &ctx));
             }
@@ -148,6 +158,7 @@ impl Link {
                 .map(|s| format!("{:?}", s.suite()))
                 .unwrap_or_default();
             self.sniffer = HelloSniffer::default();
+            self.chain = None;
             if let Some(first) = self.first_packet.take() {
                 self.tls
                     .writer()
@@ -188,6 +199,27 @@ impl Link {
             }
         }
         out.len() - before
+    }
+
+    /// Writes encrypted output to `out` until none is left or `out` takes no more (a full
+    /// slice, `WouldBlock`); the rest stays queued in rustls, in order. No copy is made.
+    pub(crate) fn write_output(&mut self, out: &mut dyn Write) -> std::io::Result<usize> {
+        let mut written = 0;
+        while self.tls.wants_write() {
+            match self.tls.write_tls(out) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
+    /// Whether the TLS session was resumed rather than negotiated in full.
+    pub(crate) fn resumed(&self) -> bool {
+        self.tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
     }
 
     /// Whether encrypted output is waiting for [`Link::poll_output`].

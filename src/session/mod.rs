@@ -9,8 +9,21 @@
 //! - [`Session::connection_lost`] when the transport failed or closed,
 //!
 //! and takes from it bytes to send ([`Session::poll_output`]) and events
-//! ([`Session::poll_event`]). Time is the caller's: every input carries `now_ms`, Unix
-//! milliseconds.
+//! ([`Session::poll_event`]).
+//!
+//! Two clocks. Every input carries `now_ms`: **monotonic** milliseconds from any origin
+//! (never set, never jumps), which every timer runs on: CONNACK, keep-alive, PINGRESP,
+//! stall. The **wall** clock (SAS token expiry and renewal, certificate validity and expiry
+//! warnings) is the TLS configuration's `time_provider`
+//! ([`crate::policy::TlsPolicy::set_clock`], default the OS clock). A token is renewed when
+//! the wall clock reaches its renewal time or when its lifetime up to then has passed on the
+//! monotonic clock, whichever is first: setting the wall clock (NTP) neither stalls the
+//! keep-alive, nor fires it at once, nor postpones a renewal.
+//!
+//! Many sessions on one thread (a gateway): [`Session::wants_output`] and
+//! [`Session::write_output`] (as much as a non-blocking socket takes, straight from the TLS
+//! layer) and [`Session::poll_deadline`] (whether the next deadline moved) serve one event
+//! loop with thousands of sessions; certificate diagnostics are kept per session (per link).
 //!
 //! The session survives transport connections: subscriptions and unacknowledged QoS 1
 //! messages are kept and restored on the next [`Session::connect`] (messages are re-sent
@@ -280,6 +293,14 @@ impl State {
         }
     }
 
+    /// [`State::any_link`], to read.
+    fn any_link_ref(&self) -> Option<&Link> {
+        match self {
+            State::Connecting { link } | State::Connected { link } => Some(link),
+            State::Idle { closed } => closed.as_ref(),
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
             State::Idle { .. } => "Idle",
@@ -297,8 +318,14 @@ pub struct Session {
     outbox: Outbox,
     inbound: Inbound,
     subscriptions: Vec<Subscription>,
-    /// The SAS token renewal time of the current connection, armed at CONNACK.
+    /// The SAS token renewal time of the current connection on the monotonic clock (the
+    /// token's lifetime up to its renewal, counted from the connection), armed at CONNACK.
     renew_at_ms: Option<u64>,
+    /// The same moment on the wall clock, Unix ms: reached first when the wall clock is set
+    /// forward.
+    renew_at_wall_ms: Option<u64>,
+    /// The next deadline [`Session::poll_deadline`] last reported.
+    reported_deadline: Option<u64>,
     key_switches: u32,
     /// Transport connections started so far: inbound acknowledgements name theirs.
     generation: u64,
@@ -327,6 +354,8 @@ impl Session {
             inbound: Inbound::default(),
             subscriptions: Vec::new(),
             renew_at_ms: None,
+            renew_at_wall_ms: None,
+            reported_deadline: None,
             key_switches: 0,
             generation: 0,
         })
@@ -366,8 +395,8 @@ impl Session {
     }
 
     /// Starts a connection over a transport the driver has just opened: TLS handshake,
-    /// then CONNECT with a fresh SAS token (valid for the configured lifetime from
-    /// `now_ms`). Subscriptions and unacknowledged messages are restored after CONNACK.
+    /// then CONNECT with a fresh SAS token (valid for the configured lifetime from now on the
+    /// wall clock). Subscriptions and unacknowledged messages are restored after CONNACK.
     pub fn connect(&mut self, now_ms: u64) -> Result<()> {
         if self.is_active() {
             return Err(Error::new(
@@ -375,9 +404,11 @@ impl Session {
                 "the session already has a connection; report its loss first",
             ));
         }
-        let now_unix = now_ms / 1000;
+        let now_unix = self.wall_now_unix();
         self.warn_if_certificate_expires(now_unix as i64);
-        let (password, renew_at_ms) = self.password(now_unix)?;
+        let (password, renew_at_wall_ms) = self.password(now_unix)?;
+        let renew_at_ms = renew_at_wall_ms
+            .map(|wall| now_ms.saturating_add(wall.saturating_sub(now_unix.saturating_mul(1000))));
         let cfg = &self.config;
         let client_id = topics::client_id(&cfg.device_id, cfg.module_id.as_deref())?;
         let username = topics::username(
@@ -411,9 +442,19 @@ impl Session {
         self.generation += 1;
         self.outbox.unsent = connect_len;
         self.renew_at_ms = renew_at_ms;
+        self.renew_at_wall_ms = renew_at_wall_ms;
         self.timers.connecting(now_ms, connack_deadline);
         self.state = State::Connecting { link };
         Ok(())
+    }
+
+    /// The wall clock (the TLS configuration's), Unix seconds; 0 when it gives no time.
+    fn wall_now_unix(&self) -> u64 {
+        self.config
+            .tls
+            .time_provider
+            .current_time()
+            .map_or(0, |t| t.as_secs())
     }
 
     fn warn_if_certificate_expires(&self, now_unix: i64) {
@@ -587,17 +628,32 @@ impl Session {
         Ok(())
     }
 
-    /// Moves due timers: CONNACK timeout, SAS renewal, stalled acknowledgements, ping
-    /// timeout, keep-alive ping.
+    /// Moves every due timer: CONNACK timeout, SAS renewal (due on either clock), stalled
+    /// acknowledgements, ping timeout, keep-alive ping. Afterwards the next deadline is
+    /// later than `now_ms`.
     pub fn handle_timeout(&mut self, now_ms: u64) {
-        if let Err(e) = self.timeout(now_ms) {
-            self.fail(e);
+        for _ in Timer::ALL {
+            match self.timeout(now_ms) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => return self.fail(e),
+            }
         }
     }
 
-    fn timeout(&mut self, now_ms: u64) -> Result<()> {
-        let Some(timer) = self.timers.expired(now_ms) else {
-            return Ok(());
+    /// Acts on the first due timer; `false` when none is due.
+    fn timeout(&mut self, now_ms: u64) -> Result<bool> {
+        let wall_due = self.is_connected()
+            && self
+                .renew_at_wall_ms
+                .is_some_and(|at| self.wall_now_unix().saturating_mul(1000) >= at);
+        let timer = if wall_due {
+            Timer::Renewal
+        } else {
+            match self.timers.expired(now_ms) {
+                Some(timer) => timer,
+                None => return Ok(false),
+            }
         };
         let server = &self.config.server_name;
         match timer {
@@ -611,7 +667,7 @@ impl Session {
             Timer::Renewal => {
                 self.send_disconnect(now_ms);
                 self.end(Disconnect::Renewal);
-                Ok(())
+                Ok(true)
             }
             Timer::Stall => Err(Error::new(
                 Code::Timeout,
@@ -624,7 +680,8 @@ impl Session {
             Timer::KeepAlive => {
                 self.timers.ping_sent(now_ms);
                 let ping = encode_to_vec(Ok(2), codec::encode_pingreq)?;
-                self.write(&ping, now_ms)
+                self.write(&ping, now_ms)?;
+                Ok(true)
             }
         }
     }
@@ -636,9 +693,50 @@ impl Session {
         }
     }
 
-    /// When [`Session::handle_timeout`] should next be called (Unix ms), if ever.
+    /// When [`Session::handle_timeout`] should next be called (monotonic ms), if ever.
     pub fn next_deadline(&self) -> Option<u64> {
         self.timers.next()
+    }
+
+    /// Whether the next deadline changed since this was last called: `Some(new)` (the new
+    /// [`Session::next_deadline`], `None` inside when there is none) or `None` when it is
+    /// unchanged. A loop driving many sessions calls it after feeding a session and moves
+    /// that session's timer only when it changed.
+    pub fn poll_deadline(&mut self) -> Option<Option<u64>> {
+        let next = self.next_deadline();
+        if next == self.reported_deadline {
+            return None;
+        }
+        self.reported_deadline = next;
+        Some(next)
+    }
+
+    /// Whether there are bytes to send on the transport ([`Session::write_output`] or
+    /// [`Session::poll_output`]).
+    pub fn wants_output(&self) -> bool {
+        self.state.any_link_ref().is_some_and(|l| l.wants_write())
+    }
+
+    /// Writes the bytes to send to `out`, straight from the TLS layer's queue, until it is
+    /// empty or `out` takes no more (`WouldBlock` from a non-blocking socket, or a full
+    /// slice): what is not taken stays queued, in order, for the next call. Returns how many
+    /// bytes were written. Errors other than `WouldBlock` and `Interrupted` are returned: the
+    /// transport has failed.
+    pub fn write_output(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<usize> {
+        let Some(link) = self.state.any_link() else {
+            return Ok(0);
+        };
+        let n = link.write_output(out)?;
+        if !link.wants_write() {
+            self.outbox.unsent = 0;
+        }
+        Ok(n)
+    }
+
+    /// Whether the current connection's TLS session was resumed (an abbreviated handshake;
+    /// see [`crate::policy::TlsPolicy::enable_resumption`]).
+    pub fn tls_resumed(&self) -> bool {
+        self.state.any_link_ref().is_some_and(|l| l.resumed())
     }
 
     /// Appends the bytes to send on the transport to `out`; returns how many.

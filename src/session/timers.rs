@@ -1,4 +1,5 @@
-//! One table of deadlines (Unix ms), indexed by [`Timer`]: the earliest armed one is the
+//! One table of deadlines (monotonic ms: the `now_ms` the session is fed), indexed by
+//! [`Timer`]: the earliest armed one is the
 //! session's next deadline ([`super::Session::next_deadline`]).
 
 /// What a deadline is for, in the order [`super::Session::handle_timeout`] acts on them.
