@@ -21,7 +21,7 @@ use rustls::{AlertDescription, CertificateError, ClientConfig, PeerIncompatible}
 use crate::cert::{format_utc, CertFacts};
 use crate::error::{Code, Error, Result};
 use crate::session::link::Link;
-use crate::verify::{self, display_name, ChainRecord};
+use crate::verify::{display_name, ChainRecord};
 
 /// A device clock before this moment (2025-01-01) is taken as "not set".
 pub const CLOCK_FLOOR_UNIX: i64 = 1_735_689_600;
@@ -664,7 +664,6 @@ pub fn check(
             return Err(e);
         }
     }
-    let record = verify::take_record();
     let chain = link
         .peer_certificates()
         .iter()
@@ -674,7 +673,7 @@ pub fn check(
         version: link.tls_version().to_owned(),
         suite: link.cipher_suite().to_owned(),
         chain,
-        anchor: record.and_then(|r| r.anchor),
+        anchor: link.anchor().map(str::to_owned),
     };
     link.send_close_notify();
     let _ = send(&mut link, &mut stream, &mut out);

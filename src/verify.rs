@@ -53,13 +53,11 @@ pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Option<ChainRecord>) {
     (result, take_record())
 }
 
-/// Forgets the record of this thread (call before a handshake).
-pub fn clear_record() {
+fn clear_record() {
     LAST.with(|l| l.borrow_mut().take());
 }
 
-/// The record of the last verification on this thread, if any.
-pub fn take_record() -> Option<ChainRecord> {
+fn take_record() -> Option<ChainRecord> {
     LAST.with(|l| l.borrow_mut().take())
 }
 

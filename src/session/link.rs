@@ -72,6 +72,8 @@ pub(crate) struct Link {
     /// (this link's own, whatever other links do on the thread; dropped once the handshake
     /// is complete).
     chain: Option<verify::ChainRecord>,
+    /// The trust anchor the verified chain ended in, kept once the handshake is complete.
+    anchor: Option<String>,
 }
 
 impl Link {
@@ -98,6 +100,7 @@ impl Link {
             cipher_suite: String::new(),
             rx: Vec::new(),
             chain: None,
+            anchor: None,
         })
     }
 
@@ -158,7 +161,7 @@ impl Link {
                 .map(|s| format!("{:?}", s.suite()))
                 .unwrap_or_default();
             self.sniffer = HelloSniffer::default();
-            self.chain = None;
+            self.anchor = self.chain.take().and_then(|r| r.anchor);
             if let Some(first) = self.first_packet.take() {
                 self.tls
                     .writer()
@@ -248,6 +251,11 @@ impl Link {
             sniffed: std::mem::take(&mut self.sniffer),
             chain: None,
         })
+    }
+
+    /// The trust anchor the server's chain ended in, once the handshake is done.
+    pub(crate) fn anchor(&self) -> Option<&str> {
+        self.anchor.as_deref()
     }
 
     /// The server's certificate chain, leaf first, once the handshake is done.
