@@ -16,6 +16,7 @@ use std::fmt;
 /// - 300..399: MQTT and IoT Hub framing
 /// - 400..499: I/O and network
 /// - 500..599: keys held by a hardware token (PKCS#11)
+/// - 600..699: certificate lifecycle (issuance through DPS, renewal through the hub)
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[must_use]
@@ -145,6 +146,14 @@ pub enum Code {
     Pkcs11TokenFailed = 510,
     /// This build of tether has no PKCS#11 support (the `pkcs11` feature, Linux only).
     Pkcs11Unavailable = 511,
+
+    /// DPS or the hub refused to issue a certificate (a bad CSR, 400040; no pending request
+    /// matches, 412001; or the registration failed): the message names the error code. Not
+    /// retried; the current credential stays in force.
+    CertIssuanceRefused = 600,
+    /// DPS assigned the device to a hub that speaks MQTT v5 only (`connectionProfile`
+    /// `mqttV5`); tether speaks MQTT 3.1.1.
+    HubRequiresMqttV5 = 601,
 }
 
 impl Code {
@@ -209,6 +218,8 @@ impl Code {
             Code::Pkcs11MechanismUnsupported => "TETHER_RESULT_PKCS11_MECHANISM_UNSUPPORTED",
             Code::Pkcs11TokenFailed => "TETHER_RESULT_PKCS11_TOKEN_FAILED",
             Code::Pkcs11Unavailable => "TETHER_RESULT_PKCS11_UNAVAILABLE",
+            Code::CertIssuanceRefused => "TETHER_RESULT_CERT_ISSUANCE_REFUSED",
+            Code::HubRequiresMqttV5 => "TETHER_RESULT_HUB_REQUIRES_MQTT_V5",
         }
     }
 
@@ -272,6 +283,8 @@ impl Code {
         Code::Pkcs11MechanismUnsupported,
         Code::Pkcs11TokenFailed,
         Code::Pkcs11Unavailable,
+        Code::CertIssuanceRefused,
+        Code::HubRequiresMqttV5,
     ];
 
     /// Whether this code belongs to the TLS area (policy, certificates, handshake).

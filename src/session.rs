@@ -270,6 +270,7 @@ pub fn is_fatal(code: Code) -> bool {
             | Code::Pkcs11CertNotFound
             | Code::Pkcs11MechanismUnsupported
             | Code::Pkcs11Unavailable
+            | Code::HubRequiresMqttV5
     )
 }
 

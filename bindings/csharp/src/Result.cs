@@ -64,6 +64,8 @@ namespace Tether
         Pkcs11MechanismUnsupported = 509,
         Pkcs11TokenFailed = 510,
         Pkcs11Unavailable = 511,
+        CertIssuanceRefused = 600,
+        HubRequiresMqttV5 = 601,
     }
 
     /// <summary>A failed call: the result code and the library's message (never a secret).</summary>
