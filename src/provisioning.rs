@@ -19,7 +19,7 @@ use crate::handshake::{self, connect_tcp, io_error};
 use crate::mqtt::codec::{
     self, encode_to_vec, Connect, Decoded, Packet, Publish, DEFAULT_MAX_PACKET_SIZE,
 };
-use crate::mqtt::dps;
+use crate::mqtt::{credentials, dps};
 use crate::mqtt::topics::build_string;
 
 /// How the device proves itself to DPS.
@@ -185,6 +185,41 @@ fn publish(topic: &str, payload: &[u8], pkid: u16) -> Result<Vec<u8>> {
 
 /// Registers the device with DPS; `now_unix` is the device clock (for the SAS token).
 pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
+    register(request, None, now_unix).map(|(a, _)| a)
+}
+
+/// Registers the device with DPS and has it issue a certificate for `csr_base64` (api-version
+/// `2025-07-01-preview`): the assignment and the issued chain (DER, leaf first, not yet
+/// verified: see [`crate::auth::csr::verify_issued`]). `HubRequiresMqttV5` when the assigned
+/// hub speaks MQTT v5 only; `CertIssuanceRefused` when DPS assigned the device without a
+/// certificate.
+pub fn provision_with_csr(
+    request: &DpsRequest,
+    csr_base64: &str,
+    now_unix: u64,
+) -> Result<(Assignment, Vec<Vec<u8>>)> {
+    let (assignment, issued) = register(request, Some(csr_base64), now_unix)?;
+    let chain = issued.map(|i| i.chain).ok_or_else(|| {
+        Error::new(
+            Code::CertIssuanceRefused,
+            "DPS assigned the device but issued no certificate (does the enrollment have a \
+             clientCertificateIssuancePolicy?)",
+        )
+    })?;
+    crate::log!(
+        crate::log::Level::Info,
+        "DPS issued a certificate chain of {} to {}",
+        chain.len(),
+        assignment.device_id
+    );
+    Ok((assignment, chain))
+}
+
+fn register(
+    request: &DpsRequest,
+    csr: Option<&str>,
+    now_unix: u64,
+) -> Result<(Assignment, Option<credentials::DpsIssued>)> {
     let deadline = Instant::now() + request.timeout;
     let reg = &request.registration_id;
     let scope = &request.id_scope;
@@ -193,7 +228,7 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
             s,
             scope,
             reg,
-            None,
+            csr.map(|_| credentials::DPS_CSR_API_VERSION),
             Some(&format!("tether/{}", crate::VERSION)),
         )
     })?;
@@ -283,7 +318,10 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
     }
 
     let mut rid = 1u16;
-    let payload = build_string(|s| dps::register_payload_to(s, reg))?;
+    let payload = match csr {
+        Some(c) => credentials::dps_register_payload(reg, c)?,
+        None => build_string(|s| dps::register_payload_to(s, reg))?,
+    };
     let topic = build_string(|s| dps::register_topic_to(s, &rid.to_string()))?;
     link.send(&publish(&topic, payload.as_bytes(), rid)?)?;
     loop {
@@ -291,6 +329,10 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
         let parsed = dps::parse_response_body(&body)?;
         match status {
             200 => {
+                let issued = match csr {
+                    Some(_) => credentials::parse_dps_issued(&body)?,
+                    None => None,
+                };
                 if let Ok(bytes) = encode_to_vec(Ok(2), codec::encode_disconnect) {
                     let _ = link.send(&bytes);
                 }
@@ -301,10 +343,13 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
                             crate::log::Level::Info,
                             "{reg} assigned to {hub} as {device}"
                         );
-                        Ok(Assignment {
-                            assigned_hub: hub.to_owned(),
-                            device_id: device.to_owned(),
-                        })
+                        Ok((
+                            Assignment {
+                                assigned_hub: hub.to_owned(),
+                                device_id: device.to_owned(),
+                            },
+                            issued,
+                        ))
                     }
                     (status, ..) => Err(Error::new(
                         Code::NotAuthorized,
