@@ -19,8 +19,8 @@ use crate::handshake::{self, connect_tcp, io_error};
 use crate::mqtt::codec::{
     self, encode_to_vec, Connect, Decoded, Packet, Publish, DEFAULT_MAX_PACKET_SIZE,
 };
-use crate::mqtt::{credentials, dps};
 use crate::mqtt::topics::build_string;
+use crate::mqtt::{credentials, dps};
 
 /// How the device proves itself to DPS.
 #[derive(Clone, Debug)]

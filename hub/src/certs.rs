@@ -167,10 +167,14 @@ impl Dps {
                         )
                     })?;
                     let mut keys = Vec::new();
-                    for (text, what) in [(&k.primary_key, "primaryKey"), (&k.secondary_key, "secondaryKey")] {
+                    for (text, what) in [
+                        (&k.primary_key, "primaryKey"),
+                        (&k.secondary_key, "secondaryKey"),
+                    ] {
                         if let Some(t) = text.as_deref().filter(|t| !t.is_empty()) {
                             keys.push(Box::new(
-                                SasKey::from_base64_named(t, what).map_err(|e| e.context(&label))?,
+                                SasKey::from_base64_named(t, what)
+                                    .map_err(|e| e.context(&label))?,
                             ));
                         }
                     }
@@ -276,7 +280,10 @@ pub fn authenticate_dps(
     if scope != dps.id_scope {
         return Err(refuse(
             Code::NotAuthorized,
-            format!("id scope \"{scope}\" is not this DPS's \"{}\"", dps.id_scope),
+            format!(
+                "id scope \"{scope}\" is not this DPS's \"{}\"",
+                dps.id_scope
+            ),
         ));
     }
     if client_id != reg {
@@ -293,7 +300,11 @@ pub fn authenticate_dps(
     if parsed.resource_uri != wanted.uri() {
         return Err(refuse(
             Code::NotAuthorized,
-            format!("token is for \"{}\", not \"{}\"", parsed.resource_uri, wanted.uri()),
+            format!(
+                "token is for \"{}\", not \"{}\"",
+                parsed.resource_uri,
+                wanted.uri()
+            ),
         ));
     }
     let (enrollment, keys): (&Enrollment, Vec<SasKey>) = match dps.individual(reg) {
@@ -304,10 +315,7 @@ pub fn authenticate_dps(
                 .iter()
                 .find(|e| e.group && !e.keys.is_empty())
                 .ok_or_else(|| {
-                    refuse(
-                        Code::NotAuthorized,
-                        format!("\"{reg}\" has no enrollment"),
-                    )
+                    refuse(Code::NotAuthorized, format!("\"{reg}\" has no enrollment"))
                 })?;
             let derived = g
                 .keys
@@ -326,7 +334,10 @@ pub fn authenticate_dps(
     if keys.is_empty() {
         return Err(refuse(
             Code::NotAuthorized,
-            format!("enrollment \"{}\" attests with X.509, not a key", enrollment.id),
+            format!(
+                "enrollment \"{}\" attests with X.509, not a key",
+                enrollment.id
+            ),
         ));
     }
     let ok = keys.iter().any(|k| sas::verify(token, k, now_unix).is_ok());
@@ -339,7 +350,10 @@ pub fn authenticate_dps(
     Ok(Session {
         device_id: reg.to_owned(),
         module_id: None,
-        method: format!("DPS, enrollment \"{}\", api-version {version}", enrollment.id),
+        method: format!(
+            "DPS, enrollment \"{}\", api-version {version}",
+            enrollment.id
+        ),
         expires_unix: Some(parsed.expiry_unix),
         kind: DPS_KIND,
     })
@@ -398,8 +412,8 @@ impl Issuer {
             .ok_or_else(|| format!("{}: no certificate", cert.display()))?;
         let key_pem =
             std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?;
-        let key = rcgen::KeyPair::from_pem(&key_pem)
-            .map_err(|e| format!("{}: {e}", key.display()))?;
+        let key =
+            rcgen::KeyPair::from_pem(&key_pem).map_err(|e| format!("{}: {e}", key.display()))?;
         let issuer = rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(ca_der.clone()), key)
             .map_err(|e| format!("{}: {e}", cert.display()))?;
         Ok(Issuer {
@@ -422,8 +436,12 @@ impl Issuer {
         expected_cn: &str,
         now_unix: u64,
     ) -> std::result::Result<Vec<Vec<u8>>, BadCsr> {
-        let mut csr = rcgen::CertificateSigningRequestParams::from_der(&csr_der.into())
-            .map_err(|e| BadCsr(format!("the CSR is not a valid signed PKCS#10 request: {e}")))?;
+        let mut csr =
+            rcgen::CertificateSigningRequestParams::from_der(&csr_der.into()).map_err(|e| {
+                BadCsr(format!(
+                    "the CSR is not a valid signed PKCS#10 request: {e}"
+                ))
+            })?;
         let cn = common_name(&csr.params.distinguished_name);
         if cn.as_deref() != Some(expected_cn) {
             return Err(BadCsr(format!(
@@ -461,11 +479,8 @@ fn unb64(text: &str) -> Option<Vec<u8>> {
 
 fn query<'t>(topic: &'t str, key: &str) -> Option<&'t str> {
     let (_, q) = topic.split_once('?')?;
-    q.split('&').find_map(|p| {
-        p.split_once('=')
-            .filter(|(k, _)| *k == key)
-            .map(|(_, v)| v)
-    })
+    q.split('&')
+        .find_map(|p| p.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
 }
 
 fn utc(unix: u64) -> String {
@@ -552,11 +567,15 @@ impl Certs {
 
     /// Why a connection with `cert_der` must be refused (the `refuseRenewed` knob).
     pub fn refuses(&self, registry: &Registry, device: &str, cert_der: &[u8]) -> Option<String> {
-        let knob = registry.dps.as_ref()?.for_device(device)?.simulate.refuse_renewed;
+        let knob = registry
+            .dps
+            .as_ref()?
+            .for_device(device)?
+            .simulate
+            .refuse_renewed;
         let thumb = thumbprint_sha256(cert_der);
-        (knob && self.renewed.get(device).is_some_and(|s| s.contains(&thumb))).then(|| {
-            "certificate issued by renewal refused (simulate.refuseRenewed)".to_owned()
-        })
+        (knob && self.renewed.get(device).is_some_and(|s| s.contains(&thumb)))
+            .then(|| "certificate issued by renewal refused (simulate.refuseRenewed)".to_owned())
     }
 
     /// A subscription by `client`.
@@ -698,14 +717,15 @@ impl Certs {
                 body,
             )]
         };
-        let error = |status: u16, code: u32, retry: Option<u64>, message: &str, active: Option<&str>| {
-            let mut v = json!({"errorCode": code, "message": message,
+        let error =
+            |status: u16, code: u32, retry: Option<u64>, message: &str, active: Option<&str>| {
+                let mut v = json!({"errorCode": code, "message": message,
                                "info": {"requestId": active.unwrap_or(&rid)}});
-            if let Some(r) = retry {
-                v["retryAfter"] = Value::from(r);
-            }
-            reply(status, v)
-        };
+                if let Some(r) = retry {
+                    v["retryAfter"] = Value::from(r);
+                }
+                reply(status, v)
+            };
         if !topic.starts_with("$iothub/credentials/POST/issueCertificate/") {
             return error(404, 404_001, None, "unknown credentials operation", None);
         }
@@ -735,19 +755,47 @@ impl Certs {
             );
         }
         if body["id"].as_str() != Some(device.as_str()) {
-            return error(400, 400_004, None, "the body's id is not the device id", None);
+            return error(
+                400,
+                400_004,
+                None,
+                "the body's id is not the device id",
+                None,
+            );
         }
         // An active request: only `replace` = its rid (or `*`) may take its place.
-        let active = self.pending.get(&device).filter(|p| p.expires > now).map(|p| p.rid.clone());
+        let active = self
+            .pending
+            .get(&device)
+            .filter(|p| p.expires > now)
+            .map(|p| p.rid.clone());
         match (replace, &active) {
             (None, Some(a)) => {
-                return error(409, 409_005, None, "a certificate request is already active", Some(a))
+                return error(
+                    409,
+                    409_005,
+                    None,
+                    "a certificate request is already active",
+                    Some(a),
+                )
             }
             (Some(r), None) if r != "*" && r != PHANTOM_RID => {
-                return error(412, 412_001, None, "no pending request matches replace", None)
+                return error(
+                    412,
+                    412_001,
+                    None,
+                    "no pending request matches replace",
+                    None,
+                )
             }
             (Some(r), Some(a)) if r != "*" && r != a => {
-                return error(412, 412_001, None, "no pending request matches replace", None)
+                return error(
+                    412,
+                    412_001,
+                    None,
+                    "no pending request matches replace",
+                    None,
+                )
             }
             _ => {}
         }
@@ -755,7 +803,13 @@ impl Certs {
             return error(400, 400_040, None, "the CSR is not valid (simulated)", None);
         }
         let Some(issuer) = self.issuer.as_mut() else {
-            return error(503, 503_001, Some(5), "the stand-in has no issuing CA", None);
+            return error(
+                503,
+                503_001,
+                Some(5),
+                "the stand-in has no issuing CA",
+                None,
+            );
         };
         let issued = body["csr"]
             .as_str()
@@ -816,11 +870,19 @@ mod tests {
     #[test]
     fn dps_user_names() {
         assert_eq!(
-            parse_dps_username("0ne1/registrations/r-1/api-version=2025-07-01-preview&ClientVersion=x"),
+            parse_dps_username(
+                "0ne1/registrations/r-1/api-version=2025-07-01-preview&ClientVersion=x"
+            ),
             Some(("0ne1", "r-1", "2025-07-01-preview"))
         );
-        assert_eq!(parse_dps_username("hub.example/d1/?api-version=2021-04-12"), None);
-        assert_eq!(parse_dps_username("0ne1/registrations//api-version=1"), None);
+        assert_eq!(
+            parse_dps_username("hub.example/d1/?api-version=2021-04-12"),
+            None
+        );
+        assert_eq!(
+            parse_dps_username("0ne1/registrations//api-version=1"),
+            None
+        );
         assert!(authorize_dps(Access::Write, "devices/x/messages/events/").is_err());
         assert!(authorize_dps(Access::Subscribe, "$dps/registrations/res/#").is_ok());
     }

@@ -665,13 +665,23 @@ extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, _user: *mut c_void)
                 let now = now_unix();
                 let issued = if let Some(api) = &dps_api {
                     let registry = &st.registry.current;
-                    Some(st.certs.dps_publish(registry, &session, api, topic, payload, now))
+                    Some(
+                        st.certs
+                            .dps_publish(registry, &session, api, topic, payload, now),
+                    )
                 } else if topic.starts_with("$iothub/credentials/") {
                     let registry = &st.registry.current;
-                    Some(st.certs.credentials_publish(registry, &session, topic, payload, now))
+                    Some(
+                        st.certs
+                            .credentials_publish(registry, &session, topic, payload, now),
+                    )
                 } else {
                     None
                 };
+                if dps_api.is_some() {
+                    // A device DPS just created is a device of the hub.
+                    st.certs.overlay(&mut st.registry.current);
+                }
                 match issued {
                     Some(publishes) => {
                         for p in publishes {

@@ -50,12 +50,16 @@ mod config;
 mod inbound;
 pub(crate) mod link;
 mod outbox;
+mod renewal;
 mod timers;
 
 pub use config::{
     SessionConfig, SessionOptions, CERT_EXPIRY_WARNING_DAYS, DEFAULT_MAX_UNSENT_BYTES,
 };
 pub use inbound::InboundAck;
+pub use renewal::{
+    CertificateEvent, KeyBytes, RenewalSettings, ANSWER_TIMEOUT_MS, DEFAULT_RENEW_FRACTION,
+};
 
 use inbound::Inbound;
 use link::Link;
@@ -238,6 +242,9 @@ pub enum Event {
         /// Why it could not be decoded.
         reason: Error,
     },
+    /// Certificate renewal progress: requested, issued, swapped (store the new chain and
+    /// key), rolled back, failed.
+    Certificate(CertificateEvent),
 }
 
 /// What the application subscribes to.
@@ -249,6 +256,9 @@ pub enum Subscription {
     Methods,
     /// Twin responses and desired-property patches (two filters).
     Twin,
+    /// Certificate renewal answers (`$iothub/credentials/res/#`; the session subscribes by
+    /// itself when renewal is enabled).
+    Credentials,
 }
 
 /// Where the session is with its transport connection. The link of a connection lives in
@@ -303,6 +313,10 @@ pub struct Session {
     key_switches: u32,
     /// Transport connections started so far: inbound acknowledgements name theirs.
     generation: u64,
+    /// Certificate renewal through the hub, when enabled.
+    renewal: Option<renewal::Renewal>,
+    /// The latest time the driver gave (Unix ms).
+    last_now_ms: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -330,7 +344,104 @@ impl Session {
             renew_at_ms: None,
             key_switches: 0,
             generation: 0,
+            renewal: None,
+            last_now_ms: 0,
         })
+    }
+
+    /// Replaces the TLS configuration (a new client certificate and key, or a signer): used
+    /// from the next [`Session::connect`] on; the current connection is not touched.
+    pub fn set_tls_config(&mut self, tls: Arc<rustls::ClientConfig>, has_client_cert: bool) {
+        self.config.tls = tls;
+        self.config.has_client_cert = has_client_cert;
+    }
+
+    /// Renews the client certificate through the hub (`$iothub/credentials`) at
+    /// `settings.fraction` of its validity, from then on: `key` and `chain` are the
+    /// certificate in force (the one in the TLS configuration). Each renewal makes a fresh
+    /// P-256 key; the session reconnects with the renewed certificate and keeps the old one
+    /// until the hub accepts it. Progress comes as [`Event::Certificate`].
+    pub fn enable_certificate_renewal(
+        &mut self,
+        settings: RenewalSettings,
+        key: crate::auth::csr::DeviceKey,
+        chain: Vec<Vec<u8>>,
+        now_ms: u64,
+    ) -> Result<()> {
+        let renewal = renewal::Renewal::new(settings, &self.config.device_id, key, chain)?;
+        self.config.options.client_cert_not_after = Some(renewal.not_after());
+        self.renewal = Some(renewal);
+        self.subscribe(Subscription::Credentials, now_ms)?;
+        self.arm_cert_renewal();
+        Ok(())
+    }
+
+    /// Renews the certificate now (on demand), once connected.
+    pub fn renew_certificate(&mut self, now_ms: u64) -> Result<()> {
+        let renewal = self.renewal.as_mut().ok_or_else(|| {
+            Error::new(
+                Code::InvalidState,
+                "certificate renewal is not enabled on this session",
+            )
+        })?;
+        renewal.renew_now(now_ms);
+        self.arm_cert_renewal();
+        Ok(())
+    }
+
+    fn arm_cert_renewal(&mut self) {
+        if self.is_connected() {
+            let due = self.renewal.as_ref().and_then(|r| r.due_ms());
+            self.timers.set(Timer::CertRenewal, due);
+        }
+    }
+
+    fn push_certificate_events(&mut self, events: Vec<CertificateEvent>) {
+        for e in events {
+            self.inbound.push(Event::Certificate(e));
+        }
+    }
+
+    fn cert_renewal_due(&mut self, now_ms: u64) -> Result<()> {
+        let mut events = Vec::new();
+        let action = match self.renewal.as_mut() {
+            Some(r) => r.on_due(now_ms, &mut events),
+            None => renewal::Action::None,
+        };
+        self.push_certificate_events(events);
+        self.renewal_action(action, now_ms)
+    }
+
+    fn on_credentials_answer(&mut self, topic: &str, payload: &[u8], now_ms: u64) -> Result<()> {
+        let mut events = Vec::new();
+        let tls = self.config.tls.clone();
+        let action = match self.renewal.as_mut() {
+            Some(r) => r.on_answer(topic, payload, now_ms, &tls, &mut events),
+            None => renewal::Action::None,
+        };
+        self.push_certificate_events(events);
+        self.renewal_action(action, now_ms)
+    }
+
+    fn renewal_action(&mut self, action: renewal::Action, now_ms: u64) -> Result<()> {
+        match action {
+            renewal::Action::None => {}
+            renewal::Action::Send { topic, body } => {
+                // QoS 1, tracked by the renewal machine (answer timeout), not the outbox.
+                let pkid = self.outbox.allocate_pkid();
+                self.write_publish(&topic, body.as_bytes(), 1, pkid, false, now_ms)?;
+            }
+            renewal::Action::Reconnect(tls) => {
+                self.config.tls = tls;
+                self.config.options.client_cert_not_after =
+                    self.renewal.as_ref().map(|r| r.not_after());
+                self.send_disconnect(now_ms);
+                self.end(Disconnect::Renewal);
+                return Ok(());
+            }
+        }
+        self.arm_cert_renewal();
+        Ok(())
     }
 
     /// The configuration.
@@ -370,6 +481,7 @@ impl Session {
     /// then CONNECT with a fresh SAS token (valid for the configured lifetime from
     /// `now_ms`). Subscriptions and unacknowledged messages are restored after CONNACK.
     pub fn connect(&mut self, now_ms: u64) -> Result<()> {
+        self.last_now_ms = now_ms;
         if self.is_active() {
             return Err(Error::new(
                 Code::InvalidState,
@@ -493,6 +605,7 @@ impl Session {
     /// Feeds bytes received from the transport. Errors are also reported as
     /// [`Event::Disconnected`]; after one, the transport must be closed.
     pub fn handle_input(&mut self, data: &[u8], now_ms: u64) -> Result<()> {
+        self.last_now_ms = now_ms;
         let result = self.input(data, now_ms);
         if let Err(e) = &result {
             self.fail(e.clone());
@@ -574,6 +687,12 @@ impl Session {
         self.key_switches = 0;
         self.state = State::Connected { link };
         self.timers.connected(self.renew_at_ms);
+        if let Some(r) = self.renewal.as_mut() {
+            let mut events = Vec::new();
+            r.on_accepted(&mut events);
+            self.push_certificate_events(events);
+        }
+        self.arm_cert_renewal();
         // Restore subscriptions, then re-send what was not acknowledged, in order.
         let subs = self.subscriptions.clone();
         if !subs.is_empty() {
@@ -591,6 +710,7 @@ impl Session {
     /// Moves due timers: CONNACK timeout, SAS renewal, stalled acknowledgements, ping
     /// timeout, keep-alive ping.
     pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.last_now_ms = now_ms;
         if let Err(e) = self.timeout(now_ms) {
             self.fail(e);
         }
@@ -626,6 +746,10 @@ impl Session {
                 self.timers.ping_sent(now_ms);
                 let ping = encode_to_vec(Ok(2), codec::encode_pingreq)?;
                 self.write(&ping, now_ms)
+            }
+            Timer::CertRenewal => {
+                self.timers.set(Timer::CertRenewal, None);
+                self.cert_renewal_due(now_ms)
             }
         }
     }
@@ -725,7 +849,20 @@ impl Session {
     /// Ends the transport connection, for the reason `why`: the one way every connection
     /// ends. The link's buffered output (a DISCONNECT, an alert) stays readable by
     /// [`Session::poll_output`] until the next [`Session::connect`].
-    fn end(&mut self, why: Disconnect) {
+    fn end(&mut self, mut why: Disconnect) {
+        // A renewed certificate the hub refused before accepting the connection: back to the
+        // previous one, and reconnect with it.
+        if matches!(self.state, State::Connecting { .. }) {
+            if let (Some(r), Some(error)) = (self.renewal.as_mut(), why.error().cloned()) {
+                let mut events = Vec::new();
+                if let Some(old) = r.on_refused(&error, self.last_now_ms, &mut events) {
+                    self.config.tls = old;
+                    self.config.options.client_cert_not_after = Some(r.not_after());
+                    self.push_certificate_events(events);
+                    why = Disconnect::Retriable(error);
+                }
+            }
+        }
         let closed = match std::mem::replace(&mut self.state, State::Idle { closed: None }) {
             State::Connecting { link } | State::Connected { link } => Some(link),
             State::Idle { closed } => closed,
