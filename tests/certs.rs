@@ -34,9 +34,9 @@ fn enrollment(reg: &str, simulate: &str) -> String {
     )
 }
 
-fn registry(enrollments: &[String]) -> String {
+fn registry_for(host: &str, enrollments: &[String]) -> String {
     format!(
-        r#"{{"hostName": "{HOST}", "devices": [],
+        r#"{{"hostName": "{host}", "devices": [],
             "dps": {{"idScope": "{SCOPE}", "enrollments": [{}]}}}}"#,
         enrollments.join(",")
     )
@@ -44,9 +44,13 @@ fn registry(enrollments: &[String]) -> String {
 
 /// A stand-in with DPS whose certificates live `validity` seconds.
 fn hub(enrollments: &[String], validity: u64) -> (Hub, u16) {
+    hub_for(HOST, enrollments, validity)
+}
+
+fn hub_for(host: &str, enrollments: &[String], validity: u64) -> (Hub, u16) {
     let dps = free_port();
     let hub = Hub::start_full(
-        &registry(enrollments),
+        &registry_for(host, enrollments),
         |_| {},
         &[
             "--dps-port",
@@ -475,4 +479,95 @@ fn a_crash_in_the_middle_of_a_store_write_leaves_a_whole_credential() {
             .expect("the stored key is the stored certificate's");
     }
     assert!(last > 12, "the writer made progress ({last} generations)");
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
+    for name in tether::client::env::ALL {
+        cmd.env_remove(name);
+    }
+    cmd.args(args).output().unwrap()
+}
+
+#[test]
+fn cli_provision_with_a_csr_then_send_with_the_stored_credentials() {
+    const REG: &str = "cli-device";
+    // The hub's host name is localhost, so the stored credentials reach it as they are.
+    let (hub, dps) = hub_for("localhost", &[enrollment(REG, "{}")], 3600);
+    let dir = temp_dir("certs-cli").join("creds");
+    let dir_s = dir.to_string_lossy().into_owned();
+    let ca = hub.ca();
+    let out = cli(&[
+        "provision",
+        "--id-scope",
+        SCOPE,
+        "--registration-id",
+        REG,
+        "--sas-key",
+        KEY,
+        "--csr",
+        "--out",
+        &dir_s,
+        "--endpoint",
+        "localhost",
+        "--port",
+        &dps.to_string(),
+        "--ca",
+        &ca,
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "provision: {stdout}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        hub.log()
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["assignedHub"], "localhost");
+    assert_eq!(v["deviceId"], REG);
+    assert_eq!(v["generation"], 1);
+    // The stored chain verifies with openssl; the key is the owner's only.
+    let gen = dir.join("gen-1");
+    let chain = tether::policy::load_certificates(&std::fs::read(gen.join("chain.pem")).unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|c| c.as_ref().to_vec())
+        .collect::<Vec<_>>();
+    let verdict = openssl_verify(&hub, &chain, &temp_dir("certs-cli-verify"));
+    assert!(
+        verdict.trim_end().ends_with(": OK"),
+        "openssl verify: {verdict}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(gen.join("key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let out = cli(&[
+        "send",
+        "--credentials",
+        &dir_s,
+        "--port",
+        &hub.x509.to_string(),
+        "--ca",
+        &ca,
+        "--count",
+        "3",
+        "reading",
+    ]);
+    assert!(
+        out.status.success(),
+        "send: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        hub.log()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "sent 3 acked 3"
+    );
+    assert!(hub.log().contains(&format!("accepted \"{REG}\"")));
 }

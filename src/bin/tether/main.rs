@@ -30,6 +30,7 @@ mod hub;
 mod hub_audit;
 mod listen;
 mod opts;
+mod provision;
 mod sas_token;
 mod send;
 mod thumbprint;
@@ -66,6 +67,7 @@ enum Command {
     Listen(listen::ListenArgs),
     Twin(twin::TwinArgs),
     Hub(hub::HubArgs),
+    Provision(provision::ProvisionArgs),
     Audit(audit::AuditArgs),
     Completions(completions::CompletionsArgs),
     /// Print the library version
@@ -84,6 +86,7 @@ impl Command {
             Command::Listen(args) => listen::run(args),
             Command::Twin(args) => twin::run(args),
             Command::Hub(args) => hub::run(args),
+            Command::Provision(args) => provision::run(args),
             Command::Audit(_) => unreachable!("main runs audit itself"),
             Command::Completions(args) => completions::run(args),
             Command::Version => {
