@@ -47,6 +47,67 @@ impl std::fmt::Debug for StoredCredential {
     }
 }
 
+impl StoredCredential {
+    /// The credential as one text (what load/save callbacks exchange): header lines
+    /// `generation: N`, `hub: HOST`, `device: ID`, then the chain as PEM certificates (leaf
+    /// first) and the key as a PEM `PRIVATE KEY`. Wiped when dropped (it holds the key).
+    pub fn to_pem(&self) -> Zeroizing<String> {
+        let mut out = Zeroizing::new(format!(
+            "generation: {}\nhub: {}\ndevice: {}\n",
+            self.generation, self.hub, self.device_id
+        ));
+        for c in &self.chain {
+            out.push_str(&pem("CERTIFICATE", c));
+        }
+        if let Some(key) = &self.key_pkcs8 {
+            out.push_str(&Zeroizing::new(pem("PRIVATE KEY", key)));
+        }
+        out
+    }
+
+    /// Reads what [`StoredCredential::to_pem`] wrote.
+    pub fn from_pem(text: &[u8]) -> Result<StoredCredential> {
+        let bad = |why: &str| {
+            Error::new(
+                Code::InvalidArgument,
+                format!("stored credential: {why}"),
+            )
+        };
+        let s = std::str::from_utf8(text).map_err(|_| bad("not UTF-8"))?;
+        let header = |name: &str| {
+            s.lines()
+                .take_while(|l| !l.starts_with("-----"))
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+        };
+        let generation = header("generation:")
+            .and_then(|g| g.parse().ok())
+            .ok_or_else(|| bad("no generation line"))?;
+        let hub = header("hub:").ok_or_else(|| bad("no hub line"))?;
+        let device_id = header("device:").ok_or_else(|| bad("no device line"))?;
+        let chain = crate::policy::load_certificates(text)?
+            .into_iter()
+            .map(|c| c.as_ref().to_vec())
+            .collect();
+        let key_pkcs8 = if s.contains("-----BEGIN PRIVATE KEY-----") {
+            match crate::policy::load_private_key(text)? {
+                rustls::pki_types::PrivateKeyDer::Pkcs8(k) => {
+                    Some(Zeroizing::new(k.secret_pkcs8_der().to_vec()))
+                }
+                _ => return Err(bad("the key is not PKCS#8")),
+            }
+        } else {
+            None
+        };
+        Ok(StoredCredential {
+            generation,
+            hub,
+            device_id,
+            chain,
+            key_pkcs8,
+        })
+    }
+}
+
 /// Where credentials live.
 pub trait CredentialStore: Send {
     /// The credential in force, if any.
@@ -310,6 +371,8 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        let again = StoredCredential::from_pem(now.to_pem().as_bytes()).unwrap();
+        assert_eq!(again, now);
         store.discard(3).unwrap();
         let back = store.load().unwrap().unwrap();
         assert_eq!((back.generation, back.device_id.as_str()), (2, "d2"));
