@@ -119,6 +119,8 @@ namespace Tether
         /// <see cref="ClientEvent.Description"/> is the topic, <see cref="ClientEvent.Message"/>
         /// the body (no properties), <see cref="ClientEvent.ConnectionStatus"/> the reason.</summary>
         Undecodable = 9,
+        /// <summary>Certificate renewal progress: <see cref="ClientEvent.Certificate"/>.</summary>
+        Certificate = 10,
     }
 
     /// <summary>Embedded trust anchors (<c>TETHER_ROOTS_*</c>).</summary>
