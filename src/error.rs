@@ -382,7 +382,7 @@ mod tests {
             last = Some(value);
             assert!(code.name().starts_with("TETHER_RESULT_"));
         }
-        assert_eq!(Code::ALL.len(), 58);
+        assert_eq!(Code::ALL.len(), 60);
     }
 
     #[test]
@@ -394,6 +394,8 @@ mod tests {
         assert_eq!(Code::SasKeyInvalid as u32, 200);
         assert_eq!(Code::MqttMalformed as u32, 300);
         assert_eq!(Code::Io as u32, 400);
+        assert_eq!(Code::CertIssuanceRefused as u32, 600);
+        assert_eq!(Code::HubRequiresMqttV5 as u32, 601);
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub struct DeviceKey {
 enum Inner {
     Software {
         pkcs8: Zeroizing<Vec<u8>>,
-        pair: EcdsaKeyPair,
+        pair: Box<EcdsaKeyPair>,
     },
     External {
         signer: Arc<dyn ExternalSigner>,
@@ -76,7 +76,7 @@ impl DeviceKey {
         Ok(DeviceKey {
             inner: Inner::Software {
                 pkcs8: Zeroizing::new(der.to_vec()),
-                pair,
+                pair: Box::new(pair),
             },
         })
     }
@@ -393,6 +393,84 @@ mod tests {
             Code::CertMalformed
         );
         assert_eq!(decode_chain(&["AAE="]).unwrap(), vec![vec![0u8, 1]]);
+    }
+
+    /// A CA (its DER) and a leaf for `leaf_key` it issued, valid 2025-01-01 to 2030-01-01.
+    fn issued_by_a_ca(leaf_key: &DeviceKey, ca_name: &str) -> (Vec<u8>, Vec<u8>) {
+        let ca_key = DeviceKey::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::default();
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, ca_name);
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        ca.serial_number = Some(rcgen::SerialNumber::from(1u64));
+        let ca_cert = ca.clone().self_signed(&ca_key).unwrap();
+        let mut leaf = rcgen::CertificateParams::default();
+        leaf.distinguished_name
+            .push(rcgen::DnType::CommonName, "device-1");
+        leaf.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        leaf.not_after = rcgen::date_time_ymd(2030, 1, 1);
+        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        leaf.serial_number = Some(rcgen::SerialNumber::from(2u64));
+        let issuer = rcgen::Issuer::new(ca, &ca_key);
+        let leaf_cert = leaf.signed_by(leaf_key, &issuer).unwrap();
+        (ca_cert.der().to_vec(), leaf_cert.der().to_vec())
+    }
+
+    #[test]
+    fn issued_chains_are_checked_for_key_validity_and_trust() {
+        let key = DeviceKey::generate().unwrap();
+        let (ca, leaf) = issued_by_a_ca(&key, "test issuing CA");
+        let roots = [CertificateDer::from(ca.clone())];
+        let mid_2026 = 1_780_272_000;
+        let ok = verify_issued(&[leaf.clone(), ca.clone()], &key, &roots, mid_2026).unwrap();
+        assert_eq!(ok.common_name, "device-1");
+        assert_eq!(ok.not_after, 1_893_456_000);
+        // Leaf alone, root trusted: fine too.
+        verify_issued(&[leaf.clone()], &key, &roots, mid_2026).unwrap();
+        let code = |r: Result<Issued>| r.unwrap_err().code();
+        let other = DeviceKey::generate().unwrap();
+        assert_eq!(
+            code(verify_issued(&[leaf.clone()], &other, &roots, mid_2026)),
+            Code::KeyCertMismatch
+        );
+        assert_eq!(
+            code(verify_issued(&[leaf.clone()], &key, &roots, 1_700_000_000)),
+            Code::CertNotYetValid
+        );
+        assert_eq!(
+            code(verify_issued(&[leaf.clone()], &key, &roots, 1_900_000_000)),
+            Code::CertExpired
+        );
+        // Another CA: unknown issuer; another CA of the same name: a bad signature.
+        let (impostor, _) = issued_by_a_ca(&key, "test issuing CA");
+        assert_eq!(
+            code(verify_issued(
+                &[leaf.clone()],
+                &key,
+                &[CertificateDer::from(impostor)],
+                mid_2026
+            )),
+            Code::CertInvalid
+        );
+        let (stranger, _) = issued_by_a_ca(&key, "another CA");
+        assert_eq!(
+            code(verify_issued(
+                &[leaf.clone()],
+                &key,
+                &[CertificateDer::from(stranger)],
+                mid_2026
+            )),
+            Code::CertUntrusted
+        );
+        assert_eq!(
+            code(verify_issued(&[leaf.clone()], &key, &[], mid_2026)),
+            Code::CertUntrusted
+        );
+        assert_eq!(
+            code(verify_issued(&[vec![0x30, 0x03, 1, 2, 3]], &key, &roots, mid_2026)),
+            Code::CertMalformed
+        );
     }
 
     #[test]

@@ -67,12 +67,8 @@ impl StoredCredential {
 
     /// Reads what [`StoredCredential::to_pem`] wrote.
     pub fn from_pem(text: &[u8]) -> Result<StoredCredential> {
-        let bad = |why: &str| {
-            Error::new(
-                Code::InvalidArgument,
-                format!("stored credential: {why}"),
-            )
-        };
+        let bad =
+            |why: &str| Error::new(Code::InvalidArgument, format!("stored credential: {why}"));
         let s = std::str::from_utf8(text).map_err(|_| bad("not UTF-8"))?;
         let header = |name: &str| {
             s.lines()

@@ -329,7 +329,10 @@ pub unsafe extern "C" fn tether_client_new_from_credentials(
             .load()?
             .ok_or_else(|| Error::new(Code::NotFound, "the store holds no credential yet"))?;
         let key = DeviceKey::from_pkcs8(stored.key_pkcs8.as_ref().ok_or_else(|| {
-            Error::new(Code::PrivateKeyMalformed, "the stored credential has no key")
+            Error::new(
+                Code::PrivateKeyMalformed,
+                "the stored credential has no key",
+            )
         })?)?;
         let base = policy_of(tls);
         let mut policy = base.clone();
