@@ -468,7 +468,12 @@ mod tests {
             Code::CertUntrusted
         );
         assert_eq!(
-            code(verify_issued(&[vec![0x30, 0x03, 1, 2, 3]], &key, &roots, mid_2026)),
+            code(verify_issued(
+                &[vec![0x30, 0x03, 1, 2, 3]],
+                &key,
+                &roots,
+                mid_2026
+            )),
             Code::CertMalformed
         );
     }
