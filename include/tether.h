@@ -1223,6 +1223,31 @@ enum tether_result tether_client_set_certificate(struct tether_client *client,
 enum tether_result tether_client_renew_certificate(struct tether_client *client);
 
 /*
+ Has DPS issue the device certificate in a registration driven by the caller's socket
+ (`tether_dps_session_*`): makes a fresh P-256 key, kept in `session`, and registers with
+ its CSR (CN = the registration id; api-version `2025-07-01-preview`). Call before
+ `tether_dps_session_start`; once assigned, `tether_dps_session_store_certificate` checks
+ and stores the chain. Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_STATE` (already started), `TETHER_RESULT_IO` (no random source).
+ */
+enum tether_result tether_dps_session_request_certificate(struct tether_dps_session *session);
+
+/*
+ Once `session` is assigned (with `tether_dps_session_request_certificate`): checks the
+ chain DPS issued (for the session's key, valid at `now_unix_ms`, chaining to a root `tls`
+ trusts; `tls` NULL: the IoT Hub roots) and saves it with the key, the hub and the device
+ id in `store` as its next generation. Results: `TETHER_RESULT_OK`, argument results,
+ `TETHER_RESULT_INVALID_STATE` (not assigned yet, or no certificate was requested),
+ `TETHER_RESULT_CERT_ISSUANCE_REFUSED` (DPS issued none), `TETHER_RESULT_KEY_CERT_MISMATCH`,
+ `TETHER_RESULT_CERT_EXPIRED`, `TETHER_RESULT_CERT_NOT_YET_VALID`,
+ `TETHER_RESULT_CERT_UNTRUSTED` (nothing is stored), `TETHER_RESULT_IO` (the store).
+ */
+enum tether_result tether_dps_session_store_certificate(const struct tether_dps_session *session,
+                                                        const struct tether_tls_config *tls,
+                                                        uint64_t now_unix_ms,
+                                                        const struct tether_credential_store *store);
+
+/*
  Returns the default client options: port 8883, keep-alive 60 s, token lifetime
  3600 s, 128 messages in flight, 10 s connect timeout, back-off up to 60 s.
  */

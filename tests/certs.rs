@@ -571,3 +571,64 @@ fn cli_provision_with_a_csr_then_send_with_the_stored_credentials() {
     );
     assert!(hub.log().contains(&format!("accepted \"{REG}\"")));
 }
+
+#[test]
+fn a_certificate_set_on_a_live_client_is_used_from_the_next_connection() {
+    const REG: &str = "cert-device-swap";
+    let (hub, dps) = hub(&[enrollment(REG, "{}")], 3600);
+    let (key, chain, device) = provision(&hub, dps, REG);
+    let mut p = policy(&hub);
+    p.set_client_key(key.certified_key(&chain).unwrap());
+    let good = p.build().unwrap();
+    let mut c = client(&hub, &device, key, chain, None);
+    c.connect(Duration::from_secs(20)).unwrap();
+
+    // A certificate for the device that no registered CA issued.
+    let stranger = DeviceKey::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, device.as_str());
+    params.serial_number = Some(rcgen::SerialNumber::from(9u64));
+    let self_signed = params.self_signed(&stranger).unwrap();
+    let mut p = policy(&hub);
+    p.set_client_key(
+        stranger
+            .certified_key(&[self_signed.der().to_vec()])
+            .unwrap(),
+    );
+    c.session_mut().set_tls_config(p.build().unwrap(), true);
+
+    // The connection in use is not touched...
+    let id = c
+        .send_telemetry(b"still on the old certificate", &PropertyBag::new(), 1)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "no ack\n{}", hub.log());
+        if let Some(Event::TelemetryAcked { id: acked }) =
+            c.poll(Duration::from_millis(100)).unwrap()
+        {
+            if acked == id {
+                break;
+            }
+        }
+    }
+    // ...the next one uses the new certificate (refused: no registered CA issued it)...
+    c.disconnect();
+    let refused = c.connect(Duration::from_secs(10)).unwrap_err();
+    assert!(
+        matches!(
+            refused.code(),
+            Code::ClientCertRejected
+                | Code::NotAuthorized
+                | Code::CertUntrusted
+                | Code::TlsHandshakeFailed
+        ),
+        "refused with {refused}"
+    );
+    // ...and setting the issued one back connects again.
+    c.session_mut().set_tls_config(good, true);
+    c.connect(Duration::from_secs(20)).unwrap();
+    c.disconnect();
+}

@@ -425,3 +425,83 @@ pub unsafe extern "C" fn tether_client_renew_certificate(client: *mut tether_cli
         c.client.renew_certificate()
     })
 }
+
+/// Has DPS issue the device certificate in a registration driven by the caller's socket
+/// (`tether_dps_session_*`): makes a fresh P-256 key, kept in `session`, and registers with
+/// its CSR (CN = the registration id; api-version `2025-07-01-preview`). Call before
+/// `tether_dps_session_start`; once assigned, `tether_dps_session_store_certificate` checks
+/// and stores the chain. Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+/// `TETHER_RESULT_INVALID_STATE` (already started), `TETHER_RESULT_IO` (no random source).
+#[no_mangle]
+pub unsafe extern "C" fn tether_dps_session_request_certificate(
+    session: *mut crate::ffi::dps_session::tether_dps_session,
+) -> Code {
+    guard(|| {
+        // SAFETY: NULL or a live registration.
+        let s = unsafe { handle_mut(session, "session") }?;
+        let key = DeviceKey::generate()?;
+        let csr = key.csr_base64(&s.session.request().registration_id)?;
+        s.session.set_csr(&csr)?;
+        s.key = Some(key);
+        Ok(())
+    })
+}
+
+/// Once `session` is assigned (with `tether_dps_session_request_certificate`): checks the
+/// chain DPS issued (for the session's key, valid at `now_unix_ms`, chaining to a root `tls`
+/// trusts; `tls` NULL: the IoT Hub roots) and saves it with the key, the hub and the device
+/// id in `store` as its next generation. Results: `TETHER_RESULT_OK`, argument results,
+/// `TETHER_RESULT_INVALID_STATE` (not assigned yet, or no certificate was requested),
+/// `TETHER_RESULT_CERT_ISSUANCE_REFUSED` (DPS issued none), `TETHER_RESULT_KEY_CERT_MISMATCH`,
+/// `TETHER_RESULT_CERT_EXPIRED`, `TETHER_RESULT_CERT_NOT_YET_VALID`,
+/// `TETHER_RESULT_CERT_UNTRUSTED` (nothing is stored), `TETHER_RESULT_IO` (the store).
+#[no_mangle]
+pub unsafe extern "C" fn tether_dps_session_store_certificate(
+    session: *const crate::ffi::dps_session::tether_dps_session,
+    tls: *const tether_tls_config,
+    now_unix_ms: u64,
+    store: *const tether_credential_store,
+) -> Code {
+    guard(|| {
+        // SAFETY: arguments per the contract above.
+        let s = unsafe { handle_ref(session, "session") }?;
+        let tls = unsafe { crate::ffi::opt_in_arg(tls, "tls") }?;
+        let store = unsafe { handle_ref(store, "store") }?;
+        let key = s.key.as_ref().ok_or_else(|| {
+            Error::new(
+                Code::InvalidState,
+                "no certificate was requested: call tether_dps_session_request_certificate first",
+            )
+        })?;
+        let assignment = match s.session.outcome() {
+            Some(Ok(a)) => a.clone(),
+            Some(Err(e)) => return Err(e.clone()),
+            None => {
+                return Err(Error::new(
+                    Code::InvalidState,
+                    "the registration has not finished",
+                ))
+            }
+        };
+        let chain = s.session.issued_chain().map(<[_]>::to_vec).ok_or_else(|| {
+            Error::new(
+                Code::CertIssuanceRefused,
+                "DPS assigned the device but issued no certificate",
+            )
+        })?;
+        verify_issued(
+            &chain,
+            key,
+            &policy_of(tls).trust_anchors(),
+            (now_unix_ms / 1000) as i64,
+        )?;
+        store.open().save(&StoredCredential {
+            generation: 0,
+            hub: assignment.assigned_hub,
+            device_id: assignment.device_id,
+            chain,
+            key_pkcs8: key.pkcs8_der(),
+        })?;
+        Ok(())
+    })
+}

@@ -1244,6 +1244,22 @@ static void certificates(tether_tls_config *tls, const char *pki) {
             NO_PANIC(tether_client_set_certificate(client, tls, junk, n, junk, n));
         }
     }
+    /* DPS with a CSR on the caller's socket: the key is made and kept by the registration. */
+    {
+        tether_dps_session *ds = NULL;
+        EXPECT(tether_dps_session_new("localhost", "0ne1", "reg-1", KEY, false, tls, 1000, &ds),
+               TETHER_RESULT_OK);
+        EXPECT(X(tether_dps_session_request_certificate)(NULL), TETHER_RESULT_NULL_ARGUMENT);
+        EXPECT(X(tether_dps_session_store_certificate)(ds, tls, 0, store), TETHER_RESULT_INVALID_STATE);
+        EXPECT(X(tether_dps_session_request_certificate)(ds), TETHER_RESULT_OK);
+        EXPECT(X(tether_dps_session_store_certificate)(NULL, tls, 0, store), TETHER_RESULT_NULL_ARGUMENT);
+        EXPECT(X(tether_dps_session_store_certificate)(ds, tls, 0, NULL), TETHER_RESULT_NULL_ARGUMENT);
+        EXPECT(X(tether_dps_session_store_certificate)(ds, NULL, 0, store), TETHER_RESULT_INVALID_STATE);
+        EXPECT(tether_dps_session_start(ds, 1767225600000ull), TETHER_RESULT_OK);
+        EXPECT(tether_dps_session_request_certificate(ds), TETHER_RESULT_INVALID_STATE);
+        tether_dps_session_free(ds);
+        EXPECT(tether_credential_store_generation(store, &generation), TETHER_RESULT_NOT_FOUND);
+    }
     EXPECT(X(tether_client_renew_certificate)(NULL), TETHER_RESULT_NULL_ARGUMENT);
     EXPECT(X(tether_client_renew_certificate)(client), TETHER_RESULT_INVALID_STATE);
     free(chain);
