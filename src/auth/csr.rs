@@ -427,26 +427,41 @@ mod tests {
         assert_eq!(ok.common_name, "device-1");
         assert_eq!(ok.not_after, 1_893_456_000);
         // Leaf alone, root trusted: fine too.
-        verify_issued(&[leaf.clone()], &key, &roots, mid_2026).unwrap();
+        verify_issued(std::slice::from_ref(&leaf), &key, &roots, mid_2026).unwrap();
         let code = |r: Result<Issued>| r.unwrap_err().code();
         let other = DeviceKey::generate().unwrap();
         assert_eq!(
-            code(verify_issued(&[leaf.clone()], &other, &roots, mid_2026)),
+            code(verify_issued(
+                std::slice::from_ref(&leaf),
+                &other,
+                &roots,
+                mid_2026
+            )),
             Code::KeyCertMismatch
         );
         assert_eq!(
-            code(verify_issued(&[leaf.clone()], &key, &roots, 1_700_000_000)),
+            code(verify_issued(
+                std::slice::from_ref(&leaf),
+                &key,
+                &roots,
+                1_700_000_000
+            )),
             Code::CertNotYetValid
         );
         assert_eq!(
-            code(verify_issued(&[leaf.clone()], &key, &roots, 1_900_000_000)),
+            code(verify_issued(
+                std::slice::from_ref(&leaf),
+                &key,
+                &roots,
+                1_900_000_000
+            )),
             Code::CertExpired
         );
         // Another CA: unknown issuer; another CA of the same name: a bad signature.
         let (impostor, _) = issued_by_a_ca(&key, "test issuing CA");
         assert_eq!(
             code(verify_issued(
-                &[leaf.clone()],
+                std::slice::from_ref(&leaf),
                 &key,
                 &[CertificateDer::from(impostor)],
                 mid_2026
@@ -456,7 +471,7 @@ mod tests {
         let (stranger, _) = issued_by_a_ca(&key, "another CA");
         assert_eq!(
             code(verify_issued(
-                &[leaf.clone()],
+                std::slice::from_ref(&leaf),
                 &key,
                 &[CertificateDer::from(stranger)],
                 mid_2026
@@ -464,7 +479,12 @@ mod tests {
             Code::CertUntrusted
         );
         assert_eq!(
-            code(verify_issued(&[leaf.clone()], &key, &[], mid_2026)),
+            code(verify_issued(
+                std::slice::from_ref(&leaf),
+                &key,
+                &[],
+                mid_2026
+            )),
             Code::CertUntrusted
         );
         assert_eq!(
