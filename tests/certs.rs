@@ -632,3 +632,39 @@ fn a_certificate_set_on_a_live_client_is_used_from_the_next_connection() {
     c.connect(Duration::from_secs(20)).unwrap();
     c.disconnect();
 }
+
+#[test]
+fn a_renewal_answered_while_the_device_is_away_arrives_after_it_reconnects() {
+    const REG: &str = "cert-device-away";
+    let (hub, dps) = hub(&[enrollment(REG, "{}")], 3600);
+    let (key, chain, device) = provision(&hub, dps, REG);
+    let mut c = client(&hub, &device, key, chain, None);
+    c.connect(Duration::from_secs(20)).unwrap();
+    c.renew_certificate().unwrap();
+    // The request goes out; the device leaves before the hub has the certificate ready.
+    certificate_events(&mut c, &hub, 20, |e| {
+        e.iter()
+            .any(|e| matches!(e, CertificateEvent::RenewalRequested { .. }))
+    });
+    c.disconnect();
+    // The stand-in answers 200 one second after the request, to a subscribed device only.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !hub.log()
+            .contains(&format!("issued a renewed certificate to \"{device}\"")),
+        "the certificate waited for the device\n{}",
+        hub.log()
+    );
+    c.connect(Duration::from_secs(20)).unwrap();
+    let (events, _) = certificate_events(&mut c, &hub, 30, |e| {
+        e.iter()
+            .any(|e| matches!(e, CertificateEvent::Swapped { .. }))
+    });
+    // One request only: the answer to it arrived on the new connection.
+    let requests = events
+        .iter()
+        .filter(|e| matches!(e, CertificateEvent::RenewalRequested { .. }))
+        .count();
+    assert_eq!(requests, 0, "no new request after reconnecting: {events:?}");
+    c.disconnect();
+}
