@@ -255,6 +255,7 @@
  - 300..399: MQTT and IoT Hub framing
  - 400..499: I/O and network
  - 500..599: keys held by a hardware token (PKCS#11)
+ - 600..699: certificate lifecycle (issuance through DPS, renewal through the hub)
  */
 typedef enum tether_result {
   /*
@@ -492,6 +493,17 @@ typedef enum tether_result {
    This build of tether has no PKCS#11 support (the `pkcs11` feature, Linux only).
    */
   TETHER_RESULT_PKCS11_UNAVAILABLE = 511,
+  /*
+   DPS or the hub refused to issue a certificate (a bad CSR, 400040; no pending request
+   matches, 412001; or the registration failed): the message names the error code. Not
+   retried; the current credential stays in force.
+   */
+  TETHER_RESULT_CERT_ISSUANCE_REFUSED = 600,
+  /*
+   DPS assigned the device to a hub that speaks MQTT v5 only (`connectionProfile`
+   `mqttV5`); tether speaks MQTT 3.1.1.
+   */
+  TETHER_RESULT_HUB_REQUIRES_MQTT_V5 = 601,
 } tether_result;
 
 /*
@@ -568,6 +580,15 @@ typedef enum tether_event_kind {
    `tether_last_error` gives the message.
    */
   TETHER_EVENT_UNDECODABLE = 9,
+  /*
+   Certificate renewal progress: `name` is `renewal_requested` (`request_id` set),
+   `issued` (a renewed certificate passed the checks; the client reconnects with it),
+   `swapped` (the hub accepted it: it is in force), `rolled_back` (the hub refused it;
+   the previous one is back; `error` says why) or `renewal_failed` (`error`,
+   `will_retry`). `version` carries the new certificate's end of validity (Unix
+   seconds) for `issued` and `swapped`.
+   */
+  TETHER_EVENT_CERTIFICATE = 10,
 } tether_event_kind;
 
 /*
@@ -584,6 +605,12 @@ typedef struct tether_client tether_client;
  reads are fine.
  */
 typedef struct tether_connection_string tether_connection_string;
+
+/*
+ Where issued certificates and their keys are kept: a folder, or the firmware's own
+ callbacks. Opaque; free with `tether_credential_store_free`.
+ */
+typedef struct tether_credential_store tether_credential_store;
 
 /*
  A DPS registration without I/O: TLS (IoT Hub policy) and the DPS MQTT flow in one state
@@ -614,6 +641,21 @@ typedef struct tether_tls_config tether_tls_config;
  `tether_tls_config_builder_free`. Not thread-safe: use from one thread at a time.
  */
 typedef struct tether_tls_config_builder tether_tls_config_builder;
+
+/*
+ Loads the credential last saved: write it into `buf` (`cap` bytes), set `*len` and return
+ 0; return 1 when none is stored; when `cap` is too small, set `*len` to the size needed
+ and return 2; anything else is a failure.
+ */
+typedef int (*tether_credential_load_callback)(void *user, uint8_t *buf, size_t cap, size_t *len);
+
+/*
+ Saves a credential (firmware flash): `credential` is `len` bytes of text holding the
+ generation, hub, device id, certificate chain and private key (see
+ `tether_credential_store_new_callbacks`). Return 0 once it is durably stored (write it
+ so that a power cut leaves the previous one or this one whole), anything else on failure.
+ */
+typedef int (*tether_credential_save_callback)(void *user, const uint8_t *credential, size_t len);
 
 /*
  Connection settings for `tether_client_new`. Start from
@@ -1201,6 +1243,130 @@ enum tether_result tether_audit_client_hello(const uint8_t *hello,
                                              char *report,
                                              size_t report_cap,
                                              size_t *report_len);
+
+/*
+ Opens (creating it, mode 0700) a credential store folder: each generation in
+ `DIR/gen-N/` (`chain.pem`, `key.pem` mode 0600, `identity.json`), written atomically
+ (write, fsync, rename, fsync the folder), so a crash or power cut never leaves a
+ half-written credential. `*store_out` receives the store, owned by the caller; not
+ written on failure. Results: `TETHER_RESULT_OK`, argument results, `TETHER_RESULT_IO`.
+ */
+enum tether_result tether_credential_store_open(const char *dir,
+                                                struct tether_credential_store **store_out);
+
+/*
+ A credential store kept by the firmware (its own flash): `load` and `save` exchange the
+ credential as one text (header lines `generation: N`, `hub: HOST`, `device: ID`, then the
+ chain as PEM certificates, leaf first, and the key as a PEM `PRIVATE KEY`). The text
+ holds the private key: keep it where only the device can read it, and wipe copies.
+ The callbacks run on the thread that uses the client or provisioning call; `user_data`
+ is passed back unchanged. Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_credential_store_new_callbacks(tether_credential_load_callback load,
+                                                         tether_credential_save_callback save,
+                                                         void *user_data,
+                                                         struct tether_credential_store **store_out);
+
+/*
+ Frees a credential store (the stored credentials stay). NULL is a no-op.
+ */
+void tether_credential_store_free(struct tether_credential_store *store);
+
+/*
+ The generation of the credential in force (1 for the first, one more per renewal).
+ Results: `TETHER_RESULT_OK`, argument results, `TETHER_RESULT_NOT_FOUND` (nothing
+ stored yet), `TETHER_RESULT_IO`.
+ */
+enum tether_result tether_credential_store_generation(const struct tether_credential_store *store,
+                                                      uint64_t *generation_out);
+
+/*
+ Registers the device with DPS and has DPS issue its certificate from a CSR (api-version
+ `2025-07-01-preview`): a fresh P-256 key is made, the CSR's CN is `registration_id`, the
+ issued chain is checked (for that key, valid now, chaining to a root `tls` trusts) and
+ saved with the key in `store` as its next generation. Authentication as
+ `tether_dps_provision` (`device_key_base64`, or X.509 from `tls` when it is NULL).
+ `endpoint` NULL means the global endpoint. Results: as `tether_dps_provision`, plus
+ `TETHER_RESULT_CERT_ISSUANCE_REFUSED` (DPS issued no certificate or refused the CSR),
+ `TETHER_RESULT_HUB_REQUIRES_MQTT_V5`, `TETHER_RESULT_KEY_CERT_MISMATCH`,
+ `TETHER_RESULT_CERT_EXPIRED`, `TETHER_RESULT_CERT_NOT_YET_VALID`,
+ `TETHER_RESULT_CERT_UNTRUSTED` (the issued chain failed its checks; nothing is stored),
+ `TETHER_RESULT_IO` (the store).
+ */
+enum tether_result tether_dps_provision_with_csr(const char *endpoint,
+                                                 uint16_t port,
+                                                 const char *id_scope,
+                                                 const char *registration_id,
+                                                 const char *device_key_base64,
+                                                 bool group_enrollment,
+                                                 const struct tether_tls_config *tls,
+                                                 uint32_t timeout_ms,
+                                                 const struct tether_credential_store *store);
+
+/*
+ Creates a client that connects, as the device `store` holds a certificate for, to the hub
+ the store names (on `options->port`), with that certificate and key, and renews the
+ certificate through the hub at 80 % of its validity: each renewed certificate the hub
+ accepts is saved in `store` (events `TETHER_EVENT_CERTIFICATE`). `tls` gives the trust
+ (extra CAs) and the policy, or NULL for the IoT Hub defaults; its own client certificate,
+ if any, is replaced. The client keeps what it needs: `store` and `tls` may be freed
+ afterwards (a callback store's callbacks must stay callable). Results: `TETHER_RESULT_OK`,
+ argument results, `TETHER_RESULT_NOT_FOUND` (nothing stored), certificate and key
+ results, `TETHER_RESULT_IO`.
+ */
+enum tether_result tether_client_new_from_credentials(const struct tether_credential_store *store,
+                                                      const struct tether_tls_config *tls,
+                                                      const struct tether_client_options *options,
+                                                      struct tether_client **client_out);
+
+/*
+ Replaces the client certificate and key of an X.509 client (`chain`: PEM or DER, leaf
+ first; `key`: PEM or DER, PKCS#8, SEC1 or PKCS#1): the next connection uses them; the
+ current one is not touched. `tls` is the configuration the client was made with (its
+ trust and policy; NULL: the IoT Hub defaults); its client certificate is replaced. The key is copied into memory the library wipes. Results:
+ `TETHER_RESULT_OK`, argument results, `TETHER_RESULT_CERT_MALFORMED`,
+ `TETHER_RESULT_PRIVATE_KEY_MALFORMED`, `TETHER_RESULT_KEY_CERT_MISMATCH`,
+ `TETHER_RESULT_INVALID_STATE` (the client does not authenticate with X.509).
+ */
+enum tether_result tether_client_set_certificate(struct tether_client *client,
+                                                 const struct tether_tls_config *tls,
+                                                 const uint8_t *chain,
+                                                 size_t chain_len,
+                                                 const uint8_t *key,
+                                                 size_t key_len);
+
+/*
+ Renews the client certificate now through the hub (a client made by
+ `tether_client_new_from_credentials`); progress comes as `TETHER_EVENT_CERTIFICATE`
+ events. Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_STATE` (renewal is not enabled on this client).
+ */
+enum tether_result tether_client_renew_certificate(struct tether_client *client);
+
+/*
+ Has DPS issue the device certificate in a registration driven by the caller's socket
+ (`tether_dps_session_*`): makes a fresh P-256 key, kept in `session`, and registers with
+ its CSR (CN = the registration id; api-version `2025-07-01-preview`). Call before
+ `tether_dps_session_start`; once assigned, `tether_dps_session_store_certificate` checks
+ and stores the chain. Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_STATE` (already started), `TETHER_RESULT_IO` (no random source).
+ */
+enum tether_result tether_dps_session_request_certificate(struct tether_dps_session *session);
+
+/*
+ Once `session` is assigned (with `tether_dps_session_request_certificate`): checks the
+ chain DPS issued (for the session's key, valid at `now_unix_ms`, chaining to a root `tls`
+ trusts; `tls` NULL: the IoT Hub roots) and saves it with the key, the hub and the device
+ id in `store` as its next generation. Results: `TETHER_RESULT_OK`, argument results,
+ `TETHER_RESULT_INVALID_STATE` (not assigned yet, or no certificate was requested),
+ `TETHER_RESULT_CERT_ISSUANCE_REFUSED` (DPS issued none), `TETHER_RESULT_KEY_CERT_MISMATCH`,
+ `TETHER_RESULT_CERT_EXPIRED`, `TETHER_RESULT_CERT_NOT_YET_VALID`,
+ `TETHER_RESULT_CERT_UNTRUSTED` (nothing is stored), `TETHER_RESULT_IO` (the store).
+ */
+enum tether_result tether_dps_session_store_certificate(const struct tether_dps_session *session,
+                                                        const struct tether_tls_config *tls,
+                                                        uint64_t now_unix_ms,
+                                                        const struct tether_credential_store *store);
 
 /*
  Returns the default client options, the values of `tether_defaults_get()`: port

@@ -89,6 +89,8 @@ pub struct Client {
     /// Monotonic milliseconds ([`monotonic_now_ms`]): timers and back-off. The wall clock
     /// (tokens, certificates) is the TLS configuration's `time_provider`, read by the session.
     clock: fn() -> u64,
+    /// Where renewed certificates are kept (see [`Client::enable_certificate_renewal`]).
+    store: Option<Box<dyn crate::auth::store::CredentialStore>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -124,12 +126,36 @@ impl Client {
             events: VecDeque::new(),
             out: Vec::new(),
             clock: monotonic_now_ms,
+            store: None,
         })
     }
 
     /// The session (state, in-flight count, configuration).
     pub fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// Renews the client certificate through the hub (see
+    /// [`Session::enable_certificate_renewal`]); each renewed certificate the hub accepts is
+    /// saved to `store` as the next generation.
+    pub fn enable_certificate_renewal(
+        &mut self,
+        settings: crate::session::RenewalSettings,
+        key: crate::auth::csr::DeviceKey,
+        chain: Vec<Vec<u8>>,
+        store: Option<Box<dyn crate::auth::store::CredentialStore>>,
+    ) -> Result<()> {
+        let now = (self.clock)();
+        self.session
+            .enable_certificate_renewal(settings, key, chain, now)?;
+        self.store = store;
+        self.flush()
+    }
+
+    /// Renews the client certificate now (see [`Session::renew_certificate`]).
+    pub fn renew_certificate(&mut self) -> Result<()> {
+        let now = (self.clock)();
+        self.session.renew_certificate(now)
     }
 
     /// The session, for credential rotation ([`Session::set_credential`]).
@@ -353,6 +379,28 @@ impl Client {
         while let Some((event, ack)) = self.session.take_event() {
             let now = (self.clock)();
             match &event {
+                Event::Certificate(crate::session::CertificateEvent::Swapped {
+                    chain,
+                    key_pkcs8,
+                    ..
+                }) => {
+                    if let Some(store) = self.store.as_mut() {
+                        let config = self.session.config();
+                        let credential = crate::auth::store::StoredCredential {
+                            generation: 0,
+                            hub: config.hub_host.clone(),
+                            device_id: config.device_id.clone(),
+                            chain: chain.clone(),
+                            key_pkcs8: key_pkcs8.as_ref().map(|k| k.0.clone()),
+                        };
+                        if let Err(e) = store.save(&credential) {
+                            crate::log!(
+                                Level::Error,
+                                "the renewed certificate is in use but could not be stored: {e}"
+                            );
+                        }
+                    }
+                }
                 Event::Connected {
                     tls_version,
                     cipher_suite,

@@ -101,15 +101,20 @@ group_key="8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9
 registration="sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"
 group_hex=$(printf '%s' "$group_key" | base64 -d | od -An -tx1 | tr -d ' \n')
 dps_key=$(printf '%s' "$registration" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$group_hex" -binary | base64)
+cert_key="Y2VydHMgdGVzdCBlbnJvbGxtZW50IGtleSwgdGVzdHMgb25seQ=="
 cat > "$work/registry.json" <<JSON
 {"hostName": "localhost", "certificateAuthorities": [], "devices": [{"deviceId": "dps-device", "status": "enabled",
- "authentication": {"type": "sas", "symmetricKey": {"primaryKey": "$dps_key", "secondaryKey": "$dps_key"}}}]}
+ "authentication": {"type": "sas", "symmetricKey": {"primaryKey": "$dps_key", "secondaryKey": "$dps_key"}}}],
+ "dps": {"idScope": "0ne0000CE27", "enrollments": [{"registrationId": "cs-cert-device", "deviceId": "cs-cert-device",
+  "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": "$cert_key"}},
+  "clientCertificateIssuancePolicy": {"certificateAuthorityName": "stand-in"}}]}}
 JSON
 standin_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 standin_x509=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+standin_dps=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$work/standin"
 "$tether_bin" hub --registry "$work/registry.json" --port "$standin_port" --x509-port "$standin_x509" \
-    --dir "$work/standin" > "$work/standin.out" 2> "$work/standin.log" &
+    --dps-port "$standin_dps" --dir "$work/standin" > "$work/standin.out" 2> "$work/standin.log" &
 standin_pid=$!
 for _ in $(seq 600); do grep -q '^ready' "$work/standin.out" && break; sleep 0.1; done
 grep -q "^ready sas=$standin_port" "$work/standin.out" \
@@ -120,6 +125,7 @@ export TETHER_TEST_PORT=$port TETHER_TEST_CA="$work/ca.pem" TETHER_TEST_TOKEN="$
     TETHER_TEST_SERVER_CERT="$work/server.pem" TETHER_TEST_SERVER_KEY="$work/server.key" \
     TETHER_TEST_HEADER="$root/include/tether.h" TETHER_TEST_CSHARP_DIR="$here" \
     TETHER_TEST_STANDIN_PORT=$standin_port TETHER_TEST_STANDIN_CA="$work/standin/ca.pem" \
+    TETHER_TEST_STANDIN_X509=$standin_x509 TETHER_TEST_STANDIN_DPS=$standin_dps \
     TETHER_TEST_STANDIN_LOG="$work/standin.log"
 
 failed=0

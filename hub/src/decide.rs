@@ -433,18 +433,20 @@ pub const MAX_D2C_BYTES: usize = 256 * 1024;
 
 /// The `$iothub/...` filters a device may subscribe to (IoT Hub's MQTT support page):
 /// twin responses, desired-property patches and direct-method calls.
-const IOTHUB_SUBSCRIBE: [&str; 3] = [
+const IOTHUB_SUBSCRIBE: [&str; 4] = [
     "$iothub/twin/res/",
     "$iothub/twin/PATCH/properties/desired/",
     "$iothub/methods/POST/",
+    "$iothub/credentials/res/",
 ];
 
 /// The `$iothub/...` topics a device may publish to: a twin GET, a reported-properties
 /// PATCH, a direct-method response.
-const IOTHUB_PUBLISH: [&str; 3] = [
+const IOTHUB_PUBLISH: [&str; 4] = [
     "$iothub/twin/GET/",
     "$iothub/twin/PATCH/properties/reported/",
     "$iothub/methods/res/",
+    "$iothub/credentials/POST/",
 ];
 
 /// Whether `filter` is `prefix` followed by `#` or by a single level (`+` or text) and `#`.
@@ -462,6 +464,9 @@ fn iothub_filter(filter: &str) -> bool {
 /// `devices/{id}/...` topics (a device does not get its modules' topics) and the `$iothub/...`
 /// topics IoT Hub serves to devices; publishes are checked by [`publish`].
 pub fn authorize(session: &Session, access: Access, topic: &str, qos: u8) -> Result<()> {
+    if session.kind == crate::certs::DPS_KIND {
+        return crate::certs::authorize_dps(access, topic);
+    }
     match access {
         Access::Unsubscribe => return Ok(()),
         Access::Write => return publish(session, topic, qos, false, 0),
@@ -517,6 +522,9 @@ fn own(session: &Session, access: Access, topic: &str) -> Result<()> {
 /// property and keeps nothing, and so does the plugin.
 pub fn publish(session: &Session, topic: &str, qos: u8, _retain: bool, len: usize) -> Result<()> {
     let who = session.name();
+    if session.kind == crate::certs::DPS_KIND && qos <= 1 {
+        return crate::certs::authorize_dps(Access::Write, topic);
+    }
     if qos > 1 {
         return Err(refuse(
             Code::MqttQosUnsupported,

@@ -14,11 +14,14 @@
 //!   `$iothub/...` topics IoT Hub serves; a refused publish (QoS 2, retained, too large,
 //!   another topic) closes the connection;
 //! - behind `$iothub/...` the plugin acts as the hub ([`service`]): twins, cloud-to-device
-//!   messages and direct methods, driven through a control socket ([`control`]).
+//!   messages and direct methods, driven through a control socket ([`control`]);
+//! - DPS registrations (`tether hub --dps-port`) and `$iothub/credentials` renewals issue
+//!   certificates from CSRs with the stand-in's issuing CA ([`certs`]).
 //!
 //! The decisions are plain functions ([`decide`]) over the registry ([`registry`]); the FFI
 //! shell (`plugin`) only gathers inputs, logs, and applies answers.
 
+pub mod certs;
 pub mod control;
 pub mod decide;
 pub mod registry;

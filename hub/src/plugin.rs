@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use zeroize::Zeroize;
 
+use crate::certs::Certs;
 use crate::control::Command;
 use crate::decide::{self, Access, Session};
 use crate::registry::{Status, Watched};
@@ -186,6 +187,8 @@ fn subject_hash(der: &[u8]) -> Option<u32> {
 struct Connected {
     session: Session,
     client: usize,
+    /// A DPS client's api-version.
+    dps_api: Option<String>,
 }
 
 struct State {
@@ -209,6 +212,8 @@ struct State {
     /// Per client id: when its current session began (None: not connected) and its last
     /// activity (connect or accepted publish), Unix seconds; for the `devices` request.
     activity: HashMap<String, (Option<u64>, u64)>,
+    /// DPS registrations and certificate issuance (`tether hub --dps-port`).
+    certs: Certs,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -417,6 +422,7 @@ impl State {
         let changed = match self.registry.refresh() {
             Ok(true) => {
                 log(LOG_NOTICE, "registry changed: new version in force");
+                self.certs.overlay(&mut self.registry.current);
                 true
             }
             Ok(false) => false,
@@ -464,6 +470,9 @@ impl State {
 
     /// Why a connected session may no longer stay, if it may not.
     fn revoked(&self, s: &Session, now: u64) -> Option<String> {
+        if s.kind == crate::certs::DPS_KIND {
+            return None;
+        }
         if let Some(at) = s.expires_unix {
             if now >= at {
                 return Some(format!(
@@ -535,9 +544,19 @@ extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, _user: *mut c_void
         };
         st.refresh();
         let registry = &st.registry.current;
-        let decision = match &cert {
-            Some(der) => decide::authenticate_x509(registry, client_id, username, der, now),
-            None => decide::authenticate_sas(registry, client_id, username, password, now),
+        let dps_api = username
+            .and_then(crate::certs::parse_dps_username)
+            .map(|(_, _, v)| v.to_owned());
+        let decision = match (&cert, username) {
+            (_, Some(user)) if dps_api.is_some() => {
+                crate::certs::authenticate_dps(registry, client_id, user, password, now)
+            }
+            (Some(der), _) => decide::authenticate_x509(registry, client_id, username, der, now)
+                .and_then(|s| match st.certs.refuses(registry, &s.device_id, der) {
+                    Some(why) => Err(tether::Error::new(tether::Code::ClientCertRejected, why)),
+                    None => Ok(s),
+                }),
+            (None, _) => decide::authenticate_sas(registry, client_id, username, password, now),
         };
         match decision {
             Ok(session) => {
@@ -553,6 +572,7 @@ extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, _user: *mut c_void
                     Connected {
                         session,
                         client: ev.client as usize,
+                        dps_api,
                     },
                 );
                 // SAFETY: the event's client pointer.
@@ -597,11 +617,12 @@ extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, _user: *mut c_void)
         let Some(st) = guard.as_mut() else {
             return ERR_ACL_DENIED;
         };
-        let session = st
+        let (session, dps_api) = st
             .connected
             .get(client_id)
             .filter(|c| c.client == ev.client as usize)
-            .map(|c| c.session.clone());
+            .map(|c| (Some(c.session.clone()), c.dps_api.clone()))
+            .unwrap_or((None, None));
         let Some(session) = session else {
             log(
                 LOG_NOTICE,
@@ -641,10 +662,42 @@ extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, _user: *mut c_void)
                         std::slice::from_raw_parts(ev.payload as *const u8, ev.payloadlen as usize)
                     }
                 };
-                st.service
-                    .device_publish(client_id, topic, payload, ev.retain)
+                let now = now_unix();
+                let issued = if let Some(api) = &dps_api {
+                    let registry = &st.registry.current;
+                    Some(
+                        st.certs
+                            .dps_publish(registry, &session, api, topic, payload, now),
+                    )
+                } else if topic.starts_with("$iothub/credentials/") {
+                    let registry = &st.registry.current;
+                    Some(
+                        st.certs
+                            .credentials_publish(registry, &session, topic, payload, now),
+                    )
+                } else {
+                    None
+                };
+                if dps_api.is_some() {
+                    // A device DPS just created is a device of the hub.
+                    st.certs.overlay(&mut st.registry.current);
+                }
+                match issued {
+                    Some(publishes) => {
+                        for p in publishes {
+                            publish_to(&p.client, &p.topic, &p.payload, 0);
+                        }
+                        Vec::new()
+                    }
+                    None => st
+                        .service
+                        .device_publish(client_id, topic, payload, ev.retain),
+                }
             }
-            Access::Subscribe => st.service.subscribe(client_id, topic, now_unix()),
+            Access::Subscribe => {
+                st.certs.subscribe(client_id, topic);
+                st.service.subscribe(client_id, topic, now_unix())
+            }
             Access::Unsubscribe => {
                 st.service.unsubscribe(client_id, topic);
                 Vec::new()
@@ -694,6 +747,13 @@ extern "C" fn on_tick(_event: c_int, _data: *mut c_void, _user: *mut c_void) -> 
             st.serve_commands(now);
             let outs = st.service.tick(now);
             st.apply(outs);
+            for p in st.certs.tick(now) {
+                log(
+                    LOG_NOTICE,
+                    &format!("issued a renewed certificate to \"{}\"", p.client),
+                );
+                publish_to(&p.client, &p.topic, &p.payload, 0);
+            }
         }
         // The lock is released: a kick reports the disconnect synchronously.
         for (id, why) in kicks {
@@ -722,6 +782,7 @@ extern "C" fn on_disconnect(_event: c_int, data: *mut c_void, _user: *mut c_void
             {
                 st.connected.remove(client_id);
                 st.service.disconnected(client_id);
+                st.certs.disconnected(client_id);
             }
         }
         ERR_SUCCESS
@@ -823,7 +884,32 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
             },
             None => None,
         };
+        let issuer = match (option("issuer_cert"), option("issuer_key")) {
+            (Some(cert), Some(key)) => {
+                let validity = option("issued_validity")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(30 * 86_400);
+                match crate::certs::Issuer::load(Path::new(&cert), Path::new(&key), validity) {
+                    Ok(i) => {
+                        log(
+                            LOG_INFO,
+                            &format!("issuing CA {cert}: certificates valid {validity} s"),
+                        );
+                        Some(i)
+                    }
+                    Err(e) => {
+                        log(LOG_ERR, &format!("cannot load the issuing CA: {e}"));
+                        return ERR_INVAL;
+                    }
+                }
+            }
+            _ => None,
+        };
+        let mut watched = watched;
+        let certs = Certs::new(issuer);
+        certs.overlay(&mut watched.current);
         let st = State {
+            certs,
             service: Service::new(dir.as_ref().map(|d| d.join("twins.json"))),
             commands,
             watchers: Vec::new(),

@@ -35,6 +35,9 @@ struct RegistryFile {
     devices: Vec<DeviceFile>,
     #[serde(default)]
     authorization_policies: Vec<PolicyFile>,
+    /// The DPS enrollments the stand-in's DPS endpoint serves (see [`crate::certs`]).
+    #[serde(default)]
+    dps: Option<crate::certs::DpsFile>,
 }
 
 /// A shared access policy as IoT Hub lists them:
@@ -187,6 +190,8 @@ pub struct Registry {
     identities: HashMap<(String, Option<String>), Identity>,
     /// The shared access policies, for the service API.
     pub policies: Vec<Policy>,
+    /// The `dps` section: enrollments of the stand-in's DPS endpoint.
+    pub dps: Option<crate::certs::Dps>,
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -327,11 +332,17 @@ impl Registry {
                     .collect(),
             });
         }
+        let dps = file
+            .dps
+            .as_ref()
+            .map(crate::certs::Dps::parse)
+            .transpose()?;
         Ok(Registry {
             host_name: file.host_name,
             authorities,
             identities,
             policies,
+            dps,
         })
     }
 
@@ -348,6 +359,23 @@ impl Registry {
     /// Every identity, in no particular order.
     pub fn identities(&self) -> impl Iterator<Item = &Identity> {
         self.identities.values()
+    }
+
+    /// Adds a certificate authority (the stand-in's issuing CA) unless it is there.
+    pub fn add_authority(&mut self, path: &Path, der: &[u8]) {
+        if !self.authorities.iter().any(|a| a.der == der) {
+            self.authorities.push(Authority {
+                path: path.to_owned(),
+                der: der.to_vec(),
+            });
+        }
+    }
+
+    /// Adds an identity (one DPS created) unless the file lists it.
+    pub fn add_identity(&mut self, identity: Identity) {
+        self.identities
+            .entry((identity.device_id.clone(), identity.module_id.clone()))
+            .or_insert(identity);
     }
 
     pub fn identity(&self, device: &str, module: Option<&str>) -> Option<&Identity> {

@@ -8,16 +8,22 @@
 //! - [`x509`]: certificate chains, thumbprints, device-id and validity checks, and a
 //!   signing callback so a hardware-held key never enters the library;
 //! - `pkcs11` (feature `pkcs11`, Linux): keys held by a PKCS#11 token (HSM, TPM, secure
-//!   element) signing through that same mechanism, key generation on the token and CSRs.
+//!   element) signing through that same mechanism, key generation on the token and CSRs;
+//! - [`csr`]: keys and CSRs for certificates issued by DPS or the hub, and the checks an
+//!   issued chain passes before it is used;
+//! - [`store`]: the credential store (a folder written atomically, or the firmware's own
+//!   load/save callbacks).
 //!
 //! Time comes from the caller: functions take `now_unix` or a rustls `TimeProvider` (the
 //! same clock seam the TLS policy uses), never the wall clock behind the caller's back.
 
 pub mod connection_string;
+pub mod csr;
 pub mod dps;
 #[cfg(all(feature = "pkcs11", target_os = "linux"))]
 pub mod pkcs11;
 pub mod sas;
+pub mod store;
 pub mod x509;
 
 use rustls::time_provider::TimeProvider;

@@ -130,7 +130,7 @@ fn der_read(bytes: &[u8]) -> Option<Tlv<'_>> {
 }
 
 /// The SubjectPublicKeyInfo (whole DER) of a certificate.
-fn spki_of(cert: &[u8]) -> Option<&[u8]> {
+pub(crate) fn spki_of(cert: &[u8]) -> Option<&[u8]> {
     let (_, cert, _, _) = der_read(cert)?;
     let (_, tbs, _, _) = der_read(cert)?;
     let mut rest = tbs;
@@ -150,7 +150,7 @@ const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 
 /// The key kind and the raw public key (BIT STRING contents) of an SPKI.
-fn spki_key(spki: &[u8]) -> Result<(KeyKind, &[u8])> {
+pub(crate) fn spki_key(spki: &[u8]) -> Result<(KeyKind, &[u8])> {
     let unsupported = || {
         Error::new(
             Code::CertInvalid,

@@ -79,25 +79,33 @@ pub(crate) unsafe fn session_config(
     tls: *const tether_tls_config,
     options: &tether_client_options,
 ) -> Result<SessionConfig, Error> {
+    let cs = ConnectionString::parse(connection_string)?;
+    // SAFETY: per the contract.
+    let (config, has_cert, not_after) = unsafe { tls_or_default(tls) }?;
+    let mut session = SessionConfig::from_connection_string(&cs, config, has_cert)?;
+    session.options = session_options(options, not_after)?;
+    Ok(session)
+}
+
+/// The session options for client options (`connect_timeout_ms` 0 refused).
+pub(crate) fn session_options(
+    options: &tether_client_options,
+    client_cert_not_after: Option<i64>,
+) -> Result<SessionOptions, Error> {
     if options.connect_timeout_ms == 0 {
         return Err(Error::new(
             Code::InvalidArgument,
             "connect_timeout_ms is 0: every attempt would time out at once",
         ));
     }
-    let cs = ConnectionString::parse(connection_string)?;
-    // SAFETY: per the contract.
-    let (config, has_cert, not_after) = unsafe { tls_or_default(tls) }?;
-    let mut session = SessionConfig::from_connection_string(&cs, config, has_cert)?;
-    session.options = SessionOptions {
+    Ok(SessionOptions {
         keep_alive_secs: options.keep_alive_secs,
         token_ttl_secs: u64::from(options.token_ttl_secs),
         max_inflight: options.max_inflight as usize,
         connect_timeout_ms: u64::from(options.connect_timeout_ms),
-        client_cert_not_after: not_after,
+        client_cert_not_after,
         ..SessionOptions::default()
-    };
-    Ok(session)
+    })
 }
 
 /// The client options (NULL: `tether_client_options_default()`).
@@ -137,8 +145,8 @@ pub(crate) fn subscriptions_arg(bits: u32) -> Result<Vec<Subscription>, Error> {
 /// reconnects with back-off, all on the calling thread inside `tether_client_poll`.
 /// Not thread-safe: use one client from one thread at a time (it may move between threads).
 pub struct tether_client {
-    client: Client,
-    event: EventSlot,
+    pub(crate) client: Client,
+    pub(crate) event: EventSlot,
 }
 
 impl tether_client {

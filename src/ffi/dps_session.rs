@@ -37,8 +37,10 @@ pub const TETHER_DPS_STATUS_FAILED: u32 = 2;
 /// Times are Unix milliseconds from the caller. Not thread-safe: use from one thread at a
 /// time.
 pub struct tether_dps_session {
-    session: DpsSession,
+    pub(crate) session: DpsSession,
     output: Vec<u8>,
+    /// The key of the CSR, when DPS issues the certificate (`src/ffi/certs.rs`).
+    pub(crate) key: Option<crate::auth::csr::DeviceKey>,
 }
 
 impl tether_dps_session {
@@ -87,7 +89,7 @@ impl tether_dps_session {
             let request = unsafe {
                 dps_request(
                     endpoint,
-                    8883,
+                    crate::defaults::PORT,
                     id_scope,
                     registration_id,
                     key,
@@ -99,6 +101,7 @@ impl tether_dps_session {
             *out = into_handle(tether_dps_session {
                 session: DpsSession::new(request)?,
                 output: Vec::new(),
+                key: None,
             });
             Ok(())
         })

@@ -42,6 +42,13 @@ pub enum tether_event_kind {
     /// (`TETHER_RESULT_TOPIC_INVALID`, `TETHER_RESULT_PROPERTY_BAG_INVALID`...);
     /// `tether_last_error` gives the message.
     TETHER_EVENT_UNDECODABLE = 9,
+    /// Certificate renewal progress: `name` is `renewal_requested` (`request_id` set),
+    /// `issued` (a renewed certificate passed the checks; the client reconnects with it),
+    /// `swapped` (the hub accepted it: it is in force), `rolled_back` (the hub refused it;
+    /// the previous one is back; `error` says why) or `renewal_failed` (`error`,
+    /// `will_retry`). `version` carries the new certificate's end of validity (Unix
+    /// seconds) for `issued` and `swapped`.
+    TETHER_EVENT_CERTIFICATE = 10,
 }
 
 /// One event from `tether_client_poll`. Pointers are owned by the client and stay valid
@@ -183,6 +190,36 @@ impl EventSlot {
                     out.error = e.code();
                     crate::ffi::error::set_last_error(e.clone());
                 }
+            }
+            Event::Certificate(c) => {
+                use crate::session::CertificateEvent as C;
+                out.kind = tether_event_kind::TETHER_EVENT_CERTIFICATE;
+                let kind = match c {
+                    C::RenewalRequested { request_id: rid } => {
+                        request_id = Some(rid.clone());
+                        "renewal_requested"
+                    }
+                    C::Issued { not_after } => {
+                        out.version = (*not_after).max(0) as u64;
+                        "issued"
+                    }
+                    C::Swapped { not_after, .. } => {
+                        out.version = (*not_after).max(0) as u64;
+                        "swapped"
+                    }
+                    C::RolledBack { error } => {
+                        out.error = error.code();
+                        crate::ffi::error::set_last_error(error.clone());
+                        "rolled_back"
+                    }
+                    C::RenewalFailed { error, will_retry } => {
+                        out.error = error.code();
+                        out.will_retry = *will_retry;
+                        crate::ffi::error::set_last_error(error.clone());
+                        "renewal_failed"
+                    }
+                };
+                name = Some(kind.to_owned());
             }
             Event::Undecodable {
                 topic,

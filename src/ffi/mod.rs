@@ -14,6 +14,7 @@
 #![allow(clippy::missing_safety_doc)] // every exported function documents its contract in prose
 
 pub mod audit;
+pub mod certs;
 pub mod client;
 pub mod codec;
 pub mod connection_string;

@@ -34,6 +34,8 @@ pub struct tether_tls_config {
     pub(crate) config: Arc<ClientConfig>,
     pub(crate) has_client_cert: bool,
     pub(crate) client_cert_not_after: Option<i64>,
+    /// The policy it was built from (a renewed certificate replaces its client key).
+    pub(crate) policy: TlsPolicy,
 }
 
 /// A wall clock supplied by the application: returns the current time as Unix milliseconds
@@ -315,6 +317,7 @@ impl tether_tls_config_builder {
                 config,
                 has_client_cert: builder.policy.has_client_cert(),
                 client_cert_not_after: builder.policy.client_cert_not_after(),
+                policy: builder.policy.clone(),
             });
             Ok(())
         })

@@ -73,12 +73,48 @@ pub struct Assignment {
 /// Blocks the calling thread: opens a TCP connection to the endpoint and drives a
 /// [`DpsSession`] over it until it finishes, within the request's timeout.
 pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
+    let mut dps = DpsSession::new(request.clone())?;
+    drive(&mut dps, now_unix)
+}
+
+/// Registers the device with DPS and has it issue a certificate for `csr_base64` (api-version
+/// `2025-07-01-preview`): the assignment and the issued chain (DER, leaf first, not yet
+/// verified: see [`crate::auth::csr::verify_issued`]). `HubRequiresMqttV5` when the assigned
+/// hub speaks MQTT v5 only; `CertIssuanceRefused` when DPS assigned the device without a
+/// certificate.
+pub fn provision_with_csr(
+    request: &DpsRequest,
+    csr_base64: &str,
+    now_unix: u64,
+) -> Result<(Assignment, Vec<Vec<u8>>)> {
+    let mut dps = DpsSession::new(request.clone())?;
+    dps.set_csr(csr_base64)?;
+    let assignment = drive(&mut dps, now_unix)?;
+    let chain = dps.issued_chain().map(<[_]>::to_vec).ok_or_else(|| {
+        crate::Error::new(
+            crate::Code::CertIssuanceRefused,
+            "DPS assigned the device but issued no certificate (does the enrollment have a \
+             clientCertificateIssuancePolicy?)",
+        )
+    })?;
+    crate::log!(
+        crate::log::Level::Info,
+        "DPS issued a certificate chain of {} to {}",
+        chain.len(),
+        assignment.device_id
+    );
+    Ok((assignment, chain))
+}
+
+/// Drives `dps` over a TCP socket to its end.
+fn drive(dps: &mut DpsSession, now_unix: u64) -> Result<Assignment> {
+    let request = dps.request().clone();
+    let request = &request;
     // The machine's clock: the device's wall clock at the start (for the token), advanced
     // by a monotonic clock (for the deadlines).
     let began = Instant::now();
     let start_ms = now_unix.saturating_mul(1000);
     let now = || start_ms.saturating_add(began.elapsed().as_millis() as u64);
-    let mut dps = DpsSession::new(request.clone())?;
     dps.start(now())?;
     crate::log!(
         crate::log::Level::Info,

@@ -25,8 +25,8 @@ use crate::error::{Code, Error, Result};
 use crate::handshake;
 use crate::mqtt::codec::DEFAULT_MAX_PACKET_SIZE;
 use crate::mqtt::codec::{self, encode_to_vec, Connect, Decoded, Packet, Publish};
-use crate::mqtt::dps;
 use crate::mqtt::topics::build_string;
+use crate::mqtt::{credentials, dps};
 use crate::session::link::Link;
 
 use super::{Assignment, DpsCredential, DpsRequest};
@@ -80,6 +80,11 @@ pub struct DpsSession {
     deadline_ms: u64,
     /// The request id of the last publish (also its packet id).
     rid: u16,
+    /// A CSR (base64 DER) for DPS to issue the device certificate from (api-version
+    /// `2025-07-01-preview`).
+    csr: Option<String>,
+    /// The chain DPS issued for the CSR (DER, leaf first; not yet verified).
+    issued: Option<Vec<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for DpsSession {
@@ -107,7 +112,30 @@ impl DpsSession {
             state: State::Idle,
             deadline_ms: 0,
             rid: 0,
+            csr: None,
+            issued: None,
         })
+    }
+
+    /// Asks DPS to issue the device certificate from `csr_base64` (a PKCS#10 request, base64
+    /// DER, CN = the registration id): the registration uses api-version
+    /// `2025-07-01-preview`, and [`DpsSession::issued_chain`] holds the chain once assigned.
+    /// Call before [`DpsSession::start`].
+    pub fn set_csr(&mut self, csr_base64: &str) -> Result<()> {
+        if !matches!(self.state, State::Idle) {
+            return Err(Error::new(
+                Code::InvalidState,
+                "the CSR must be set before the registration starts",
+            ));
+        }
+        self.csr = Some(csr_base64.to_owned());
+        Ok(())
+    }
+
+    /// The certificate chain DPS issued for the CSR (DER, leaf first), once assigned. Not
+    /// verified here: see [`crate::auth::csr::verify_issued`].
+    pub fn issued_chain(&self) -> Option<&[Vec<u8>]> {
+        self.issued.as_deref()
     }
 
     /// The request.
@@ -133,7 +161,7 @@ impl DpsSession {
                 s,
                 scope,
                 reg,
-                None,
+                self.csr.as_ref().map(|_| credentials::DPS_CSR_API_VERSION),
                 Some(&format!("tether/{}", crate::VERSION)),
             )
         })?;
@@ -312,6 +340,10 @@ impl DpsSession {
         let parsed = dps::parse_response_body(body)?;
         match topic.status {
             200 => {
+                if self.csr.is_some() {
+                    // A hub that speaks MQTT v5 only is refused before anything else.
+                    self.issued = credentials::parse_dps_issued(body)?.map(|i| i.chain);
+                }
                 if let Ok(bytes) = encode_to_vec(Ok(2), codec::encode_disconnect) {
                     let _ = self.write(&bytes);
                 }
@@ -509,7 +541,12 @@ impl DpsSession {
     /// Publishes request `self.rid` on `topic`, with the registration body when `register`.
     fn publish(&mut self, topic: &str, register: bool) -> Result<()> {
         let body = if register {
-            build_string(|s| dps::register_payload_to(s, &self.request.registration_id))?
+            match &self.csr {
+                Some(csr) => credentials::dps_register_payload(&self.request.registration_id, csr)?,
+                None => {
+                    build_string(|s| dps::register_payload_to(s, &self.request.registration_id))?
+                }
+            }
         } else {
             String::new()
         };

@@ -175,6 +175,16 @@ impl Session {
                 let topic = publish.topic;
                 let payload = publish.payload.to_vec();
                 let before = self.inbound.len();
+                if topic.starts_with(crate::mqtt::credentials::CREDENTIALS_RESPONSE_PREFIX) {
+                    self.on_credentials_answer(topic, &payload, now_ms)?;
+                    if publish.qos == 1 {
+                        self.acknowledge(InboundAck {
+                            generation: self.generation,
+                            pkid: publish.pkid,
+                        });
+                    }
+                    return Ok(());
+                }
                 match decode_publish(topic, payload.clone()) {
                     Ok(Some(event)) => self.inbound.push(event),
                     Ok(None) => {}

@@ -63,12 +63,16 @@ mod config;
 mod inbound;
 pub(crate) mod link;
 mod outbox;
+mod renewal;
 mod timers;
 
 pub use config::{
     SessionConfig, SessionOptions, CERT_EXPIRY_WARNING_DAYS, DEFAULT_MAX_UNSENT_BYTES,
 };
 pub use inbound::InboundAck;
+pub use renewal::{
+    CertificateEvent, KeyBytes, RenewalSettings, ANSWER_TIMEOUT_MS, DEFAULT_RENEW_FRACTION,
+};
 
 use inbound::Inbound;
 use link::Link;
@@ -173,6 +177,7 @@ pub fn is_fatal(code: Code) -> bool {
             | Code::Pkcs11CertNotFound
             | Code::Pkcs11MechanismUnsupported
             | Code::Pkcs11Unavailable
+            | Code::HubRequiresMqttV5
     )
 }
 
@@ -250,6 +255,9 @@ pub enum Event {
         /// Why it could not be decoded.
         reason: Error,
     },
+    /// Certificate renewal progress: requested, issued, swapped (store the new chain and
+    /// key), rolled back, failed.
+    Certificate(CertificateEvent),
 }
 
 /// What the application subscribes to.
@@ -261,6 +269,9 @@ pub enum Subscription {
     Methods,
     /// Twin responses and desired-property patches (two filters).
     Twin,
+    /// Certificate renewal answers (`$iothub/credentials/res/#`; the session subscribes by
+    /// itself when renewal is enabled).
+    Credentials,
 }
 
 /// Where the session is with its transport connection. The link of a connection lives in
@@ -329,6 +340,8 @@ pub struct Session {
     key_switches: u32,
     /// Transport connections started so far: inbound acknowledgements name theirs.
     generation: u64,
+    /// Certificate renewal through the hub, when enabled.
+    renewal: Option<renewal::Renewal>,
 }
 
 impl std::fmt::Debug for Session {
@@ -358,7 +371,124 @@ impl Session {
             reported_deadline: None,
             key_switches: 0,
             generation: 0,
+            renewal: None,
         })
+    }
+
+    /// Replaces the TLS configuration (a new client certificate and key, or a signer): used
+    /// from the next [`Session::connect`] on; the current connection is not touched.
+    pub fn set_tls_config(&mut self, tls: Arc<rustls::ClientConfig>, has_client_cert: bool) {
+        self.config.tls = tls;
+        self.config.has_client_cert = has_client_cert;
+    }
+
+    /// Renews the client certificate through the hub (`$iothub/credentials`) at
+    /// `settings.fraction` of its validity, from then on: `key` and `chain` are the
+    /// certificate in force (the one in the TLS configuration). Each renewal makes a fresh
+    /// P-256 key; the session reconnects with the renewed certificate and keeps the old one
+    /// until the hub accepts it. Progress comes as [`Event::Certificate`].
+    pub fn enable_certificate_renewal(
+        &mut self,
+        settings: RenewalSettings,
+        key: crate::auth::csr::DeviceKey,
+        chain: Vec<Vec<u8>>,
+        now_ms: u64,
+    ) -> Result<()> {
+        let renewal = renewal::Renewal::new(settings, &self.config.device_id, key, chain)?;
+        self.config.options.client_cert_not_after = Some(renewal.not_after());
+        self.renewal = Some(renewal);
+        self.subscribe(Subscription::Credentials, now_ms)?;
+        self.arm_cert_renewal(now_ms);
+        Ok(())
+    }
+
+    /// Renews the certificate now (on demand), once connected.
+    pub fn renew_certificate(&mut self, now_ms: u64) -> Result<()> {
+        let wall_ms = self.wall_now_ms();
+        let renewal = self.renewal.as_mut().ok_or_else(|| {
+            Error::new(
+                Code::InvalidState,
+                "certificate renewal is not enabled on this session",
+            )
+        })?;
+        renewal.renew_now(wall_ms);
+        self.arm_cert_renewal(now_ms);
+        Ok(())
+    }
+
+    /// Arms the certificate-renewal timer. The renewal machine keeps its deadlines on the
+    /// wall clock (certificate validity, `operationExpires`); the timer table is monotonic, so
+    /// the deadline is placed as far ahead of `now_ms` as it is ahead of the wall clock, and
+    /// [`Session::timeout`] also fires it when the wall clock reaches it (a clock set forward).
+    fn arm_cert_renewal(&mut self, now_ms: u64) {
+        if self.is_connected() {
+            let wall_ms = self.wall_now_ms();
+            let due = self
+                .renewal
+                .as_ref()
+                .and_then(|r| r.due_ms())
+                .map(|at| now_ms.saturating_add(at.saturating_sub(wall_ms)));
+            self.timers.set(Timer::CertRenewal, due);
+        }
+    }
+
+    /// The wall clock in Unix milliseconds; 0 when it gives no time.
+    fn wall_now_ms(&self) -> u64 {
+        self.config
+            .tls
+            .time_provider
+            .current_time()
+            .map_or(0, |t| t.as_secs().saturating_mul(1000))
+    }
+
+    fn push_certificate_events(&mut self, events: Vec<CertificateEvent>) {
+        for e in events {
+            self.inbound.push(Event::Certificate(e));
+        }
+    }
+
+    fn cert_renewal_due(&mut self, now_ms: u64) -> Result<()> {
+        let wall_ms = self.wall_now_ms();
+        let mut events = Vec::new();
+        let action = match self.renewal.as_mut() {
+            Some(r) => r.on_due(wall_ms, &mut events),
+            None => renewal::Action::None,
+        };
+        self.push_certificate_events(events);
+        self.renewal_action(action, now_ms)
+    }
+
+    fn on_credentials_answer(&mut self, topic: &str, payload: &[u8], now_ms: u64) -> Result<()> {
+        let mut events = Vec::new();
+        let tls = self.config.tls.clone();
+        let wall_ms = self.wall_now_ms();
+        let action = match self.renewal.as_mut() {
+            Some(r) => r.on_answer(topic, payload, wall_ms, &tls, &mut events),
+            None => renewal::Action::None,
+        };
+        self.push_certificate_events(events);
+        self.renewal_action(action, now_ms)
+    }
+
+    fn renewal_action(&mut self, action: renewal::Action, now_ms: u64) -> Result<()> {
+        match action {
+            renewal::Action::None => {}
+            renewal::Action::Send { topic, body } => {
+                // QoS 1, tracked by the renewal machine (answer timeout), not the outbox.
+                let pkid = self.outbox.allocate_pkid();
+                self.write_publish(&topic, body.as_bytes(), 1, pkid, false, now_ms)?;
+            }
+            renewal::Action::Reconnect(tls) => {
+                self.config.tls = tls;
+                self.config.options.client_cert_not_after =
+                    self.renewal.as_ref().map(|r| r.not_after());
+                self.send_disconnect(now_ms);
+                self.end(Disconnect::Renewal);
+                return Ok(());
+            }
+        }
+        self.arm_cert_renewal(now_ms);
+        Ok(())
     }
 
     /// The configuration.
@@ -614,6 +744,12 @@ impl Session {
         self.key_switches = 0;
         self.state = State::Connected { link };
         self.timers.connected(self.renew_at_ms);
+        if let Some(r) = self.renewal.as_mut() {
+            let mut events = Vec::new();
+            r.on_accepted(&mut events);
+            self.push_certificate_events(events);
+        }
+        self.arm_cert_renewal(now_ms);
         // Restore subscriptions, then re-send what was not acknowledged, in order.
         let subs = self.subscriptions.clone();
         if !subs.is_empty() {
@@ -647,8 +783,16 @@ impl Session {
             && self
                 .renew_at_wall_ms
                 .is_some_and(|at| self.wall_now_unix().saturating_mul(1000) >= at);
+        let cert_wall_due = self.is_connected()
+            && self
+                .renewal
+                .as_ref()
+                .and_then(|r| r.due_ms())
+                .is_some_and(|at| self.wall_now_ms() >= at);
         let timer = if wall_due {
             Timer::Renewal
+        } else if cert_wall_due {
+            Timer::CertRenewal
         } else {
             match self.timers.expired(now_ms) {
                 Some(timer) => timer,
@@ -681,6 +825,11 @@ impl Session {
                 self.timers.ping_sent(now_ms);
                 let ping = encode_to_vec(Ok(2), codec::encode_pingreq)?;
                 self.write(&ping, now_ms)?;
+                Ok(true)
+            }
+            Timer::CertRenewal => {
+                self.timers.set(Timer::CertRenewal, None);
+                self.cert_renewal_due(now_ms)?;
                 Ok(true)
             }
         }
@@ -822,7 +971,21 @@ impl Session {
     /// Ends the transport connection, for the reason `why`: the one way every connection
     /// ends. The link's buffered output (a DISCONNECT, an alert) stays readable by
     /// [`Session::poll_output`] until the next [`Session::connect`].
-    fn end(&mut self, why: Disconnect) {
+    fn end(&mut self, mut why: Disconnect) {
+        // A renewed certificate the hub refused before accepting the connection: back to the
+        // previous one, and reconnect with it.
+        if matches!(self.state, State::Connecting { .. }) {
+            let wall_ms = self.wall_now_ms();
+            if let (Some(r), Some(error)) = (self.renewal.as_mut(), why.error().cloned()) {
+                let mut events = Vec::new();
+                if let Some(old) = r.on_refused(&error, wall_ms, &mut events) {
+                    self.config.tls = old;
+                    self.config.options.client_cert_not_after = Some(r.not_after());
+                    self.push_certificate_events(events);
+                    why = Disconnect::Retriable(error);
+                }
+            }
+        }
         let closed = match std::mem::replace(&mut self.state, State::Idle { closed: None }) {
             State::Connecting { link } | State::Connected { link } => Some(link),
             State::Idle { closed } => closed,

@@ -163,5 +163,8 @@ pub(crate) fn filters(sub: Subscription, device: &str) -> Result<Vec<String>> {
             topics::TWIN_RESPONSE_SUBSCRIBE_TOPIC.to_owned(),
             topics::TWIN_DESIRED_SUBSCRIBE_TOPIC.to_owned(),
         ],
+        Subscription::Credentials => {
+            vec![crate::mqtt::credentials::CREDENTIALS_SUBSCRIBE_TOPIC.to_owned()]
+        }
     })
 }

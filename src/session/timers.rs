@@ -17,16 +17,19 @@ pub(crate) enum Timer {
     PingResp,
     /// Nothing was sent for a keep-alive period: send a PINGREQ.
     KeepAlive,
+    /// Certificate renewal (`renewal.rs`) must act: request, re-send, or stop waiting.
+    CertRenewal,
 }
 
 impl Timer {
     /// Every timer, in the order they are acted on.
-    pub(crate) const ALL: [Timer; 5] = [
+    pub(crate) const ALL: [Timer; 6] = [
         Timer::Connack,
         Timer::Renewal,
         Timer::Stall,
         Timer::PingResp,
         Timer::KeepAlive,
+        Timer::CertRenewal,
     ];
 }
 

@@ -1232,6 +1232,143 @@ static void audit(void) {
     }
 }
 
+/* A flash-backed credential store for the callback API: one slot. */
+static uint8_t flash[16384];
+static size_t flash_len;
+static int flash_mode; /* 0: behave, 1: fail loads */
+static int flash_load(void *user, uint8_t *buf, size_t cap, size_t *len) {
+    (void)user;
+    if (flash_mode == 1) return -5;
+    if (flash_len == 0) return 1;
+    *len = flash_len;
+    if (cap < flash_len) return 2;
+    memcpy(buf, flash, flash_len);
+    return 0;
+}
+static int flash_save(void *user, const uint8_t *credential, size_t len) {
+    (void)user;
+    if (len > sizeof flash) return -1;
+    memcpy(flash, credential, len);
+    flash_len = len;
+    return 0;
+}
+
+static void certificates(tether_tls_config *tls, const char *pki) {
+    tether_credential_store *store = NULL, *cb = NULL;
+    tether_client *client = NULL, *sas = NULL;
+    tether_client_options options = tether_client_options_default();
+    char dir[512], cert[512], key[512];
+    uint8_t *chain, *key_bytes;
+    size_t chain_len, key_len;
+    uint64_t generation = 0;
+    printf("certificates\n");
+    path_in(dir, sizeof dir, pki, "abuse-store");
+    path_in(cert, sizeof cert, pki, "device.pem");
+    path_in(key, sizeof key, pki, "device.key");
+    EXPECT(X(tether_credential_store_open)(NULL, &store), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_credential_store_open)(dir, NULL), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_credential_store_open)("/tmp/\xff", &store), TETHER_RESULT_INVALID_UTF8);
+    EXPECT(X(tether_credential_store_open)("/proc/nonexistent/store", &store), TETHER_RESULT_IO);
+    CHECK(store == NULL);
+    EXPECT(X(tether_credential_store_open)(dir, &store), TETHER_RESULT_OK);
+    EXPECT(X(tether_credential_store_generation)(NULL, &generation), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_credential_store_generation)(store, NULL), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_credential_store_generation)(store, &generation), TETHER_RESULT_NOT_FOUND);
+    EXPECT(X(tether_credential_store_new_callbacks)(NULL, flash_save, NULL, &cb),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_credential_store_new_callbacks)(flash_load, NULL, NULL, &cb),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_credential_store_new_callbacks)(flash_load, flash_save, NULL, NULL),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_credential_store_new_callbacks)(flash_load, flash_save, NULL, &cb),
+           TETHER_RESULT_OK);
+    EXPECT(tether_credential_store_generation(cb, &generation), TETHER_RESULT_NOT_FOUND);
+    flash_mode = 1;
+    EXPECT(tether_credential_store_generation(cb, &generation), TETHER_RESULT_IO);
+    flash_mode = 0;
+    memcpy(flash, "generation: x\nhub: h\n", 21);
+    flash_len = 21;
+    EXPECT(tether_credential_store_generation(cb, &generation), TETHER_RESULT_INVALID_ARGUMENT);
+    flash_len = 0;
+
+    /* DPS with a CSR: argument checks, then a port where nothing listens. */
+    EXPECT(X(tether_dps_provision_with_csr)(NULL, 1, NULL, "reg", KEY, false, tls, 100, store),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_dps_provision_with_csr)(NULL, 1, "0ne1", "reg", KEY, false, tls, 100, NULL),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_dps_provision_with_csr)(NULL, 1, "0ne1", "r\xff", KEY, false, tls, 100, store),
+           TETHER_RESULT_INVALID_UTF8);
+    EXPECT(X(tether_dps_provision_with_csr)(NULL, 0, "0ne1", "reg", KEY, false, tls, 100, store),
+           TETHER_RESULT_INVALID_ARGUMENT);
+    EXPECT(X(tether_dps_provision_with_csr)("127.0.0.1", 1, "0ne1", "reg", "***", false, tls, 100,
+                                            store),
+           TETHER_RESULT_SAS_KEY_INVALID);
+    NO_PANIC(X(tether_dps_provision_with_csr)("127.0.0.1", 1, "0ne1", "reg", KEY, false, tls, 300,
+                                              cb));
+    EXPECT(tether_credential_store_generation(store, &generation), TETHER_RESULT_NOT_FOUND);
+
+    /* A client from stored credentials: nothing stored yet. */
+    EXPECT(X(tether_client_new_from_credentials)(NULL, tls, NULL, &client), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_client_new_from_credentials)(store, tls, NULL, NULL), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_client_new_from_credentials)(store, tls, &options, &client), TETHER_RESULT_NOT_FOUND);
+    EXPECT(X(tether_client_new_from_credentials)(cb, NULL, NULL, &client), TETHER_RESULT_NOT_FOUND);
+    CHECK(client == NULL);
+
+    /* A certificate swap on an X.509 client; a SAS client has none to swap. */
+    chain = read_file(cert, &chain_len);
+    key_bytes = read_file(key, &key_len);
+    EXPECT(tether_client_new("HostName=localhost;DeviceId=dev-1;x509=true", tls, NULL, &client),
+           TETHER_RESULT_OK);
+    EXPECT(tether_client_new(CS, NULL, NULL, &sas), TETHER_RESULT_OK);
+    EXPECT(X(tether_client_set_certificate)(NULL, tls, chain, chain_len, key_bytes, key_len),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_client_set_certificate)(client, tls, NULL, 5, key_bytes, key_len),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_client_set_certificate)(client, tls, chain, chain_len, key_bytes, 9),
+           TETHER_RESULT_PRIVATE_KEY_MALFORMED);
+    EXPECT(X(tether_client_set_certificate)(client, tls, root_der, root_der_len, key_bytes, key_len),
+           TETHER_RESULT_KEY_CERT_MISMATCH);
+    EXPECT(X(tether_client_set_certificate)(sas, tls, chain, chain_len, key_bytes, key_len),
+           TETHER_RESULT_INVALID_STATE);
+    EXPECT(X(tether_client_set_certificate)(client, tls, chain, chain_len, key_bytes, key_len),
+           TETHER_RESULT_OK);
+    EXPECT(X(tether_client_set_certificate)(client, NULL, chain, chain_len, key_bytes, key_len),
+           TETHER_RESULT_OK);
+    {
+        int i;
+        for (i = 0; i < 50; i++) {
+            uint8_t junk[200];
+            size_t n = random_fill(junk, sizeof junk, 0);
+            NO_PANIC(tether_client_set_certificate(client, tls, junk, n, junk, n));
+        }
+    }
+    /* DPS with a CSR on the caller's socket: the key is made and kept by the registration. */
+    {
+        tether_dps_session *ds = NULL;
+        EXPECT(tether_dps_session_new("localhost", "0ne1", "reg-1", KEY, false, tls, 1000, &ds),
+               TETHER_RESULT_OK);
+        EXPECT(X(tether_dps_session_request_certificate)(NULL), TETHER_RESULT_NULL_ARGUMENT);
+        EXPECT(X(tether_dps_session_store_certificate)(ds, tls, 0, store), TETHER_RESULT_INVALID_STATE);
+        EXPECT(X(tether_dps_session_request_certificate)(ds), TETHER_RESULT_OK);
+        EXPECT(X(tether_dps_session_store_certificate)(NULL, tls, 0, store), TETHER_RESULT_NULL_ARGUMENT);
+        EXPECT(X(tether_dps_session_store_certificate)(ds, tls, 0, NULL), TETHER_RESULT_NULL_ARGUMENT);
+        EXPECT(X(tether_dps_session_store_certificate)(ds, NULL, 0, store), TETHER_RESULT_INVALID_STATE);
+        EXPECT(tether_dps_session_start(ds, 1767225600000ull), TETHER_RESULT_OK);
+        EXPECT(tether_dps_session_request_certificate(ds), TETHER_RESULT_INVALID_STATE);
+        tether_dps_session_free(ds);
+        EXPECT(tether_credential_store_generation(store, &generation), TETHER_RESULT_NOT_FOUND);
+    }
+    EXPECT(X(tether_client_renew_certificate)(NULL), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_client_renew_certificate)(client), TETHER_RESULT_INVALID_STATE);
+    free(chain);
+    free(key_bytes);
+    tether_client_free(client);
+    tether_client_free(sas);
+    X(tether_credential_store_free)(store);
+    X(tether_credential_store_free)(cb);
+    X(tether_credential_store_free)(NULL);
+}
+
 int main(int argc, char **argv) {
     tether_tls_config *tls;
     int i;
@@ -1250,6 +1387,7 @@ int main(int argc, char **argv) {
     gateway_faces(argv[1]);
     property_bags();
     dps(tls);
+    certificates(tls, argv[1]);
     topics_and_codec();
     audit();
     misc(argv[1]);

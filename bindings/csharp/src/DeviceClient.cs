@@ -108,6 +108,13 @@ namespace Tether
 
             [DllImport(Interop.Lib, CallingConvention = CallingConvention.Cdecl)]
             public static extern UIntPtr tether_client_inflight(Handle client);
+
+            [DllImport(Interop.Lib, CallingConvention = CallingConvention.Cdecl)]
+            public static extern Result tether_client_new_from_credentials(CredentialStore.Handle store, IntPtr tls,
+                ref OptionsNative options, out Handle client);
+
+            [DllImport(Interop.Lib, CallingConvention = CallingConvention.Cdecl)]
+            public static extern Result tether_client_renew_certificate(Handle client);
         }
 
         private readonly Handle handle;
@@ -148,6 +155,9 @@ namespace Tether
         /// <c>Description</c>, body in <c>Message</c>, reason in <c>ConnectionStatus</c>); the
         /// connection stays up.</summary>
         public event Action<ClientEvent> UndecodableMessageReceived;
+        /// <summary>Raised for certificate renewal progress (requested, issued, swapped,
+        /// rolled back, failed).</summary>
+        public event Action<CertificateStatus> CertificateChanged;
 
         /// <summary>
         /// Creates a client for <c>HostName=...;DeviceId=...;SharedAccessKey=...</c> (or
@@ -160,18 +170,8 @@ namespace Tether
             {
                 throw new ArgumentNullException("connectionString");
             }
-            OptionsNative o = Native.tether_client_options_default();
-            TlsConfig tls = null;
-            if (options != null)
-            {
-                if (options.Port.HasValue) o.Port = options.Port.Value;
-                if (options.KeepAliveSeconds.HasValue) o.KeepAliveSecs = options.KeepAliveSeconds.Value;
-                if (options.TokenTimeToLiveSeconds.HasValue) o.TokenTtlSecs = options.TokenTimeToLiveSeconds.Value;
-                if (options.MaxInflight.HasValue) o.MaxInflight = options.MaxInflight.Value;
-                if (options.ConnectTimeoutMilliseconds.HasValue) o.ConnectTimeoutMs = options.ConnectTimeoutMilliseconds.Value;
-                if (options.RetryMaxMilliseconds.HasValue) o.RetryMaxMs = options.RetryMaxMilliseconds.Value;
-                tls = options.Tls;
-            }
+            TlsConfig tls;
+            OptionsNative o = NativeOptions(options, out tls);
             byte[] cs = Interop.Utf8(connectionString);
             bool added = false;
             TlsConfig.Handle tlsHandle = tls == null ? null : tls.Live;
@@ -194,6 +194,75 @@ namespace Tether
                 }
                 Array.Clear(cs, 0, cs.Length);
             }
+        }
+
+        private static OptionsNative NativeOptions(ClientOptions options, out TlsConfig tls)
+        {
+            OptionsNative o = Native.tether_client_options_default();
+            tls = null;
+            if (options != null)
+            {
+                if (options.Port.HasValue) o.Port = options.Port.Value;
+                if (options.KeepAliveSeconds.HasValue) o.KeepAliveSecs = options.KeepAliveSeconds.Value;
+                if (options.TokenTimeToLiveSeconds.HasValue) o.TokenTtlSecs = options.TokenTimeToLiveSeconds.Value;
+                if (options.MaxInflight.HasValue) o.MaxInflight = options.MaxInflight.Value;
+                if (options.ConnectTimeoutMilliseconds.HasValue) o.ConnectTimeoutMs = options.ConnectTimeoutMilliseconds.Value;
+                if (options.RetryMaxMilliseconds.HasValue) o.RetryMaxMs = options.RetryMaxMilliseconds.Value;
+                tls = options.Tls;
+            }
+            return o;
+        }
+
+        /// <summary>
+        /// Creates a client for the device whose issued certificate <paramref name="credentialsDir"/>
+        /// holds (from <see cref="Dps.ProvisionWithCsr"/> or <c>tether provision --csr --out DIR</c>):
+        /// it connects to the stored hub with the stored certificate and key, and renews the
+        /// certificate through the hub at 80 % of its validity, storing each renewed one in the
+        /// folder (<see cref="CertificateChanged"/>). <see cref="ClientOptions.Tls"/> gives the
+        /// trust (extra CAs). Nothing is opened yet.
+        /// </summary>
+        public static DeviceClient CreateFromCredentials(string credentialsDir, ClientOptions options = null)
+        {
+            TlsConfig tls;
+            OptionsNative o = NativeOptions(options, out tls);
+            using (CredentialStore store = CredentialStore.Open(credentialsDir))
+            {
+                bool added = false;
+                TlsConfig.Handle tlsHandle = tls == null ? null : tls.Live;
+                try
+                {
+                    IntPtr tlsPtr = Interop.AddRef(tlsHandle, ref added);
+                    Handle h;
+                    Interop.Check(Native.tether_client_new_from_credentials(store.Live, tlsPtr, ref o, out h));
+                    return new DeviceClient(h);
+                }
+                finally
+                {
+                    if (added)
+                    {
+                        tlsHandle.DangerousRelease();
+                    }
+                }
+            }
+        }
+
+        /// <summary>
+        /// Provisions the device through DPS with a CSR (<see cref="Dps.ProvisionWithCsr"/>:
+        /// the certificate and its key go to <paramref name="credentialsDir"/>), then creates a
+        /// client that connects with them and renews them (<see cref="CreateFromCredentials"/>).
+        /// </summary>
+        public static DeviceClient CreateFromDpsWithCsr(string idScope, string registrationId, string deviceKeyBase64,
+            string credentialsDir, DpsOptions dps = null, ClientOptions options = null)
+        {
+            Dps.ProvisionWithCsr(idScope, registrationId, deviceKeyBase64, credentialsDir, dps);
+            return CreateFromCredentials(credentialsDir, options);
+        }
+
+        /// <summary>Renews the certificate now through the hub (a client from
+        /// <see cref="CreateFromCredentials"/>); progress comes as <see cref="CertificateChanged"/>.</summary>
+        public void RenewCertificate()
+        {
+            Interop.Check(Native.tether_client_renew_certificate(Live));
         }
 
         /// <summary>
@@ -574,6 +643,11 @@ namespace Tether
                     e.ConnectionStatus = new ConnectionStatus(ev.Error,
                         ev.Error == Result.Ok ? "disconnected" : Interop.LastError(), ev.WillRetry != 0);
                     break;
+                case EventKind.Certificate:
+                    e.Certificate = new CertificateStatus(Interop.FromUtf8(ev.Name), ev.Version, ev.Error,
+                        ev.Error == Result.Ok ? null : Interop.LastError(), ev.WillRetry != 0,
+                        Interop.FromUtf8(ev.RequestId));
+                    break;
                 case EventKind.Undecodable:
                     e.Description = Interop.FromUtf8(ev.Name);
                     e.Message = new Message(Interop.Bytes(ev.Payload, ev.PayloadLen), new Dictionary<string, string>());
@@ -639,6 +713,9 @@ namespace Tether
                     break;
                 case EventKind.Undecodable:
                     Raise(UndecodableMessageReceived, e);
+                    break;
+                case EventKind.Certificate:
+                    Raise(CertificateChanged, e.Certificate);
                     break;
             }
         }

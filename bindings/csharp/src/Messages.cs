@@ -146,6 +146,37 @@ namespace Tether
         public bool WillRetry { get; private set; }
     }
 
+    /// <summary>
+    /// Certificate renewal progress (clients from <see cref="DeviceClient.CreateFromCredentials"/>):
+    /// <see cref="Kind"/> is <c>renewal_requested</c>, <c>issued</c>, <c>swapped</c> (the renewed
+    /// certificate is in force and stored), <c>rolled_back</c> (the hub refused it; the previous
+    /// one is back) or <c>renewal_failed</c>.
+    /// </summary>
+    public sealed class CertificateStatus
+    {
+        internal CertificateStatus(string kind, ulong notAfter, Result reason, string message, bool willRetry,
+            string requestId)
+        {
+            Kind = kind;
+            NotAfterUnixSeconds = notAfter;
+            Reason = reason;
+            Message = message;
+            WillRetry = willRetry;
+            RequestId = requestId;
+        }
+
+        public string Kind { get; private set; }
+        /// <summary>issued, swapped: the new certificate's end of validity (Unix seconds).</summary>
+        public ulong NotAfterUnixSeconds { get; private set; }
+        /// <summary>rolled_back, renewal_failed: why.</summary>
+        public Result Reason { get; private set; }
+        public string Message { get; private set; }
+        /// <summary>renewal_failed: whether the client tries again by itself.</summary>
+        public bool WillRetry { get; private set; }
+        /// <summary>renewal_requested: the request id.</summary>
+        public string RequestId { get; private set; }
+    }
+
     /// <summary>One event from <see cref="DeviceClient.Poll(int)"/>; only the fields of its kind are set.</summary>
     public sealed class ClientEvent
     {
@@ -159,5 +190,7 @@ namespace Tether
         public TwinResponse TwinResponse { get; internal set; }
         public DesiredPropertiesPatch DesiredProperties { get; internal set; }
         public ConnectionStatus ConnectionStatus { get; internal set; }
+        /// <summary>Certificate: the renewal progress.</summary>
+        public CertificateStatus Certificate { get; internal set; }
     }
 }

@@ -125,5 +125,137 @@ namespace Tether
                 }
             }
         }
+            private static class CsrNative
+        {
+            [DllImport(Interop.Lib, CallingConvention = CallingConvention.Cdecl)]
+            public static extern Result tether_dps_provision_with_csr(byte[] endpoint, ushort port, byte[] idScope,
+                byte[] registrationId, byte[] deviceKeyBase64, [MarshalAs(UnmanagedType.I1)] bool groupEnrollment,
+                IntPtr tls, uint timeoutMs, CredentialStore.Handle store);
+        }
+
+        /// <summary>
+        /// Registers the device with DPS and has DPS issue its certificate from a CSR (a fresh
+        /// P-256 key made by the library; api-version 2025-07-01-preview). The issued chain is
+        /// checked (for that key, valid now, chaining to a root <see cref="DpsOptions.Tls"/>
+        /// trusts) and stored with the key in <paramref name="credentialsDir"/> (written
+        /// atomically; the key file is mode 0600). Returns the stored generation.
+        /// Authentication as <see cref="Provision"/>. Throws <see cref="TetherException"/>:
+        /// <c>CertIssuanceRefused</c>, <c>HubRequiresMqttV5</c>, <c>KeyCertMismatch</c>,
+        /// <c>CertUntrusted</c>, and the results of <see cref="Provision"/>.
+        /// </summary>
+        public static ulong ProvisionWithCsr(string idScope, string registrationId, string deviceKeyBase64,
+            string credentialsDir, DpsOptions options = null)
+        {
+            if (idScope == null)
+            {
+                throw new ArgumentNullException("idScope");
+            }
+            if (registrationId == null)
+            {
+                throw new ArgumentNullException("registrationId");
+            }
+            options = options ?? new DpsOptions();
+            byte[] key = Interop.Utf8(deviceKeyBase64);
+            TlsConfig.Handle tls = options.Tls == null ? null : options.Tls.Live;
+            bool added = false;
+            using (CredentialStore store = CredentialStore.Open(credentialsDir))
+            {
+                try
+                {
+                    IntPtr tlsPtr = Interop.AddRef(tls, ref added);
+                    Interop.Check(CsrNative.tether_dps_provision_with_csr(Interop.Utf8(options.Endpoint), options.Port,
+                        Interop.Utf8(idScope), Interop.Utf8(registrationId), key, options.GroupEnrollment, tlsPtr,
+                        (uint)Math.Max(1, options.TimeoutMilliseconds), store.Live));
+                    return store.Generation;
+                }
+                finally
+                {
+                    if (added)
+                    {
+                        tls.DangerousRelease();
+                    }
+                    if (key != null)
+                    {
+                        Array.Clear(key, 0, key.Length);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>A credential store folder (<c>tether_credential_store</c>): each generation of
+    /// the issued certificate, its key and the hub in <c>DIR/gen-N/</c>, written atomically.</summary>
+    internal sealed class CredentialStore : IDisposable
+    {
+        internal sealed class Handle : Microsoft.Win32.SafeHandles.SafeHandleZeroOrMinusOneIsInvalid
+        {
+            public Handle() : base(true)
+            {
+            }
+
+            protected override bool ReleaseHandle()
+            {
+                Native.tether_credential_store_free(handle);
+                return true;
+            }
+        }
+
+        private static class Native
+        {
+            [DllImport(Interop.Lib, CallingConvention = CallingConvention.Cdecl)]
+            public static extern Result tether_credential_store_open(byte[] dir, out Handle store);
+
+            [DllImport(Interop.Lib, CallingConvention = CallingConvention.Cdecl)]
+            public static extern void tether_credential_store_free(IntPtr store);
+
+            [DllImport(Interop.Lib, CallingConvention = CallingConvention.Cdecl)]
+            public static extern Result tether_credential_store_generation(Handle store, out ulong generation);
+        }
+
+        private readonly Handle store;
+
+        private CredentialStore(Handle store)
+        {
+            this.store = store;
+        }
+
+        internal static CredentialStore Open(string dir)
+        {
+            if (dir == null)
+            {
+                throw new ArgumentNullException("credentialsDir");
+            }
+            Handle h;
+            Interop.Check(Native.tether_credential_store_open(Interop.Utf8(dir), out h));
+            return new CredentialStore(h);
+        }
+
+        internal Handle Live
+        {
+            get
+            {
+                if (store.IsClosed)
+                {
+                    throw new ObjectDisposedException("CredentialStore");
+                }
+                return store;
+            }
+        }
+
+        /// <summary>The generation in force (1 for the first certificate, one more per renewal).</summary>
+        internal ulong Generation
+        {
+            get
+            {
+                ulong g;
+                Interop.Check(Native.tether_credential_store_generation(Live, out g));
+                return g;
+            }
+        }
+
+        public void Dispose()
+        {
+            store.Dispose();
+        }
     }
 }

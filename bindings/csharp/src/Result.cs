@@ -124,6 +124,10 @@ namespace Tether
         Pkcs11TokenFailed = 510,
         /// <summary>This build of tether has no PKCS#11 support (the <c>pkcs11</c> feature, Linux only).</summary>
         Pkcs11Unavailable = 511,
+        /// <summary>DPS or the hub refused to issue a certificate (a bad CSR, 400040; no pending request matches, 412001; or the registration failed): the message names the error code. Not retried; the current credential stays in force.</summary>
+        CertIssuanceRefused = 600,
+        /// <summary>DPS assigned the device to a hub that speaks MQTT v5 only (<c>connectionProfile</c> <c>mqttV5</c>); tether speaks MQTT 3.1.1.</summary>
+        HubRequiresMqttV5 = 601,
     }
 
     /// <summary>A failed call: the result code and the library's message (never a secret).</summary>
@@ -177,6 +181,8 @@ namespace Tether
         /// <see cref="ClientEvent.Description"/> is the topic, <see cref="ClientEvent.Message"/>
         /// the body (no properties), <see cref="ClientEvent.ConnectionStatus"/> the reason.</summary>
         Undecodable = 9,
+        /// <summary>Certificate renewal progress: <see cref="ClientEvent.Certificate"/>.</summary>
+        Certificate = 10,
     }
 
     /// <summary>Embedded trust anchors (<c>TETHER_ROOTS_*</c>).</summary>

@@ -18,6 +18,7 @@ namespace Tether.Tests
         private static readonly HashSet<string> Opaque = new HashSet<string>
         {
             "tether_client", "tether_tls_config", "tether_tls_config_builder", "tether_connection_string", "tether_session",
+            "tether_credential_store",
         };
 
         /// <summary>The C struct each C# mirror stands for (a mirror missing here fails the test).</summary>

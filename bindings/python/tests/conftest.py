@@ -265,7 +265,8 @@ def tether_cli() -> Path:
 
 
 class Hub:
-    def __init__(self, d: Path, devices: List[Dict[str, object]]):
+    def __init__(self, d: Path, devices: List[Dict[str, object]], dps: Optional[Dict[str, object]] = None,
+                 extra: Optional[List[str]] = None):
         require("mosquitto", "mosquitto")
         require("openssl", "openssl")
         import json
@@ -273,12 +274,15 @@ class Hub:
         self.dir = d / "hub"
         (self.dir / "trusted").mkdir(parents=True)
         registry = d / "registry.json"
-        registry.write_text(json.dumps({"hostName": HUB_HOST, "certificateAuthorities": [], "devices": devices}))
+        content: Dict[str, object] = {"hostName": HUB_HOST, "certificateAuthorities": [], "devices": devices}
+        if dps is not None:
+            content["dps"] = dps
+        registry.write_text(json.dumps(content))
         self.sas, self.x509 = free_port(), free_port()
         self.log_path = d / "hub.log"
         self.proc = subprocess.Popen(
             [str(tether_cli()), "hub", "--registry", str(registry), "--port", str(self.sas),
-             "--x509-port", str(self.x509), "--dir", str(self.dir)],
+             "--x509-port", str(self.x509), "--dir", str(self.dir), *(extra or [])],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=open(self.log_path, "wb"), text=True,
         )
         line: List[str] = []

@@ -14,7 +14,7 @@ from tether import _native as n
 HEADER = Path(__file__).resolve().parents[3] / "include" / "tether.h"
 
 OPAQUE = {"tether_client", "tether_tls_config", "tether_tls_config_builder", "tether_connection_string",
-          "tether_session"}
+          "tether_session", "tether_credential_store"}
 STRUCTS = {cls._c_name_: cls for cls in n.STRUCTS}
 SCALARS = {
     "void": None,

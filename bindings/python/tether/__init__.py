@@ -40,6 +40,7 @@ from .client import (
     TwinError,
     TwinResponse,
     Undecodable,
+    Certificate,
 )
 from .primitives import (
     c2d_subscribe_topic,
@@ -55,7 +56,7 @@ from .primitives import (
     thumbprint,
     username,
 )
-from .provisioning import provision
+from .provisioning import provision, provision_with_csr
 
 __version__ = "0.1.0"
 
@@ -65,7 +66,7 @@ __all__ = [
     "TetherError", "TetherTimeout", "ClosedError", "TwinError",
     "sas_token", "derive_key", "thumbprint", "client_id", "username", "telemetry_topic",
     "c2d_subscribe_topic", "method_response_topic", "parse_c2d_topic", "parse_method_topic",
-    "parse_twin_topic", "parse_connection_string", "provision",
+    "parse_twin_topic", "parse_connection_string", "provision", "provision_with_csr", "Certificate",
     "live_handles", "library_path", "result_name", "version", "set_log_level",
     "LOG_ERROR", "LOG_WARN", "LOG_INFO", "LOG_DEBUG",
 ]

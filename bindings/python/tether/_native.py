@@ -55,6 +55,7 @@ EVENT_DESIRED_PATCH = 6
 EVENT_SUBSCRIPTION_REFUSED = 7
 EVENT_DISCONNECTED = 8
 EVENT_UNDECODABLE = 9
+EVENT_CERTIFICATE = 10
 
 LOG_ERROR = 1
 LOG_WARN = 2
@@ -216,6 +217,16 @@ PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_client_set_keys": (c_enum, [_H, c_char_p, c_char_p]),
     "tether_client_disconnect": (None, [_H]),
     "tether_client_inflight": (c_size_t, [_H]),
+    # certificate lifecycle (docs/certificates.md)
+    "tether_credential_store_open": (c_enum, [c_char_p, _HOUT]),
+    "tether_credential_store_free": (None, [_H]),
+    "tether_credential_store_generation": (c_enum, [_H, POINTER(c_uint64)]),
+    "tether_dps_provision_with_csr": (
+        c_enum, [c_char_p, c_uint16, c_char_p, c_char_p, c_char_p, c_bool, _H, c_uint32, _H]
+    ),
+    "tether_client_new_from_credentials": (c_enum, [_H, _H, POINTER(ClientOptions), _HOUT]),
+    "tether_client_set_certificate": (c_enum, [_H, _H, c_void_p, c_size_t, c_void_p, c_size_t]),
+    "tether_client_renew_certificate": (c_enum, [_H]),
     # TLS configuration
     "tether_tls_config_builder_new": (_H, []),
     "tether_tls_config_builder_free": (None, [_H]),

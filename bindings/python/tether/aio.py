@@ -75,6 +75,15 @@ class DeviceClient:
         inner = await loop.run_in_executor(None, functools.partial(blocking.DeviceClient.from_dps, *args, **kwargs))
         return cls(inner)
 
+    @classmethod
+    def from_credentials(cls: type[_A], *args: Any, **kwargs: Any) -> _A:
+        """As :meth:`tether.DeviceClient.from_credentials` (certificate renewal included)."""
+        return cls(blocking.DeviceClient.from_credentials(*args, **kwargs))
+
+    async def renew_certificate(self) -> None:
+        """As :meth:`tether.DeviceClient.renew_certificate`; progress comes from ``poll``."""
+        await self._run(self._inner.renew_certificate)
+
     # -- the worker -----------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:

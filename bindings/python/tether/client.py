@@ -131,6 +131,22 @@ class Disconnected:
     will_retry: bool
 
 
+@dataclass
+class Certificate:
+    """Certificate renewal progress (clients from :meth:`DeviceClient.from_credentials` or
+    ``from_dps(..., csr=True)``): ``kind`` is ``renewal_requested``, ``issued``, ``swapped``
+    (the renewed certificate is in force and stored), ``rolled_back`` (the hub refused it; the
+    previous one is back) or ``renewal_failed``. ``not_after`` (Unix seconds) for ``issued``
+    and ``swapped``; ``code``/``name`` for failures; ``will_retry`` for ``renewal_failed``."""
+
+    kind: str
+    not_after: int = 0
+    code: int = 0
+    name: str = ""
+    will_retry: bool = False
+    request_id: str = ""
+
+
 class TwinError(TetherError):
     """The hub answered a twin request with an error status (``status``: 400, 429...)."""
 
@@ -227,6 +243,8 @@ class DeviceClient(Managed):
         self._on_message: Optional[Callable[[Message], None]] = None
         self._on_method: Optional[Callable[[MethodRequest], None]] = None
         self._on_patch: Optional[Callable[[Dict[str, Any]], None]] = None
+        #: Called with every :class:`Certificate` event (renewal progress), if set.
+        self.on_certificate: Optional[Callable[[Certificate], None]] = None
 
     # -- construction ---------------------------------------------------------------
 
@@ -346,6 +364,42 @@ class DeviceClient(Managed):
         return cls._x509(host, device_id, module_id, tls, port, keep_alive, max_inflight, connect_timeout)
 
     @classmethod
+    def from_credentials(
+        cls,
+        credentials_dir: str,
+        ca_file: Optional[str] = None,
+        port: int = 8883,
+        *,
+        keep_alive: Optional[int] = None,
+        max_inflight: Optional[int] = None,
+        connect_timeout: Optional[float] = None,
+        tls13: bool = False,
+    ) -> "DeviceClient":
+        """A client for the device whose issued certificate ``credentials_dir`` holds (from
+        ``from_dps(..., csr=True)`` or ``tether provision --csr --out DIR``): it connects to
+        the stored hub with the stored certificate and renews it through the hub at 80 % of
+        its validity, storing each renewed one in ``credentials_dir``
+        (:class:`Certificate` events)."""
+        tls = TlsConfig(ca_file=ca_file, tls13=tls13) if (ca_file or tls13) else None
+        opts = cls._options(port, keep_alive, None, max_inflight, connect_timeout)
+        store = c_void_p()
+        check(_lib.tether_credential_store_open(cstr(credentials_dir), byref(store)))
+        out = c_void_p()
+        try:
+            check(_lib.tether_client_new_from_credentials(
+                store, tls._ptr() if tls else None, byref(opts), byref(out)))
+        finally:
+            _lib.tether_credential_store_free(store)
+            if tls is not None:
+                tls.close()
+        return cls(out.value)
+
+    def renew_certificate(self) -> None:
+        """Renews the certificate now through the hub (a client from
+        :meth:`from_credentials`); progress comes as :class:`Certificate` events."""
+        check(_lib.tether_client_renew_certificate(self._ptr()))
+
+    @classmethod
     def from_environment(cls) -> "DeviceClient":
         """A client from ``TETHER_CONNECTION_STRING`` (required), ``TETHER_CA_FILE``,
         ``TETHER_PORT``, ``TETHER_CERT_FILE`` / ``TETHER_KEY_FILE``."""
@@ -368,14 +422,31 @@ class DeviceClient(Managed):
         cert_file: Optional[str] = None,
         key_file: Optional[str] = None,
         timeout: Optional[float] = None,
+        csr: bool = False,
+        credentials_dir: Optional[str] = None,
         **options: Any,
     ) -> "DeviceClient":
         """Provisions the device through the Device Provisioning Service (see
         :func:`tether.provision`), then returns a client for the assigned hub and device id:
         with ``device_key`` (SAS; for a group enrollment the key derived with
         :func:`tether.derive_key`, and ``group_enrollment=True``), or with ``cert_file`` and
-        ``key_file`` (X.509). Blocks during provisioning; the client is not connected yet."""
-        from .provisioning import provision
+        ``key_file`` (X.509). Blocks during provisioning; the client is not connected yet.
+
+        With ``csr=True`` DPS issues the device certificate from a CSR (a fresh P-256 key;
+        api-version 2025-07-01-preview); chain and key are kept in ``credentials_dir``
+        (required) and the client connects with them and renews them through the hub (see
+        :meth:`from_credentials`)."""
+        from .provisioning import provision, provision_with_csr
+
+        if csr:
+            if credentials_dir is None:
+                raise ValueError("from_dps(csr=True) needs credentials_dir for the key and chain")
+            provision_with_csr(
+                id_scope, registration_id, credentials_dir, device_key,
+                group_enrollment=group_enrollment, endpoint=endpoint, port=dps_port,
+                ca_file=ca_file, cert_file=cert_file, key_file=key_file, timeout=timeout,
+            )
+            return cls.from_credentials(credentials_dir, ca_file=ca_file, port=port, **options)
 
         hub, device_id = provision(
             id_scope, registration_id, device_key, group_enrollment=group_enrollment,
@@ -537,6 +608,16 @@ class DeviceClient(Managed):
             return Undecodable(
                 (ev.name or b"").decode("utf-8", "replace"), payload, ev.error, n.result_name(ev.error)
             )
+        if kind == n.EVENT_CERTIFICATE:
+            cert = Certificate(
+                (ev.name or b"").decode("utf-8"), int(ev.version), int(ev.error),
+                n.result_name(ev.error) if ev.error else "", bool(ev.will_retry),
+                (ev.request_id or b"").decode("utf-8"),
+            )
+            n_logger().info("certificate %s%s", cert.kind, f" ({cert.name})" if cert.name else "")
+            if self.on_certificate is not None:
+                self.on_certificate(cert)
+            return cert
         if kind == n.EVENT_DISCONNECTED:
             d = Disconnected(ev.error, n.result_name(ev.error), bool(ev.will_retry))
             if not d.will_retry:

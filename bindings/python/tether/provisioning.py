@@ -1,7 +1,7 @@
 """Device Provisioning Service: which IoT Hub does this device belong to?"""
 
 import ctypes
-from ctypes import byref, c_size_t
+from ctypes import byref, c_size_t, c_uint64, c_void_p
 from typing import Optional, Tuple
 
 from ._native import check, cstr, defaults, lib as _lib
@@ -53,5 +53,47 @@ def provision(
         )
         return hub.raw[: hub_len.value].decode(), device.raw[: device_len.value].decode()
     finally:
+        if tls is not None:
+            tls.close()
+
+
+def provision_with_csr(
+    id_scope: str,
+    registration_id: str,
+    credentials_dir: str,
+    device_key: Optional[str] = None,
+    *,
+    group_enrollment: bool = False,
+    endpoint: Optional[str] = None,
+    port: int = 8883,
+    ca_file: Optional[str] = None,
+    cert_file: Optional[str] = None,
+    key_file: Optional[str] = None,
+    timeout: float = 60.0,
+) -> int:
+    """Registers the device with DPS and has DPS issue its certificate from a CSR (a fresh
+    P-256 key made by the library; api-version 2025-07-01-preview). The issued chain is
+    checked (for that key, valid now, chaining to a trusted root: the IoT Hub roots plus
+    ``ca_file``) and stored with the key in ``credentials_dir`` (written atomically; the key
+    file is mode 0600). Returns the stored generation. Authentication as :func:`provision`."""
+    tls = None
+    if ca_file or cert_file or key_file:
+        tls = TlsConfig(ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+    store = c_void_p()
+    try:
+        check(_lib.tether_credential_store_open(cstr(credentials_dir), byref(store)))
+        check(
+            _lib.tether_dps_provision_with_csr(
+                cstr(endpoint), port, cstr(id_scope), cstr(registration_id), cstr(device_key),
+                group_enrollment, tls._ptr() if tls is not None else None,
+                max(1, int(timeout * 1000)), store,
+            )
+        )
+        generation = c_uint64(0)
+        check(_lib.tether_credential_store_generation(store, byref(generation)))
+        return int(generation.value)
+    finally:
+        if store.value:
+            _lib.tether_credential_store_free(store)
         if tls is not None:
             tls.close()

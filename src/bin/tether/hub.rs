@@ -215,6 +215,80 @@ fn ensure_pki(dir: &Path, host_name: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// Makes the issuing CA of `--dps-port` (`DIR/issuing.pem` + `issuing.key`: P-384, signed
+/// by `DIR/ca.pem`, as IoT Hub's certificate management signs with P-384) unless it exists,
+/// and puts it in `DIR/trusted/` so the X.509 listener accepts the chains it issues.
+fn ensure_issuer(dir: &Path) -> Result<()> {
+    let have = |f: &str| dir.join(f).is_file();
+    if !(have("issuing.pem") && have("issuing.key")) {
+        require_program("openssl", "openssl")?;
+        std::fs::write(
+            dir.join("issuing.ext"),
+            "basicConstraints=critical,CA:TRUE,pathlen:0
+keyUsage=critical,keyCertSign,cRLSign
+             subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid
+",
+        )
+        .map_err(|e| io(e, "issuing.ext"))?;
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-384",
+                "-nodes",
+                "-keyout",
+                "issuing.key",
+                "-out",
+                "issuing.csr",
+                "-subj",
+                "/CN=tether hub stand-in issuing CA",
+            ],
+        )?;
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "issuing.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "3650",
+                "-sha384",
+                "-out",
+                "issuing.pem",
+                "-extfile",
+                "issuing.ext",
+            ],
+        )?;
+    }
+    std::fs::copy(dir.join("issuing.pem"), dir.join("trusted/issuing.pem"))
+        .map_err(|e| io(e, "trusted/issuing.pem"))?;
+    Ok(())
+}
+
+/// The DPS listener and the issuing CA's plugin options (`--dps-port`).
+fn dps_config(dir: &Path, dps_port: u16, validity_s: u64) -> String {
+    let d = dir.display();
+    format!(
+        "\n# DPS (tether hub --dps-port): registrations, certificates issued from CSRs.\n\
+         plugin_opt_issuer_cert {d}/issuing.pem\n\
+         plugin_opt_issuer_key {d}/issuing.key\n\
+         plugin_opt_issued_validity {validity_s}\n\
+         listener {dps_port} 127.0.0.1\n\
+         certfile {d}/server.pem\nkeyfile {d}/server.key\ntls_version tlsv1.2\nciphers {HUB_CIPHERS}\n\
+         max_qos 1\n"
+    )
+}
+
 /// The mosquitto configuration of the stand-in.
 fn config(dir: &Path, plugin: &Path, registry: &Path, port: u16, x509_port: u16) -> String {
     let d = dir.display();
@@ -279,7 +353,8 @@ fn stop(child: &mut Child) {
 ///
 /// mosquitto with IoT Hub's TLS policy and the tether-hub plugin, which checks every device
 /// against the registry file (SAS tokens, X.509 thumbprints or CAs, status, topics). Listens on 127.0.0.1: SAS devices on --port, X.509 devices on --x509-port. Makes a test
-/// PKI in DIR when absent (devices trust DIR/ca.pem). Prints `ready sas=PORT x509=PORT2 service=PORT3` when
+/// PKI in DIR when absent (devices trust DIR/ca.pem). With --dps-port, also DPS (certificates
+/// issued from CSRs by DIR/issuing.pem, renewed through the hub). Prints `ready sas=PORT x509=PORT2 service=PORT3` when
 /// both ports accept; stops on Ctrl-C or SIGTERM. Needs mosquitto, openssl and the plugin
 /// (libtether_hub.so: `cargo build --workspace`).
 #[derive(clap::Args, Debug)]
@@ -317,6 +392,16 @@ pub struct HubArgs {
     /// adds `web=URL`, a login URL holding the session token (also in DIR/web-token)
     #[arg(long, value_name = "[HOST:]PORT")]
     web: Option<String>,
+    /// Serve DPS on PORT (the registry's `dps` section holds the enrollments), issuing device
+    /// certificates from CSRs with DIR/issuing.pem; the hub then renews them through
+    /// $iothub/credentials. The ready line adds `dps=PORT`
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    dps_port: Option<u16>,
+    /// Lifetime of the certificates the stand-in issues, in seconds (short ones make renewal
+    /// testable)
+    #[arg(long, value_name = "SECONDS", default_value_t = 30 * 86_400,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    issued_validity: u64,
 }
 
 pub fn run(args: HubArgs) -> Result<()> {
@@ -350,6 +435,9 @@ pub fn run(args: HubArgs) -> Result<()> {
             .map_err(|e| usage_error(format!("--host-name: {}", e.message())))?;
     }
     ensure_pki(&dir, args.host_name.as_deref())?;
+    if args.dps_port.is_some() {
+        ensure_issuer(&dir)?;
+    }
     std::fs::create_dir_all(dir.join("x509-trust")).map_err(|e| io(e, "x509-trust"))?;
     let conf = dir.join("mosquitto.conf");
     // mosquitto listens on internal ports; the audit relays own the public ones.
@@ -357,8 +445,11 @@ pub fn run(args: HubArgs) -> Result<()> {
     hub_audit::start(port, inner)?;
     hub_audit::start(x509_port, inner_x509)?;
     let (port, x509_port, public) = (inner, inner_x509, (port, x509_port));
-    std::fs::write(&conf, config(&dir, &plugin, &registry, port, x509_port))
-        .map_err(|e| io(e, conf.display()))?;
+    let mut text = config(&dir, &plugin, &registry, port, x509_port);
+    if let Some(dps) = args.dps_port {
+        text.push_str(&dps_config(&dir, dps, args.issued_validity));
+    }
+    std::fs::write(&conf, text).map_err(|e| io(e, conf.display()))?;
     let openssl_conf = dir.join("openssl-tls12.cnf");
     std::fs::write(&openssl_conf, OPENSSL_TLS12).map_err(|e| io(e, openssl_conf.display()))?;
 
@@ -411,7 +502,7 @@ pub fn run(args: HubArgs) -> Result<()> {
             stop(&mut child);
             return Ok(());
         }
-        if accepts(port) && accepts(x509_port) {
+        if accepts(port) && accepts(x509_port) && args.dps_port.map_or(true, accepts) {
             break;
         }
         if Instant::now() >= deadline {
@@ -445,8 +536,12 @@ pub fn run(args: HubArgs) -> Result<()> {
             return Err(e);
         }
     };
+    let dps = args
+        .dps_port
+        .map(|p| format!(" dps={p}"))
+        .unwrap_or_default();
     println!(
-        "ready sas={} x509={} service={service_port}{web}",
+        "ready sas={} x509={} service={service_port}{web}{dps}",
         public.0, public.1
     );
     use std::io::Write;

@@ -157,6 +157,16 @@ pub fn run(args: ListenArgs) -> Result<()> {
                     "payload": json_payload(&payload),
                 }),
             ),
+            Some(Event::Certificate(e)) => {
+                // Progress of the certificate renewal (--credentials): not a message.
+                let (text, json) = crate::device::certificate_event(&e);
+                if args.json {
+                    print_json(&json);
+                } else {
+                    eprintln!("tether: certificate {text}");
+                }
+                continue;
+            }
             Some(Event::SubscriptionRefused { filter }) => {
                 if args.json {
                     print_json(&serde_json::json!({

@@ -31,6 +31,7 @@ mod hub;
 mod hub_audit;
 mod listen;
 mod opts;
+mod provision;
 mod sas_token;
 mod send;
 mod thumbprint;
@@ -67,6 +68,7 @@ enum Command {
     Listen(listen::ListenArgs),
     Twin(twin::TwinArgs),
     Hub(hub::HubArgs),
+    Provision(provision::ProvisionArgs),
     Audit(audit::AuditArgs),
     Completions(completions::CompletionsArgs),
     Defaults(defaults::DefaultsArgs),
@@ -86,6 +88,7 @@ impl Command {
             Command::Listen(args) => listen::run(args),
             Command::Twin(args) => twin::run(args),
             Command::Hub(args) => hub::run(args),
+            Command::Provision(args) => provision::run(args),
             Command::Audit(_) => unreachable!("main runs audit itself"),
             Command::Completions(args) => completions::run(args),
             Command::Defaults(args) => defaults::run(args),

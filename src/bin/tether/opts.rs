@@ -108,6 +108,11 @@ pub struct DeviceOpts {
     /// Timestamped diagnostics on standard error (TCP, TLS version and suite, retries)
     #[arg(short = 'v', long)]
     pub verbose: bool,
+    /// Connect with the certificate `tether provision --csr --out DIR` stored in DIR (hub,
+    /// device id, chain and key; the connection string is not used), and renew it through
+    /// the hub at 80 % of its validity, storing each renewed one in DIR
+    #[arg(long, value_name = "DIR")]
+    pub credentials: Option<String>,
 }
 
 impl DeviceOpts {
