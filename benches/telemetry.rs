@@ -139,6 +139,8 @@ fn client_main(args: &[String]) {
     let mut c = client(port, token);
     c.connect(Duration::from_secs(10)).unwrap();
     let connected = start.elapsed();
+    // A burst: QoS 1 messages are coalesced like QoS 0 ones, sent at each poll.
+    c.hold_output(true).unwrap();
     let bag = PropertyBag::new();
     let (mut sent, mut acked) = (0u64, 0u64);
     while sent < count || (qos == 1 && acked < count) {

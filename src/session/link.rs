@@ -42,6 +42,10 @@ pub(crate) struct Link {
     cipher_suite: String,
     /// Decrypted bytes not yet decoded into packets.
     rx: Vec<u8>,
+    /// Encoded packets not yet encrypted: everything written between two
+    /// [`Link::poll_output`] calls goes out as one TLS record (per 16 KiB) and so one
+    /// transport write. The buffer is kept and reused.
+    pending: Vec<u8>,
 }
 
 impl Link {
@@ -68,6 +72,7 @@ impl Link {
             tls_version: String::new(),
             cipher_suite: String::new(),
             rx: Vec::new(),
+            pending: Vec::new(),
         })
     }
 
@@ -149,16 +154,34 @@ impl Link {
         self.rx = rx;
     }
 
-    /// Encrypts an encoded packet for sending.
+    /// Queues an encoded packet for sending (encrypted by the next [`Link::poll_output`]).
     pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.tls
-            .writer()
-            .write_all(bytes)
-            .map_err(|e| Error::new(Code::Io, format!("TLS buffer: {e}")))
+        self.pending.extend_from_slice(bytes);
+        Ok(())
     }
 
-    /// Appends the bytes to send on the transport to `out`; returns how many.
+    /// The queue of encoded packets, to encode one straight into it.
+    pub(crate) fn pending_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.pending
+    }
+
+    /// Encrypts the queued packets: one `write` into rustls, which makes one record per
+    /// 16 KiB. Held back until the first packet (the CONNECT) is written.
+    fn seal(&mut self) {
+        if self.pending.is_empty() || self.first_packet.is_some() || self.tls.is_handshaking() {
+            return;
+        }
+        // rustls buffers without limit (`set_buffer_limit(None)`): the write takes it all.
+        if self.tls.writer().write_all(&self.pending).is_ok() {
+            self.pending.clear();
+        }
+    }
+
+    /// Appends the bytes to send on the transport to `out`; returns how many. This is the
+    /// flush point: what was written since the last call leaves as one TLS record (per
+    /// 16 KiB) appended to `out` in one piece.
     pub(crate) fn poll_output(&mut self, out: &mut Vec<u8>) -> usize {
+        self.seal();
         let before = out.len();
         while self.tls.wants_write() {
             if self.tls.write_tls(out).is_err() {
@@ -168,13 +191,14 @@ impl Link {
         out.len() - before
     }
 
-    /// Whether encrypted output is waiting for [`Link::poll_output`].
+    /// Whether output is waiting for [`Link::poll_output`].
     pub(crate) fn wants_write(&self) -> bool {
-        self.tls.wants_write()
+        self.tls.wants_write() || !self.pending.is_empty()
     }
 
-    /// Queues the TLS close_notify alert.
+    /// Queues the TLS close_notify alert (after the packets already queued).
     pub(crate) fn send_close_notify(&mut self) {
+        self.seal();
         self.tls.send_close_notify();
     }
 
