@@ -392,21 +392,7 @@ impl Publish<'_> {
     /// Validates; returns the QoS, the remaining length and the frame length.
     fn validate(&self) -> Result<(QoS, usize, usize)> {
         check_topic_name(self.topic, "topic")?;
-        let qos = check_qos(self.qos, "PUBLISH")?;
-        if qos == QoS::AtLeastOnce {
-            check_pkid(self.pkid, "QoS 1 PUBLISH")?;
-        } else if self.pkid != 0 || self.dup {
-            return Err(invalid("a QoS 0 PUBLISH has no packet id and no DUP flag"));
-        }
-        if self.payload.len() > MAX_MESSAGE_SIZE {
-            return Err(Error::new(
-                Code::MqttPacketTooLarge,
-                format!(
-                    "the payload is {} bytes; IoT Hub accepts messages of at most {MAX_MESSAGE_SIZE}",
-                    self.payload.len()
-                ),
-            ));
-        }
+        let qos = check_publish(self.qos, self.pkid, self.dup, self.payload.len())?;
         let remaining =
             2 + self.topic.len() + if qos == QoS::AtLeastOnce { 2 } else { 0 } + self.payload.len();
         Ok((qos, remaining, frame_len(remaining)?))
@@ -456,6 +442,25 @@ impl Publish<'_> {
     }
 }
 
+/// Checks a PUBLISH's QoS, packet id, DUP flag and payload size; returns the QoS.
+fn check_publish(qos: u8, pkid: u16, dup: bool, payload_len: usize) -> Result<QoS> {
+    let qos = check_qos(qos, "PUBLISH")?;
+    if qos == QoS::AtLeastOnce {
+        check_pkid(pkid, "QoS 1 PUBLISH")?;
+    } else if pkid != 0 || dup {
+        return Err(invalid("a QoS 0 PUBLISH has no packet id and no DUP flag"));
+    }
+    if payload_len > MAX_MESSAGE_SIZE {
+        return Err(Error::new(
+            Code::MqttPacketTooLarge,
+            format!(
+                "the payload is {payload_len} bytes; IoT Hub accepts messages of at most {MAX_MESSAGE_SIZE}"
+            ),
+        ));
+    }
+    Ok(qos)
+}
+
 /// The fixed header and the topic length of a PUBLISH (validated: the topic is at most
 /// 65535 bytes, the remaining length within MQTT's limit): the bytes and how many.
 fn publish_header(qos: QoS, dup: bool, remaining: usize, topic_len: usize) -> ([u8; 7], usize) {
@@ -491,26 +496,12 @@ pub fn append_publish(
     qos: u8,
     pkid: u16,
 ) -> Result<usize> {
-    let qos = check_qos(qos, "PUBLISH")?;
-    if qos == QoS::AtLeastOnce {
-        check_pkid(pkid, "QoS 1 PUBLISH")?;
-    } else if pkid != 0 {
-        return Err(invalid("a QoS 0 PUBLISH has no packet id"));
-    }
+    let qos = check_publish(qos, pkid, false, payload.len())?;
     let topic_len: usize = topic.iter().map(|p| p.len()).sum();
     if topic_len == 0 || topic_len > MAX_STRING_LEN {
         return Err(Error::new(
             Code::TopicInvalid,
             "a PUBLISH topic is 1 to 65535 bytes",
-        ));
-    }
-    if payload.len() > MAX_MESSAGE_SIZE {
-        return Err(Error::new(
-            Code::MqttPacketTooLarge,
-            format!(
-                "the payload is {} bytes; IoT Hub accepts messages of at most {MAX_MESSAGE_SIZE}",
-                payload.len()
-            ),
         ));
     }
     let id_len = if qos == QoS::AtLeastOnce { 2 } else { 0 };

@@ -104,17 +104,13 @@ impl Link {
                 };
                 return Err(handshake::describe(&err, &ctx));
             }
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                match self.tls.reader().read(&mut buf) {
-                    Ok(0) => {
-                        received.peer_closed = true;
-                        break;
-                    }
-                    Ok(n) => self.rx.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(Error::new(Code::ConnectionClosed, format!("TLS: {e}"))),
-                }
+            // Straight into `rx` (no zeroed 16 KiB buffer per record): the end of the stream
+            // (close_notify) ends `read_to_end`; "no more data for now" is WouldBlock, with
+            // what was read already appended.
+            match self.tls.reader().read_to_end(&mut self.rx) {
+                Ok(_) => received.peer_closed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Error::new(Code::ConnectionClosed, format!("TLS: {e}"))),
             }
         }
         if !self.handshake_reported && !self.tls.is_handshaking() {

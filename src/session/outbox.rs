@@ -21,10 +21,10 @@ pub(crate) struct Inflight {
 }
 
 /// Buffers of acknowledged frames kept for the next messages (so a steady stream of
-/// telemetry does not allocate per message): at most this many, each at most
-/// [`SPARE_MAX_CAPACITY`] bytes, 64 KiB in all.
-const SPARE_FRAMES: usize = 16;
+/// telemetry does not allocate per message): each at most [`SPARE_MAX_CAPACITY`] bytes,
+/// [`SPARE_MAX_BYTES`] in all.
 const SPARE_MAX_CAPACITY: usize = 4096;
+const SPARE_MAX_BYTES: usize = 64 * 1024;
 
 /// Packet ids, in-flight messages and pending subscriptions.
 pub(crate) struct Outbox {
@@ -33,6 +33,8 @@ pub(crate) struct Outbox {
     /// sent them (re-send order; the first written is the oldest).
     order: BTreeMap<u64, u16>,
     spare: Vec<Vec<u8>>,
+    /// The capacity of the buffers in `spare`.
+    spare_bytes: usize,
     pending_subacks: BTreeMap<u16, Vec<String>>,
     next_pkid: u16,
     next_message_id: u64,
@@ -47,6 +49,7 @@ impl Default for Outbox {
             inflight: BTreeMap::new(),
             order: BTreeMap::new(),
             spare: Vec::new(),
+            spare_bytes: 0,
             pending_subacks: BTreeMap::new(),
             next_pkid: 1,
             next_message_id: 1,
@@ -89,7 +92,9 @@ impl Outbox {
 
     /// A buffer for the next frame (one of an acknowledged frame when there is one).
     pub(crate) fn frame_buffer(&mut self) -> Vec<u8> {
-        self.spare.pop().unwrap_or_default()
+        let buf = self.spare.pop().unwrap_or_default();
+        self.spare_bytes -= buf.capacity();
+        buf
     }
 
     /// Keeps a QoS 1 message until its PUBACK.
@@ -103,7 +108,9 @@ impl Outbox {
         let m = self.inflight.remove(&pkid)?;
         self.order.remove(&m.id);
         let buf = m.frame.into_buffer();
-        if self.spare.len() < SPARE_FRAMES && buf.capacity() <= SPARE_MAX_CAPACITY {
+        let capacity = buf.capacity();
+        if capacity <= SPARE_MAX_CAPACITY && self.spare_bytes + capacity <= SPARE_MAX_BYTES {
+            self.spare_bytes += capacity;
             self.spare.push(buf);
         }
         Some(m.id)
