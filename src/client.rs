@@ -91,7 +91,14 @@ pub struct Client {
     clock: fn() -> u64,
     /// Where renewed certificates are kept (see [`Client::enable_certificate_renewal`]).
     store: Option<Box<dyn crate::auth::store::CredentialStore>>,
+    /// Whether telemetry is held for coalescing ([`Client::hold_output`]).
+    hold: bool,
+    /// The read timeout last set on the socket (set again only when it changes).
+    read_timeout: Option<Duration>,
 }
+
+/// Held telemetry is sent once this many bytes wait: a full TLS record.
+const RECORD_BYTES: usize = 16 * 1024;
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,6 +134,8 @@ impl Client {
             out: Vec::new(),
             clock: monotonic_now_ms,
             store: None,
+            hold: false,
+            read_timeout: None,
         })
     }
 
@@ -214,6 +223,8 @@ impl Client {
     /// A received QoS 1 message is acknowledged to the hub when this call hands it over
     /// (at-least-once: a message lost before the application has it is delivered again).
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Event>> {
+        // Held telemetry leaves before `poll` returns, even when an event is already queued.
+        self.flush()?;
         let Some((event, ack)) = self.next_event(timeout)? else {
             return Ok(None);
         };
@@ -282,9 +293,15 @@ impl Client {
             std::thread::sleep(wait);
             return Ok(());
         };
-        stream
-            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
-            .map_err(|e| io_error(e, "socket"))?;
+        // Whole milliseconds, set only when the value changes (a busy loop of `poll(0)` sets
+        // it once, not before every read).
+        let timeout = Some(Duration::from_millis(wait.as_millis().max(1) as u64));
+        if self.read_timeout != timeout {
+            stream
+                .set_read_timeout(timeout)
+                .map_err(|e| io_error(e, "socket"))?;
+            self.read_timeout = timeout;
+        }
         let mut buf = [0u8; 16 * 1024];
         match stream.read(&mut buf) {
             Ok(0) => self.session.connection_lost(Error::new(
@@ -319,6 +336,7 @@ impl Client {
     /// connect timeout; [`Client::step`] collects it, without blocking past its deadline.
     fn open(&mut self, now: u64) {
         self.retry_at_ms = None;
+        self.read_timeout = None;
         self.attempt_started_ms = now;
         self.out.clear();
         let host = self.session.config().server_name.clone();
@@ -354,10 +372,12 @@ impl Client {
         }
     }
 
-    /// Sends what the session has to send without blocking; what the socket does not
-    /// accept now waits in `out` (and holds the session's output back). A write failure is
-    /// a lost connection.
-    fn flush(&mut self) -> Result<()> {
+    /// Sends what the session has to send without blocking: everything written since the
+    /// last flush leaves as one TLS record (per 16 KiB) in one `write`. What the socket does
+    /// not accept now waits in `out` (and holds the session's output back). A write failure
+    /// is a lost connection. [`Client::poll`] and every send except held telemetry flush by
+    /// themselves.
+    pub fn flush(&mut self) -> Result<()> {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(());
         };
@@ -481,7 +501,14 @@ impl Client {
         }
     }
 
-    /// Sends telemetry (see [`Session::send_telemetry`]) and pushes it to the socket.
+    /// Sends telemetry (see [`Session::send_telemetry`]).
+    ///
+    /// When it leaves: a QoS 1 message is written to the socket before this call returns,
+    /// unless output is held ([`Client::hold_output`]). QoS 0 messages, and QoS 1 messages
+    /// while output is held, are coalesced: they leave together, as one TLS record per
+    /// 16 KiB and one `write`, at the latest when the next [`Client::poll`] or
+    /// [`Client::flush`] (or any other send, or `disconnect`) returns, or as soon as 16 KiB
+    /// are waiting.
     pub fn send_telemetry(
         &mut self,
         payload: &[u8],
@@ -491,8 +518,22 @@ impl Client {
         let id = self
             .session
             .send_telemetry(payload, properties, qos, (self.clock)())?;
-        self.flush()?;
+        if (qos == 1 && !self.hold) || self.session.unsent_bytes() >= RECORD_BYTES {
+            self.flush()?;
+        }
         Ok(id)
+    }
+
+    /// Holds QoS 1 telemetry for coalescing as QoS 0 always is (see
+    /// [`Client::send_telemetry`] for when it leaves): for an application that sends bursts.
+    /// `false` sends what is held and returns to writing each QoS 1 message at once.
+    pub fn hold_output(&mut self, hold: bool) -> Result<()> {
+        self.hold = hold;
+        if hold {
+            Ok(())
+        } else {
+            self.flush()
+        }
     }
 
     /// Subscribes (see [`Session::subscribe`]).

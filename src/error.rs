@@ -191,7 +191,9 @@ impl Code {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Error {
     code: Code,
-    message: String,
+    /// Fixed messages (hot paths such as a full queue) are borrowed: making them allocates
+    /// nothing.
+    message: std::borrow::Cow<'static, str>,
 }
 
 impl Error {
@@ -199,7 +201,15 @@ impl Error {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         Error {
             code,
-            message: message.into(),
+            message: std::borrow::Cow::Owned(message.into()),
+        }
+    }
+
+    /// An error with a fixed message; allocates nothing (for paths taken at message rate).
+    pub const fn fixed(code: Code, message: &'static str) -> Self {
+        Error {
+            code,
+            message: std::borrow::Cow::Borrowed(message),
         }
     }
 
@@ -217,7 +227,7 @@ impl Error {
     pub fn context(self, context: impl fmt::Display) -> Self {
         Error {
             code: self.code,
-            message: format!("{context}: {}", self.message),
+            message: std::borrow::Cow::Owned(format!("{context}: {}", self.message)),
         }
     }
 }

@@ -741,3 +741,56 @@ fn c_example_own_socket_drives_the_session_over_its_own_socket() {
         broker.log()
     );
 }
+
+/// The documented bound of coalescing: QoS 0 telemetry (and QoS 1 under `hold_output`)
+/// stays in the process until the next `poll` (or `flush`), then all of it arrives, in order.
+#[test]
+fn held_telemetry_leaves_at_the_next_poll_in_order() {
+    let token = token(far_expiry());
+    let broker = broker(&token, None);
+    let sub = Subscriber::start(broker.port, "devices/dev-1/messages/events/#");
+    let mut c = client(broker.port, &token);
+    c.connect(Duration::from_secs(10)).unwrap();
+    let bag = PropertyBag::new();
+    for i in 0..30 {
+        c.send_telemetry(format!("q0-{i}").as_bytes(), &bag, 0)
+            .unwrap();
+    }
+    assert_eq!(
+        sub.messages(Duration::from_millis(700)),
+        Vec::<String>::new(),
+        "QoS 0 messages left before poll"
+    );
+    // Whatever event it returns (the connection's), the held output leaves.
+    c.poll(Duration::ZERO).unwrap();
+    let want: Vec<String> = (0..30)
+        .map(|i| format!("devices/dev-1/messages/events/ q0-{i}"))
+        .collect();
+    assert_eq!(sub.messages(Duration::from_secs(3)), want);
+
+    c.hold_output(true).unwrap();
+    let ids: Vec<u64> = (0..5)
+        .map(|i| {
+            c.send_telemetry(format!("q1-{i}").as_bytes(), &bag, 1)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        sub.messages(Duration::from_millis(700)),
+        Vec::<String>::new(),
+        "held QoS 1 messages left before poll"
+    );
+    assert_eq!(wait_acks(&mut c, &ids, Duration::from_secs(10)), ids);
+    let want: Vec<String> = (0..5)
+        .map(|i| format!("devices/dev-1/messages/events/ q1-{i}"))
+        .collect();
+    assert_eq!(sub.messages(Duration::from_secs(2)), want);
+    // Released: a QoS 1 message leaves before send_telemetry returns.
+    c.hold_output(false).unwrap();
+    c.send_telemetry(b"q1-now", &bag, 1).unwrap();
+    assert_eq!(
+        sub.messages(Duration::from_secs(2)),
+        ["devices/dev-1/messages/events/ q1-now"]
+    );
+    c.disconnect();
+}

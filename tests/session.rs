@@ -274,6 +274,91 @@ fn telemetry_is_published_with_properties_and_acknowledged() {
     assert_eq!(s.inflight(), 0);
 }
 
+/// The TLS records in `bytes`: (content type, length of the fragment).
+fn records(mut bytes: &[u8]) -> Vec<(u8, usize)> {
+    let mut found = Vec::new();
+    while bytes.len() >= 5 {
+        let len = usize::from(u16::from_be_bytes([bytes[3], bytes[4]]));
+        found.push((bytes[0], len));
+        bytes = &bytes[(5 + len).min(bytes.len())..];
+    }
+    assert!(bytes.is_empty(), "output ends inside a record");
+    found
+}
+
+#[test]
+fn a_burst_leaves_as_one_tls_record_and_the_hub_gets_every_message_in_order() {
+    let mut s = session(keys(false), SessionOptions::default());
+    let (mut hub, _) = connected(&mut s, t0());
+    events(&mut s);
+    let bag = PropertyBag::new();
+    let mut ids = Vec::new();
+    for i in 0..40u32 {
+        let qos = (i % 2) as u8;
+        let payload = format!("{i:0>256}");
+        ids.push((
+            s.send_telemetry(payload.as_bytes(), &bag, qos, t0())
+                .unwrap(),
+            qos,
+        ));
+    }
+    // 40 PUBLISHes of about 300 bytes: less than one 16 KiB record.
+    let mut out = Vec::new();
+    s.poll_output(&mut out);
+    let found = records(&out);
+    assert_eq!(found.len(), 1, "records: {found:?}");
+    assert_eq!(found[0].0, 0x17, "an application-data record");
+    // AES-GCM in TLS 1.2: 8 bytes of explicit nonce and a 16-byte tag around the plaintext.
+    let plaintext = found[0].1 - 8 - 16;
+    // Each PUBLISH: type, 2-byte remaining length, topic length and the 30-byte topic,
+    // the packet id (QoS 1), the 256-byte body.
+    assert_eq!(
+        plaintext,
+        20 * (1 + 2 + 2 + 30 + 256) + 20 * (1 + 2 + 2 + 30 + 2 + 256)
+    );
+    // rustls takes at most 4 KiB per read_tls.
+    let mut rest = out.as_slice();
+    while !rest.is_empty() {
+        hub.tls.read_tls(&mut rest).unwrap();
+        hub.tls.process_new_packets().unwrap();
+    }
+    let mut buf = vec![0u8; 65536];
+    let n = hub.tls.reader().read(&mut buf).unwrap();
+    assert_eq!(n, plaintext);
+    hub.rx.extend_from_slice(&buf[..n]);
+    for i in 0..40u32 {
+        let p = match hub.packet() {
+            Some(v4::Packet::Publish(p)) => p,
+            other => panic!("expected PUBLISH {i}, got {other:?}"),
+        };
+        assert_eq!(p.topic, "devices/dev-1/messages/events/");
+        assert_eq!(
+            p.qos,
+            if i % 2 == 1 {
+                QoS::AtLeastOnce
+            } else {
+                QoS::AtMostOnce
+            }
+        );
+        assert!(!p.dup);
+        assert_eq!(&p.payload[..], format!("{i:0>256}").as_bytes());
+        if p.qos == QoS::AtLeastOnce {
+            hub.send(|b| {
+                v4::PubAck::new(p.pkid).write(b).unwrap();
+            });
+        }
+    }
+    hub.pump(&mut s, t0());
+    let acked: Vec<Event> = events(&mut s);
+    let want: Vec<Event> = ids
+        .iter()
+        .filter(|(_, qos)| *qos == 1)
+        .map(|(id, _)| Event::TelemetryAcked { id: *id })
+        .collect();
+    assert_eq!(acked, want);
+    assert_eq!(s.inflight(), 0);
+}
+
 #[test]
 fn keep_alive_pings_and_a_silent_hub_is_a_retriable_timeout() {
     let mut s = session(keys(false), SessionOptions::default());

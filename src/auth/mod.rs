@@ -183,7 +183,7 @@ pub fn check_host(host: &str) -> Result<()> {
     }
     if let Some((at, c)) = host
         .char_indices()
-        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || "-._".contains(c)))
+        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
     {
         let hint = if c == '%' {
             " (pass the resource unencoded: tether encodes it)"

@@ -213,8 +213,21 @@ impl Sink for Fixed<'_> {
     }
 }
 
+/// Which bytes URL encoding keeps as they are: `A-Za-z0-9-_.~`.
+const UNRESERVED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
+        i += 1;
+    }
+    table
+};
+
+#[inline]
 fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+    UNRESERVED[usize::from(b)]
 }
 
 /// URL-encodes `text` into `sink`: unreserved runs as they are, every other byte `%XX`.
@@ -462,10 +475,32 @@ pub fn check_key_name(name: &str) -> Result<()> {
     }
 }
 
-/// The base64 signature of a token, as 44 ASCII bytes.
-fn signature(resource: &Resource<'_>, key: &SasKey, expiry: &Digits) -> [u8; 44] {
+/// Room for the encoded `sr` on the stack: every resource of usual length fits, so it is
+/// encoded once, hashed in one piece and copied into the token (URL-encoding straight into
+/// the HMAC hashes it a few bytes at a time, which cost more than the hash itself).
+const SR_INLINE: usize = 512;
+
+/// The encoded `sr` when it fits in `buf`.
+fn encoded_sr<'b>(resource: &Resource<'_>, buf: &'b mut [u8; SR_INLINE]) -> Option<&'b [u8]> {
+    let mut sink = Fixed { buf, len: 0 };
+    resource.write_encoded(&mut sink);
+    let len = sink.len;
+    (len <= SR_INLINE).then(|| &buf[..len])
+}
+
+/// The base64 signature of a token, as 44 ASCII bytes. `sr` is the encoded resource when
+/// already at hand.
+fn signature(
+    resource: &Resource<'_>,
+    sr: Option<&[u8]>,
+    key: &SasKey,
+    expiry: &Digits,
+) -> [u8; 44] {
     let mut mac = key.mac();
-    resource.write_encoded(&mut mac);
+    match sr {
+        Some(sr) => mac.update(sr),
+        None => resource.write_encoded(&mut mac),
+    }
     mac.update(b"\n");
     mac.update(expiry.as_bytes());
     let raw = mac.finalize().into_bytes();
@@ -480,12 +515,16 @@ fn signature(resource: &Resource<'_>, key: &SasKey, expiry: &Digits) -> [u8; 44]
 fn emit_token(
     sink: &mut impl Sink,
     resource: &Resource<'_>,
+    sr: Option<&[u8]>,
     sig: &[u8; 44],
     expiry: &Digits,
     key_name: Option<&str>,
 ) {
     sink.put(b"SharedAccessSignature sr=");
-    resource.write_encoded(sink);
+    match sr {
+        Some(sr) => sink.put(sr),
+        None => resource.write_encoded(sink),
+    }
     sink.put(b"&sig=");
     url_encode(sink, sig);
     sink.put(b"&se=");
@@ -515,9 +554,11 @@ pub fn write_token<'o>(
         check_key_name(name)?;
     }
     let expiry = Digits::new(expiry_unix);
-    let sig = signature(resource, key, &expiry);
+    let mut sr_buf = [0u8; SR_INLINE];
+    let sr = encoded_sr(resource, &mut sr_buf);
+    let sig = signature(resource, sr, key, &expiry);
     let mut sink = Fixed { buf: out, len: 0 };
-    emit_token(&mut sink, resource, &sig, &expiry, key_name);
+    emit_token(&mut sink, resource, sr, &sig, &expiry, key_name);
     let len = sink.len;
     if len > sink.buf.len() {
         return Err(Error::new(

@@ -46,21 +46,54 @@ use crate::error::{Code, Error, Result};
 struct Region {
     start: usize,
     len: usize,
-    name: String,
+    name: Name,
     output: bool,
 }
 
+/// An argument's name kept inline (names are short literals such as `"out_len"` or
+/// `"filters[3]"`; a longer one is cut at 47 bytes), so that claiming does not allocate.
+#[derive(PartialEq, Eq)]
+struct Name {
+    bytes: [u8; 47],
+    len: u8,
+}
+
+impl Name {
+    fn new(name: &str) -> Name {
+        let mut len = name.len().min(47);
+        while !name.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0u8; 47];
+        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        Name {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
+    }
+}
+
 thread_local! {
-    /// The ranges claimed by the exported call running on this thread.
+    /// The ranges claimed by the exported calls running on this thread (a call made from a
+    /// callback inside another call claims after the outer call's ranges, from `CLAIM_BASE`).
+    /// The vector keeps its capacity between calls: checking arguments does not allocate.
     static CLAIMED: RefCell<Vec<Region>> = const { RefCell::new(Vec::new()) };
+    /// Where the running call's ranges start in `CLAIMED`.
+    static CLAIM_BASE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Runs one exported call with a fresh set of claimed ranges (called by [`panic::guard`], so
 /// every exported function gets the overlap rule).
 pub(crate) fn arg_scope<R>(body: impl FnOnce() -> R) -> R {
-    let outer = CLAIMED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    let base = CLAIMED.with(|c| c.borrow().len());
+    let outer = CLAIM_BASE.with(|b| b.replace(base));
     let result = body();
-    CLAIMED.with(|c| *c.borrow_mut() = outer);
+    CLAIMED.with(|c| c.borrow_mut().truncate(base));
+    CLAIM_BASE.with(|b| b.set(outer));
     result
 }
 
@@ -78,8 +111,9 @@ fn claim(ptr: *const u8, len: usize, name: &str, output: bool) -> Result<()> {
     let end = start.saturating_add(len);
     CLAIMED.with(|c| {
         let mut claimed = c.borrow_mut();
-        for r in claimed.iter() {
-            if r.start == start && r.len == len && r.name == name && r.output == output {
+        let base = CLAIM_BASE.with(|b| b.get()).min(claimed.len());
+        for r in claimed[base..].iter() {
+            if r.start == start && r.len == len && r.name.as_str() == name && r.output == output {
                 return Ok(());
             }
             let overlaps = start < r.start.saturating_add(r.len) && r.start < end;
@@ -88,7 +122,7 @@ fn claim(ptr: *const u8, len: usize, name: &str, output: bool) -> Result<()> {
                     Code::InvalidArgument,
                     format!(
                         "`{name}` overlaps `{}`: an output must not share memory with another argument",
-                        r.name
+                        r.name.as_str()
                     ),
                 ));
             }
@@ -96,7 +130,7 @@ fn claim(ptr: *const u8, len: usize, name: &str, output: bool) -> Result<()> {
         claimed.push(Region {
             start,
             len,
-            name: name.to_owned(),
+            name: Name::new(name),
             output,
         });
         Ok(())

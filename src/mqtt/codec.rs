@@ -392,21 +392,7 @@ impl Publish<'_> {
     /// Validates; returns the QoS, the remaining length and the frame length.
     fn validate(&self) -> Result<(QoS, usize, usize)> {
         check_topic_name(self.topic, "topic")?;
-        let qos = check_qos(self.qos, "PUBLISH")?;
-        if qos == QoS::AtLeastOnce {
-            check_pkid(self.pkid, "QoS 1 PUBLISH")?;
-        } else if self.pkid != 0 || self.dup {
-            return Err(invalid("a QoS 0 PUBLISH has no packet id and no DUP flag"));
-        }
-        if self.payload.len() > MAX_MESSAGE_SIZE {
-            return Err(Error::new(
-                Code::MqttPacketTooLarge,
-                format!(
-                    "the payload is {} bytes; IoT Hub accepts messages of at most {MAX_MESSAGE_SIZE}",
-                    self.payload.len()
-                ),
-            ));
-        }
+        let qos = check_publish(self.qos, self.pkid, self.dup, self.payload.len())?;
         let remaining =
             2 + self.topic.len() + if qos == QoS::AtLeastOnce { 2 } else { 0 } + self.payload.len();
         Ok((qos, remaining, frame_len(remaining)?))
@@ -429,24 +415,9 @@ impl Publish<'_> {
         let (qos, remaining, len) = self.validate()?;
         check_room(len, out)?;
         let out = &mut out[..len];
-        out[0] = 0x30 | (u8::from(self.dup) << 3) | ((qos as u8) << 1);
-        let mut at = 1;
-        let mut x = remaining;
-        loop {
-            let mut b = (x % 128) as u8;
-            x /= 128;
-            if x > 0 {
-                b |= 0x80;
-            }
-            out[at] = b;
-            at += 1;
-            if x == 0 {
-                break;
-            }
-        }
-        // Validated: the topic is at most 65535 bytes.
-        out[at..at + 2].copy_from_slice(&(self.topic.len() as u16).to_be_bytes());
-        at += 2;
+        let (header, n) = publish_header(qos, self.dup, remaining, self.topic.len());
+        out[..n].copy_from_slice(&header[..n]);
+        let mut at = n;
         out[at..at + self.topic.len()].copy_from_slice(self.topic.as_bytes());
         at += self.topic.len();
         if qos == QoS::AtLeastOnce {
@@ -468,6 +439,116 @@ impl Publish<'_> {
         p.pkid = self.pkid;
         p.dup = self.dup;
         finish(len, out, "PUBLISH", |b| p.write(b))
+    }
+}
+
+/// Checks a PUBLISH's QoS, packet id, DUP flag and payload size; returns the QoS.
+fn check_publish(qos: u8, pkid: u16, dup: bool, payload_len: usize) -> Result<QoS> {
+    let qos = check_qos(qos, "PUBLISH")?;
+    if qos == QoS::AtLeastOnce {
+        check_pkid(pkid, "QoS 1 PUBLISH")?;
+    } else if pkid != 0 || dup {
+        return Err(invalid("a QoS 0 PUBLISH has no packet id and no DUP flag"));
+    }
+    if payload_len > MAX_MESSAGE_SIZE {
+        return Err(Error::new(
+            Code::MqttPacketTooLarge,
+            format!(
+                "the payload is {payload_len} bytes; IoT Hub accepts messages of at most {MAX_MESSAGE_SIZE}"
+            ),
+        ));
+    }
+    Ok(qos)
+}
+
+/// The fixed header and the topic length of a PUBLISH (validated: the topic is at most
+/// 65535 bytes, the remaining length within MQTT's limit): the bytes and how many.
+fn publish_header(qos: QoS, dup: bool, remaining: usize, topic_len: usize) -> ([u8; 7], usize) {
+    let mut h = [0u8; 7];
+    h[0] = 0x30 | (u8::from(dup) << 3) | ((qos as u8) << 1);
+    let mut at = 1;
+    let mut x = remaining;
+    loop {
+        let mut b = (x % 128) as u8;
+        x /= 128;
+        if x > 0 {
+            b |= 0x80;
+        }
+        h[at] = b;
+        at += 1;
+        if x == 0 {
+            break;
+        }
+    }
+    h[at..at + 2].copy_from_slice(&(topic_len as u16).to_be_bytes());
+    (h, at + 2)
+}
+
+/// Appends one PUBLISH (no DUP flag) to `out`; returns its length. Its topic is given in
+/// parts that the caller built from validated pieces and that together form a valid topic
+/// name (see [`crate::mqtt::topics::TelemetryTopic`]): only the total length is checked here,
+/// the characters are not scanned again. QoS, packet id and payload size are checked as by
+/// [`Publish::encode`]; on any error nothing is appended.
+pub fn append_publish(
+    out: &mut Vec<u8>,
+    topic: &[&str],
+    payload: &[u8],
+    qos: u8,
+    pkid: u16,
+) -> Result<usize> {
+    let qos = check_publish(qos, pkid, false, payload.len())?;
+    let topic_len: usize = topic.iter().map(|p| p.len()).sum();
+    if topic_len == 0 || topic_len > MAX_STRING_LEN {
+        return Err(Error::new(
+            Code::TopicInvalid,
+            "a PUBLISH topic is 1 to 65535 bytes",
+        ));
+    }
+    let id_len = if qos == QoS::AtLeastOnce { 2 } else { 0 };
+    let remaining = 2 + topic_len + id_len + payload.len();
+    let len = frame_len(remaining)?;
+    let (header, n) = publish_header(qos, false, remaining, topic_len);
+    out.reserve(len);
+    out.extend_from_slice(&header[..n]);
+    for part in topic {
+        out.extend_from_slice(part.as_bytes());
+    }
+    if qos == QoS::AtLeastOnce {
+        out.extend_from_slice(&pkid.to_be_bytes());
+    }
+    out.extend_from_slice(payload);
+    Ok(len)
+}
+
+/// A QoS 1 PUBLISH encoded once and kept until its PUBACK: a re-send writes the same bytes
+/// with the DUP flag set in place, so the topic and payload are never copied again.
+#[derive(Debug)]
+pub struct PublishFrame {
+    bytes: Vec<u8>,
+}
+
+impl PublishFrame {
+    /// Encodes a QoS 1 PUBLISH (see [`append_publish`] for the topic parts) into `buf`,
+    /// which is cleared first (pass a buffer of an acknowledged frame to reuse it).
+    pub fn encode(mut buf: Vec<u8>, topic: &[&str], payload: &[u8], pkid: u16) -> Result<Self> {
+        buf.clear();
+        append_publish(&mut buf, topic, payload, 1, pkid)?;
+        Ok(PublishFrame { bytes: buf })
+    }
+
+    /// Sets the DUP flag, for a re-send.
+    pub fn set_dup(&mut self) {
+        self.bytes[0] |= 0x08;
+    }
+
+    /// The encoded packet.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The buffer, for the next frame.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.bytes
     }
 }
 
@@ -1031,6 +1112,47 @@ mod tests {
                 assert!(ours == theirs, "payload {size}, QoS {qos}");
             }
         }
+    }
+
+    #[test]
+    fn frames_in_parts_match_the_reference_and_set_dup_in_place() {
+        let payload = vec![7u8; 300];
+        let topic = "devices/d1/messages/events/a=1";
+        for qos in [0u8, 1] {
+            let pkid = u16::from(qos) * 513;
+            let reference = Publish {
+                topic,
+                payload: &payload,
+                qos,
+                pkid,
+                dup: false,
+            };
+            let want = encode_to_vec(reference.encoded_len(), |b| reference.encode(b)).unwrap();
+            let mut out = b"before".to_vec();
+            let parts = ["devices/d1/messages/events/", "a=1"];
+            let n = append_publish(&mut out, &parts, &payload, qos, pkid).unwrap();
+            assert_eq!(n, want.len());
+            assert_eq!(&out[6..], &want[..]);
+            if qos == 1 {
+                let mut frame = PublishFrame::encode(out, &parts, &payload, pkid).unwrap();
+                assert_eq!(frame.as_bytes(), &want[..]);
+                frame.set_dup();
+                let dup = Publish {
+                    dup: true,
+                    ..reference
+                };
+                let want = encode_to_vec(dup.encoded_len(), |b| dup.encode(b)).unwrap();
+                assert_eq!(frame.as_bytes(), &want[..]);
+            }
+        }
+        let mut out = Vec::new();
+        assert!(append_publish(&mut out, &["t"], b"x", 1, 0).is_err());
+        assert!(append_publish(&mut out, &["t"], b"x", 0, 3).is_err());
+        assert!(append_publish(&mut out, &["t"], b"x", 2, 3).is_err());
+        assert!(append_publish(&mut out, &[""], b"x", 0, 0).is_err());
+        let big = vec![0u8; MAX_MESSAGE_SIZE + 1];
+        assert!(append_publish(&mut out, &["t"], &big, 0, 0).is_err());
+        assert!(out.is_empty(), "a refused PUBLISH appended bytes");
     }
 
     #[test]

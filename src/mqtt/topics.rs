@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::auth::{check_host, check_id, check_topic_id, IdKind};
 use crate::error::{Code, Error, Result};
-use crate::mqtt::properties::{self, parse_bag, Count, Properties, Sink};
+use crate::mqtt::properties::{self, parse_bag, Count, Properties, PropertyBag, Sink};
 
 /// The api-version sent in usernames unless the caller chooses another one.
 pub const DEFAULT_API_VERSION: &str = "2021-04-12";
@@ -258,6 +258,33 @@ pub fn telemetry_topic_to(
 /// Telemetry topic as a `String`. See [`telemetry_topic_to`].
 pub fn telemetry_topic(device: &str, module: Option<&str>, bag: &str) -> Result<String> {
     build_string(|s| telemetry_topic_to(s, device, module, bag))
+}
+
+/// The telemetry topic of one device or module, `devices/{d}[/modules/{m}]/messages/events/`,
+/// built and validated once (a session holds one); each message adds its property bag,
+/// which [`PropertyBag`] keeps percent-encoded and so valid, without the topic being
+/// assembled into a `String` or scanned again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TelemetryTopic {
+    prefix: String,
+}
+
+impl TelemetryTopic {
+    /// The topic prefix for `device` (and `module`), validated as [`telemetry_topic_to`] does.
+    pub fn new(device: &str, module: Option<&str>) -> Result<TelemetryTopic> {
+        Ok(TelemetryTopic {
+            prefix: build_string(|s| telemetry_topic_to(s, device, module, ""))?,
+        })
+    }
+
+    /// The topic of a message with `bag`, as the parts [`crate::mqtt::codec::append_publish`]
+    /// writes one after the other. Checks the total length (MQTT's topic limit) and that
+    /// the bag and `payload_len` fit IoT Hub's message size.
+    pub fn parts<'a>(&'a self, bag: &'a PropertyBag, payload_len: usize) -> Result<[&'a str; 2]> {
+        check_message_size(bag.as_str().len(), payload_len)?;
+        check_topic_len(self.prefix.len() + bag.as_str().len())?;
+        Ok([&self.prefix, bag.as_str()])
+    }
 }
 
 /// Checks that a telemetry message (its property bag and body) fits IoT Hub's 256 KiB.
@@ -649,6 +676,30 @@ mod tests {
         assert_eq!(
             telemetry_topic("d", None, "a=%zz").unwrap_err().code(),
             Code::PropertyBagInvalid
+        );
+    }
+
+    #[test]
+    fn telemetry_topic_parts_join_into_the_published_topic() {
+        let mut bag = PropertyBag::new();
+        bag.append("$.ct", Some("application/json"))
+            .append("k", Some("a b"));
+        for module in [None, Some("m1")] {
+            let topic = TelemetryTopic::new("d1", module).unwrap();
+            let joined = topic.parts(&bag, 10).unwrap().concat();
+            assert_eq!(joined, telemetry_topic("d1", module, bag.as_str()).unwrap());
+        }
+        assert!(TelemetryTopic::new("d+1", None).is_err());
+        let topic = TelemetryTopic::new("d1", None).unwrap();
+        let mut long = PropertyBag::new();
+        long.append("k", Some(&"v".repeat(MAX_TOPIC_LEN)));
+        assert_eq!(
+            topic.parts(&long, 0).unwrap_err().code(),
+            Code::TopicInvalid
+        );
+        assert_eq!(
+            topic.parts(&bag, MAX_MESSAGE_SIZE).unwrap_err().code(),
+            Code::MqttPacketTooLarge
         );
     }
 

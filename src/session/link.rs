@@ -74,6 +74,10 @@ pub(crate) struct Link {
     chain: Option<verify::ChainRecord>,
     /// The trust anchor the verified chain ended in, kept once the handshake is complete.
     anchor: Option<String>,
+    /// Encoded packets not yet encrypted: everything written between two
+    /// [`Link::poll_output`] calls goes out as one TLS record (per 16 KiB) and so one
+    /// transport write. The buffer is kept and reused.
+    pending: Vec<u8>,
 }
 
 impl Link {
@@ -101,6 +105,7 @@ impl Link {
             rx: Vec::new(),
             chain: None,
             anchor: None,
+            pending: Vec::new(),
         })
     }
 
@@ -134,17 +139,13 @@ impl Link {
                 };
                 return Err(handshake::describe(&err, &ctx));
             }
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                match self.tls.reader().read(&mut buf) {
-                    Ok(0) => {
-                        received.peer_closed = true;
-                        break;
-                    }
-                    Ok(n) => self.rx.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(Error::new(Code::ConnectionClosed, format!("TLS: {e}"))),
-                }
+            // Straight into `rx` (no zeroed 16 KiB buffer per record): the end of the stream
+            // (close_notify) ends `read_to_end`; "no more data for now" is WouldBlock, with
+            // what was read already appended.
+            match self.tls.reader().read_to_end(&mut self.rx) {
+                Ok(_) => received.peer_closed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Error::new(Code::ConnectionClosed, format!("TLS: {e}"))),
             }
         }
         if !self.handshake_reported && !self.tls.is_handshaking() {
@@ -185,16 +186,34 @@ impl Link {
         self.rx = rx;
     }
 
-    /// Encrypts an encoded packet for sending.
+    /// Queues an encoded packet for sending (encrypted by the next [`Link::poll_output`]).
     pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.tls
-            .writer()
-            .write_all(bytes)
-            .map_err(|e| Error::new(Code::Io, format!("TLS buffer: {e}")))
+        self.pending.extend_from_slice(bytes);
+        Ok(())
     }
 
-    /// Appends the bytes to send on the transport to `out`; returns how many.
+    /// The queue of encoded packets, to encode one straight into it.
+    pub(crate) fn pending_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.pending
+    }
+
+    /// Encrypts the queued packets: one `write` into rustls, which makes one record per
+    /// 16 KiB. Held back until the first packet (the CONNECT) is written.
+    fn seal(&mut self) {
+        if self.pending.is_empty() || self.first_packet.is_some() || self.tls.is_handshaking() {
+            return;
+        }
+        // rustls buffers without limit (`set_buffer_limit(None)`): the write takes it all.
+        if self.tls.writer().write_all(&self.pending).is_ok() {
+            self.pending.clear();
+        }
+    }
+
+    /// Appends the bytes to send on the transport to `out`; returns how many. This is the
+    /// flush point: what was written since the last call leaves as one TLS record (per
+    /// 16 KiB) appended to `out` in one piece.
     pub(crate) fn poll_output(&mut self, out: &mut Vec<u8>) -> usize {
+        self.seal();
         let before = out.len();
         while self.tls.wants_write() {
             if self.tls.write_tls(out).is_err() {
@@ -207,6 +226,7 @@ impl Link {
     /// Writes encrypted output to `out` until none is left or `out` takes no more (a full
     /// slice, `WouldBlock`); the rest stays queued in rustls, in order. No copy is made.
     pub(crate) fn write_output(&mut self, out: &mut dyn Write) -> std::io::Result<usize> {
+        self.seal();
         let mut written = 0;
         while self.tls.wants_write() {
             match self.tls.write_tls(out) {
@@ -225,9 +245,9 @@ impl Link {
         self.tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
     }
 
-    /// Whether encrypted output is waiting for [`Link::poll_output`].
+    /// Whether output is waiting for [`Link::poll_output`].
     pub(crate) fn wants_write(&self) -> bool {
-        self.tls.wants_write()
+        self.tls.wants_write() || !self.pending.is_empty()
     }
 
     /// Whether the TLS handshake is still going on.
@@ -263,8 +283,9 @@ impl Link {
         self.tls.peer_certificates().unwrap_or_default()
     }
 
-    /// Queues the TLS close_notify alert.
+    /// Queues the TLS close_notify alert (after the packets already queued).
     pub(crate) fn send_close_notify(&mut self) {
+        self.seal();
         self.tls.send_close_notify();
     }
 

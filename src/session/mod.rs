@@ -55,9 +55,9 @@ use crate::auth::connection_string::{Credential, KeySlot};
 use crate::auth::sas::{renew_at, write_token, Resource, MAX_TOKEN_LEN};
 use crate::error::{Code, Error, Result};
 use crate::handshake;
-use crate::mqtt::codec::{self, encode_to_vec, Connect, Publish};
+use crate::mqtt::codec::{self, encode_to_vec, Connect, Publish, PublishFrame};
 use crate::mqtt::properties::PropertyBag;
-use crate::mqtt::topics::{self, UsernameOptions};
+use crate::mqtt::topics::{self, TelemetryTopic, UsernameOptions};
 
 mod config;
 mod inbound;
@@ -342,6 +342,8 @@ pub struct Session {
     generation: u64,
     /// Certificate renewal through the hub, when enabled.
     renewal: Option<renewal::Renewal>,
+    /// The telemetry topic, built and validated once.
+    telemetry_topic: TelemetryTopic,
 }
 
 impl std::fmt::Debug for Session {
@@ -359,7 +361,9 @@ impl Session {
     pub fn new(config: SessionConfig) -> Result<Session> {
         config.validate()?;
         let keep_alive_ms = u64::from(config.options.keep_alive_secs) * 1000;
+        let telemetry_topic = TelemetryTopic::new(&config.device_id, config.module_id.as_deref())?;
         Ok(Session {
+            telemetry_topic,
             config,
             state: State::Idle { closed: None },
             timers: Timers::new(keep_alive_ms),
@@ -476,7 +480,7 @@ impl Session {
             renewal::Action::Send { topic, body } => {
                 // QoS 1, tracked by the renewal machine (answer timeout), not the outbox.
                 let pkid = self.outbox.allocate_pkid();
-                self.write_publish(&topic, body.as_bytes(), 1, pkid, false, now_ms)?;
+                self.write_untracked_publish(&topic, body.as_bytes(), 1, pkid, now_ms)?;
             }
             renewal::Action::Reconnect(tls) => {
                 self.config.tls = tls;
@@ -755,9 +759,17 @@ impl Session {
         if !subs.is_empty() {
             self.send_subscribe(&subs, now_ms)?;
         }
-        for (pkid, topic, payload) in &self.outbox.resend_order() {
-            self.write_publish(topic, payload, 1, *pkid, true, now_ms)?;
-            self.outbox.mark_sent(*pkid, now_ms);
+        // Re-sends are not held back by the output bound (they were accepted before).
+        if let State::Connected { link } = &mut self.state {
+            let mut written = 0;
+            let resent = self.outbox.resend(now_ms, |frame| {
+                written += frame.len();
+                link.write(frame)
+            })?;
+            if resent > 0 {
+                self.timers.sent(now_ms);
+                self.outbox.unsent += written;
+            }
         }
         self.refresh_stall();
         self.inbound.push(connected);
@@ -888,7 +900,15 @@ impl Session {
         self.state.any_link_ref().is_some_and(|l| l.resumed())
     }
 
-    /// Appends the bytes to send on the transport to `out`; returns how many.
+    /// Bytes of packets written since the last [`Session::poll_output`] (a driver that
+    /// coalesces decides from this when a record's worth is waiting).
+    pub fn unsent_bytes(&self) -> usize {
+        self.outbox.unsent
+    }
+
+    /// Appends the bytes to send on the transport to `out`; returns how many. This is the
+    /// flush point: everything written since the last call (a burst of telemetry, PUBACKs)
+    /// is encrypted as one TLS record per 16 KiB, ready for one transport write.
     pub fn poll_output(&mut self, out: &mut Vec<u8>) -> usize {
         let Some(link) = self.state.any_link() else {
             return 0;
@@ -1007,13 +1027,20 @@ impl Session {
         Ok(())
     }
 
-    fn write_publish(
+    /// Writes a QoS 0 PUBLISH (twin requests, method responses), encoded straight into the
+    /// link's queue.
+    fn write_publish(&mut self, topic: &str, payload: &[u8], now_ms: u64) -> Result<()> {
+        self.write_untracked_publish(topic, payload, 0, 0, now_ms)
+    }
+
+    /// Writes a PUBLISH the outbox does not keep for re-sending (QoS 0, or a QoS 1 request
+    /// whose own machine times out and asks again, such as certificate renewal).
+    fn write_untracked_publish(
         &mut self,
         topic: &str,
         payload: &[u8],
         qos: u8,
         pkid: u16,
-        dup: bool,
         now_ms: u64,
     ) -> Result<()> {
         let publish = Publish {
@@ -1021,15 +1048,25 @@ impl Session {
             payload,
             qos,
             pkid,
-            dup,
+            dup: false,
         };
         let len = publish.encoded_len()?;
-        if !dup {
-            self.outbox
-                .reserve_output(len, self.config.options.max_unsent_bytes)?;
+        self.outbox
+            .reserve_output(len, self.config.options.max_unsent_bytes)?;
+        let link = self
+            .state
+            .live_link()
+            .ok_or_else(|| Error::fixed(Code::InvalidState, "not connected"))?;
+        let queue = link.pending_mut();
+        let at = queue.len();
+        queue.resize(at + len, 0);
+        if let Err(e) = publish.encode(&mut queue[at..]) {
+            queue.truncate(at);
+            return Err(e);
         }
-        let bytes = encode_to_vec(Ok(len), |b| publish.encode(b))?;
-        self.write(&bytes, now_ms)
+        self.timers.sent(now_ms);
+        self.outbox.unsent += len;
+        Ok(())
     }
 
     /// Sends a telemetry message with `properties` (system properties such as `$.ct` and
@@ -1051,44 +1088,50 @@ impl Session {
                 format!("QoS {qos} is not supported by IoT Hub (use 0 or 1)"),
             ));
         }
-        topics::check_message_size(properties.as_str().len(), payload.len())?;
-        let topic = topics::telemetry_topic(
-            &self.config.device_id,
-            self.config.module_id.as_deref(),
-            properties.as_str(),
-        )?;
-        let connected = self.is_connected();
+        // The topic: the prefix built once, the bag (valid by construction); lengths checked.
+        let topic = self.telemetry_topic.parts(properties, payload.len())?;
+        // A bound on the frame's size for the output limit (header at most 7 bytes).
+        let len = topic[0].len() + topic[1].len() + payload.len() + 9;
+        let limit = self.config.options.max_unsent_bytes;
         if qos == 0 {
-            if !connected {
+            let State::Connected { link } = &mut self.state else {
                 return Err(Error::new(
                     Code::InvalidState,
                     "QoS 0 telemetry needs a connection (QoS 1 messages are queued instead)",
                 ));
-            }
-            self.write_publish(&topic, payload, 0, 0, false, now_ms)?;
+            };
+            self.outbox.reserve_output(len, limit)?;
+            // Encoded straight into the link's queue: no frame of its own, no copy.
+            let n = codec::append_publish(link.pending_mut(), &topic, payload, 0, 0)?;
+            self.timers.sent(now_ms);
+            self.outbox.unsent += n;
             return Ok(self.outbox.next_message_id());
         }
         if self.outbox.inflight_len() >= self.config.options.max_inflight {
-            return Err(Error::new(
+            // A fixed message: a fast sender meets this at message rate.
+            return Err(Error::fixed(
                 Code::QueueFull,
-                format!(
-                    "{} QoS 1 messages are waiting for acknowledgement (the limit); wait for \
-                     TelemetryAcked events",
-                    self.outbox.inflight_len()
-                ),
+                "the QoS 1 messages waiting for acknowledgement have reached the limit \
+                 (SessionOptions::max_inflight); wait for TelemetryAcked events",
             ));
         }
-        let pkid = self.outbox.allocate_pkid();
+        let connected = self.is_connected();
         if connected {
-            self.write_publish(&topic, payload, 1, pkid, false, now_ms)?;
+            self.outbox.reserve_output(len, limit)?;
+        }
+        let pkid = self.outbox.allocate_pkid();
+        // Encoded once, into a buffer of an acknowledged frame when there is one; kept for
+        // re-sending with the DUP flag set in place.
+        let frame = PublishFrame::encode(self.outbox.frame_buffer(), &topic, payload, pkid)?;
+        if connected {
+            self.write(frame.as_bytes(), now_ms)?;
         }
         let id = self.outbox.next_message_id();
         self.outbox.insert(
             pkid,
             Inflight {
                 id,
-                topic,
-                payload: payload.to_vec(),
+                frame,
                 sent_ms: connected.then_some(now_ms),
             },
         );
@@ -1132,7 +1175,7 @@ impl Session {
         self.subscribe(Subscription::Twin, now_ms)?;
         let rid = self.outbox.next_request_id();
         let topic = topics::build_string(|s| topics::twin_get_topic_to(s, &rid))?;
-        self.write_publish(&topic, b"", 0, 0, false, now_ms)?;
+        self.write_publish(&topic, b"", now_ms)?;
         Ok(rid)
     }
 
@@ -1143,7 +1186,7 @@ impl Session {
         self.subscribe(Subscription::Twin, now_ms)?;
         let rid = self.outbox.next_request_id();
         let topic = topics::build_string(|s| topics::twin_patch_reported_topic_to(s, &rid))?;
-        self.write_publish(&topic, json, 0, 0, false, now_ms)?;
+        self.write_publish(&topic, json, now_ms)?;
         Ok(rid)
     }
 
@@ -1158,7 +1201,7 @@ impl Session {
         self.require_connected("a method response")?;
         let topic =
             topics::build_string(|s| topics::method_response_topic_to(s, status, request_id))?;
-        self.write_publish(&topic, json, 0, 0, false, now_ms)
+        self.write_publish(&topic, json, now_ms)
     }
 
     fn require_connected(&self, what: &str) -> Result<()> {

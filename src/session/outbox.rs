@@ -5,23 +5,36 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Code, Error, Result};
+use crate::mqtt::codec::PublishFrame;
 use crate::mqtt::topics;
 
 use super::Subscription;
 
-/// A QoS 1 message waiting for PUBACK.
+/// A QoS 1 message waiting for PUBACK: its PUBLISH, encoded once.
 pub(crate) struct Inflight {
     /// The message id the application was given.
     pub id: u64,
-    pub topic: String,
-    pub payload: Vec<u8>,
+    /// The encoded PUBLISH; a re-send sets its DUP flag and writes it again.
+    pub frame: PublishFrame,
     /// When it was last written to a connection (`None`: queued while disconnected).
     pub sent_ms: Option<u64>,
 }
 
+/// Buffers of acknowledged frames kept for the next messages (so a steady stream of
+/// telemetry does not allocate per message): each at most [`SPARE_MAX_CAPACITY`] bytes,
+/// [`SPARE_MAX_BYTES`] in all.
+const SPARE_MAX_CAPACITY: usize = 4096;
+const SPARE_MAX_BYTES: usize = 64 * 1024;
+
 /// Packet ids, in-flight messages and pending subscriptions.
 pub(crate) struct Outbox {
     inflight: BTreeMap<u16, Inflight>,
+    /// Packet ids of the messages in flight by message id, so in the order the application
+    /// sent them (re-send order; the first written is the oldest).
+    order: BTreeMap<u64, u16>,
+    spare: Vec<Vec<u8>>,
+    /// The capacity of the buffers in `spare`.
+    spare_bytes: usize,
     pending_subacks: BTreeMap<u16, Vec<String>>,
     next_pkid: u16,
     next_message_id: u64,
@@ -34,6 +47,9 @@ impl Default for Outbox {
     fn default() -> Self {
         Outbox {
             inflight: BTreeMap::new(),
+            order: BTreeMap::new(),
+            spare: Vec::new(),
+            spare_bytes: 0,
             pending_subacks: BTreeMap::new(),
             next_pkid: 1,
             next_message_id: 1,
@@ -74,41 +90,59 @@ impl Outbox {
         rid
     }
 
+    /// A buffer for the next frame (one of an acknowledged frame when there is one).
+    pub(crate) fn frame_buffer(&mut self) -> Vec<u8> {
+        let buf = self.spare.pop().unwrap_or_default();
+        self.spare_bytes -= buf.capacity();
+        buf
+    }
+
     /// Keeps a QoS 1 message until its PUBACK.
     pub(crate) fn insert(&mut self, pkid: u16, message: Inflight) {
+        self.order.insert(message.id, pkid);
         self.inflight.insert(pkid, message);
     }
 
     /// PUBACK `pkid`: the message id it acknowledges, if it was in flight.
     pub(crate) fn acked(&mut self, pkid: u16) -> Option<u64> {
-        self.inflight.remove(&pkid).map(|m| m.id)
+        let m = self.inflight.remove(&pkid)?;
+        self.order.remove(&m.id);
+        let buf = m.frame.into_buffer();
+        let capacity = buf.capacity();
+        if capacity <= SPARE_MAX_CAPACITY && self.spare_bytes + capacity <= SPARE_MAX_BYTES {
+            self.spare_bytes += capacity;
+            self.spare.push(buf);
+        }
+        Some(m.id)
     }
 
-    /// Marks message `pkid` as written at `now_ms`.
-    pub(crate) fn mark_sent(&mut self, pkid: u16, now_ms: u64) {
-        if let Some(m) = self.inflight.get_mut(&pkid) {
+    /// When the oldest message written to a connection was written: messages are written in
+    /// the order they were sent (re-sends too), so it is the first written one in send order
+    /// (usually the very first: not a scan of every message in flight).
+    pub(crate) fn oldest_sent(&self) -> Option<u64> {
+        self.order
+            .values()
+            .find_map(|pkid| self.inflight.get(pkid).and_then(|m| m.sent_ms))
+    }
+
+    /// Re-sends every unacknowledged message in the order the application sent them
+    /// (message ids grow with each send; packet ids wrap at 65535): sets its DUP flag, hands
+    /// its frame to `write` and marks it written at `now_ms`. Returns how many.
+    pub(crate) fn resend(
+        &mut self,
+        now_ms: u64,
+        mut write: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<usize> {
+        for pkid in self.order.values() {
+            let m = self
+                .inflight
+                .get_mut(pkid)
+                .expect("the order index and the in-flight map hold the same messages");
+            m.frame.set_dup();
+            write(m.frame.as_bytes())?;
             m.sent_ms = Some(now_ms);
         }
-    }
-
-    /// When the oldest message written to a connection was written.
-    pub(crate) fn oldest_sent(&self) -> Option<u64> {
-        self.inflight.values().filter_map(|m| m.sent_ms).min()
-    }
-
-    /// The unacknowledged messages in the order the application sent them (message ids
-    /// grow with each send; packet ids wrap at 65535).
-    pub(crate) fn resend_order(&self) -> Vec<(u16, String, Vec<u8>)> {
-        let mut resend: Vec<(u64, u16, String, Vec<u8>)> = self
-            .inflight
-            .iter()
-            .map(|(pkid, m)| (m.id, *pkid, m.topic.clone(), m.payload.clone()))
-            .collect();
-        resend.sort_by_key(|(id, ..)| *id);
-        resend
-            .into_iter()
-            .map(|(_, pkid, topic, payload)| (pkid, topic, payload))
-            .collect()
+        Ok(self.order.len())
     }
 
     /// Remembers the filters of SUBSCRIBE `pkid` until its SUBACK.
@@ -139,13 +173,11 @@ impl Outbox {
     /// (back-pressure; see [`super::SessionOptions::max_unsent_bytes`]).
     pub(crate) fn reserve_output(&self, len: usize, limit: usize) -> Result<()> {
         if self.unsent > 0 && self.unsent.saturating_add(len) > limit {
-            return Err(Error::new(
+            // A fixed message: this path is taken at message rate by a fast sender.
+            return Err(Error::fixed(
                 Code::QueueFull,
-                format!(
-                    "{} bytes are waiting to be sent (limit {limit}); send the output and \
-                     try again",
-                    self.unsent
-                ),
+                "the output waiting to be sent has reached its limit \
+                 (SessionOptions::max_unsent_bytes); send the output and try again",
             ));
         }
         Ok(())
