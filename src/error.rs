@@ -117,6 +117,18 @@ pub enum Code {
     ConnectFailed = 403,
     /// The peer closed the connection.
     ConnectionClosed = 404,
+    /// The HTTP proxy refused the CONNECT tunnel (403 and other refusals; the message holds
+    /// its status line). A proxy that cannot reach the hub (502, 503, 504) is reported as
+    /// `ConnectFailed`.
+    ProxyRefused = 405,
+    /// The HTTP proxy needs credentials, or refused the ones given (407).
+    ProxyAuthRequired = 406,
+    /// The server did not accept the WebSocket upgrade as IoT Hub does: an HTTP refusal, no
+    /// `mqtt` subprotocol, or a wrong `Sec-WebSocket-Accept`.
+    WebsocketUpgradeFailed = 407,
+    /// The server broke the WebSocket protocol (text or masked frames, a frame over the size
+    /// limit, bad fragments or opcodes).
+    WebsocketProtocol = 408,
 
     /// The PKCS#11 module file does not exist.
     Pkcs11ModuleNotFound = 500,
@@ -197,6 +209,10 @@ impl Code {
             Code::DnsFailed => "TETHER_RESULT_DNS_FAILED",
             Code::ConnectFailed => "TETHER_RESULT_CONNECT_FAILED",
             Code::ConnectionClosed => "TETHER_RESULT_CONNECTION_CLOSED",
+            Code::ProxyRefused => "TETHER_RESULT_PROXY_REFUSED",
+            Code::ProxyAuthRequired => "TETHER_RESULT_PROXY_AUTH_REQUIRED",
+            Code::WebsocketUpgradeFailed => "TETHER_RESULT_WEBSOCKET_UPGRADE_FAILED",
+            Code::WebsocketProtocol => "TETHER_RESULT_WEBSOCKET_PROTOCOL",
             Code::Pkcs11ModuleNotFound => "TETHER_RESULT_PKCS11_MODULE_NOT_FOUND",
             Code::Pkcs11ModuleInvalid => "TETHER_RESULT_PKCS11_MODULE_INVALID",
             Code::Pkcs11UriInvalid => "TETHER_RESULT_PKCS11_URI_INVALID",
@@ -260,6 +276,10 @@ impl Code {
         Code::DnsFailed,
         Code::ConnectFailed,
         Code::ConnectionClosed,
+        Code::ProxyRefused,
+        Code::ProxyAuthRequired,
+        Code::WebsocketUpgradeFailed,
+        Code::WebsocketProtocol,
         Code::Pkcs11ModuleNotFound,
         Code::Pkcs11ModuleInvalid,
         Code::Pkcs11UriInvalid,
@@ -369,7 +389,7 @@ mod tests {
             last = Some(value);
             assert!(code.name().starts_with("TETHER_RESULT_"));
         }
-        assert_eq!(Code::ALL.len(), 58);
+        assert_eq!(Code::ALL.len(), 62);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod mqtt;
 pub mod policy;
 pub mod provisioning;
 pub mod session;
+pub mod transport;
 pub mod verify;
 
 pub use error::{Code, Error, Result};

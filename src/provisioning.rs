@@ -15,12 +15,15 @@ use rustls::{ClientConfig, ClientConnection};
 
 use crate::auth::sas::{write_token, Resource, SasKey, MAX_TOKEN_LEN};
 use crate::error::{Code, Error, Result};
-use crate::handshake::{self, connect_tcp, io_error};
+use crate::handshake::{self, io_error};
 use crate::mqtt::codec::{
     self, encode_to_vec, Connect, Decoded, Packet, Publish, DEFAULT_MAX_PACKET_SIZE,
 };
 use crate::mqtt::dps;
 use crate::mqtt::topics::build_string;
+use crate::transport::proxy::connect;
+use crate::transport::proxy::Proxy;
+use crate::transport::{unreachable, Framing, Transport};
 
 /// How the device proves itself to DPS.
 #[derive(Clone, Debug)]
@@ -57,6 +60,13 @@ pub struct DpsRequest {
     pub has_client_cert: bool,
     /// The whole registration must finish within this.
     pub timeout: Duration,
+    /// MQTT on `port`, MQTT over WebSockets on 443 (`/$iothub/websocket`), or `auto`
+    /// (`port`, then WebSockets on 443 when it cannot be reached).
+    pub transport: Transport,
+    /// The port of MQTT over WebSockets (443).
+    pub websocket_port: u16,
+    /// The HTTP proxy to tunnel through (`None`: direct).
+    pub proxy: Option<Proxy>,
 }
 
 /// Where DPS assigned the device.
@@ -73,6 +83,8 @@ struct Link {
     tls: ClientConnection,
     stream: TcpStream,
     rx: Vec<u8>,
+    /// The layer between TLS and MQTT (WebSockets, or none).
+    framing: Framing,
 }
 
 /// An owned copy of what the flow needs from a received packet.
@@ -84,15 +96,35 @@ enum Received {
 }
 
 impl Link {
-    fn send(&mut self, bytes: &[u8]) -> Result<()> {
+    /// Sends MQTT bytes (`secret`: the CONNECT, framed in wiped memory).
+    fn send(&mut self, bytes: &[u8], secret: bool) -> Result<()> {
+        self.framing.write(&mut self.tls.writer(), bytes, secret)?;
+        self.flush()
+    }
+
+    /// Writes `bytes` into TLS as they are (the upgrade request, WebSocket replies).
+    fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
         self.tls
             .writer()
             .write_all(bytes)
             .map_err(|e| io_error(e, "TLS buffer"))?;
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<()> {
         while self.tls.wants_write() {
             self.tls
                 .write_tls(&mut self.stream)
                 .map_err(|e| io_error(e, "sending to DPS"))?;
+        }
+        Ok(())
+    }
+
+    /// Sends the WebSocket upgrade request and waits for the server to accept it.
+    fn upgrade(&mut self, request: &[u8], deadline: Instant) -> Result<()> {
+        self.send_raw(request)?;
+        while !self.framing.is_ready() {
+            self.read_more(deadline)?;
         }
         Ok(())
     }
@@ -117,6 +149,13 @@ impl Link {
                 }
                 Decoded::Incomplete { .. } => {}
             }
+            self.read_more(deadline)?;
+        }
+    }
+
+    /// Reads from the socket once, and what TLS (and WebSockets) make of it into `rx`.
+    fn read_more(&mut self, deadline: Instant) -> Result<()> {
+        {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::new(Code::Timeout, "DPS did not answer in time"));
@@ -153,12 +192,20 @@ impl Link {
                             "DPS closed the connection",
                         ))
                     }
-                    Ok(k) => self.rx.extend_from_slice(&plain[..k]),
+                    Ok(k) => {
+                        let mut reply = Vec::new();
+                        let received = self.framing.receive(&plain[..k], &mut self.rx, &mut reply);
+                        if !reply.is_empty() {
+                            self.send_raw(&reply)?;
+                        }
+                        received.map_err(|e| e.context("DPS"))?;
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(io_error(e, "TLS")),
                 }
             }
         }
+        Ok(())
     }
 
     /// The next PUBLISH on `$dps/registrations/res/`, skipping anything else.
@@ -223,13 +270,44 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
             None
         }
     };
+    let mut websockets = request.transport == Transport::WebSockets;
+    let mut port = if websockets {
+        request.websocket_port
+    } else {
+        request.port
+    };
     crate::log!(
         crate::log::Level::Info,
-        "provisioning {reg} through {}:{}",
+        "provisioning {reg} through {}:{port}{}{}",
         request.endpoint,
-        request.port
+        if websockets {
+            " (MQTT over WebSockets)"
+        } else {
+            ""
+        },
+        request
+            .proxy
+            .as_ref()
+            .map(|p| format!(" via proxy {}", p.display()))
+            .unwrap_or_default()
     );
-    let mut stream = connect_tcp(&request.endpoint, request.port, request.timeout)?;
+    let proxy = request.proxy.as_ref();
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut stream = match connect(&request.endpoint, port, proxy, left) {
+        Err(e) if request.transport == Transport::Auto && unreachable(&e) => {
+            crate::log!(
+                crate::log::Level::Warn,
+                "{e}; port {port} cannot be reached: falling back to MQTT over WebSockets on \
+                 port {}",
+                request.websocket_port
+            );
+            websockets = true;
+            port = request.websocket_port;
+            let left = deadline.saturating_duration_since(Instant::now());
+            connect(&request.endpoint, port, proxy, left)?
+        }
+        other => other?,
+    };
     let mut tls = ClientConnection::new(
         request.tls.clone(),
         handshake::server_name(&request.endpoint)?,
@@ -242,11 +320,21 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
         request.has_client_cert,
         deadline,
     )?;
+    let (framing, upgrade) = Framing::new(
+        websockets,
+        &request.endpoint,
+        request.has_client_cert,
+        DEFAULT_MAX_PACKET_SIZE,
+    )?;
     let mut link = Link {
         tls,
         stream,
         rx: Vec::new(),
+        framing,
     };
+    if let Some(upgrade) = upgrade {
+        link.upgrade(&upgrade, deadline)?;
+    }
 
     let connect = Connect {
         client_id: reg,
@@ -258,7 +346,7 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
     };
     let bytes =
         zeroize::Zeroizing::new(encode_to_vec(connect.encoded_len(), |b| connect.encode(b))?);
-    link.send(&bytes)?;
+    link.send(&bytes, true)?;
     loop {
         if let Received::ConnAck(code) = link.receive(deadline)? {
             code.result()
@@ -267,9 +355,12 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
         }
     }
     let filters = [(dps::DPS_SUBSCRIBE_TOPIC, 1u8)];
-    link.send(&encode_to_vec(codec::subscribe_len(1, &filters), |b| {
-        codec::encode_subscribe(1, &filters, b)
-    })?)?;
+    link.send(
+        &encode_to_vec(codec::subscribe_len(1, &filters), |b| {
+            codec::encode_subscribe(1, &filters, b)
+        })?,
+        false,
+    )?;
     loop {
         if let Received::SubAck(codes) = link.receive(deadline)? {
             if codes.first() == Some(&0x80) {
@@ -285,14 +376,14 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
     let mut rid = 1u16;
     let payload = build_string(|s| dps::register_payload_to(s, reg))?;
     let topic = build_string(|s| dps::register_topic_to(s, &rid.to_string()))?;
-    link.send(&publish(&topic, payload.as_bytes(), rid)?)?;
+    link.send(&publish(&topic, payload.as_bytes(), rid)?, false)?;
     loop {
         let (status, retry_after, body) = link.response(deadline)?;
         let parsed = dps::parse_response_body(&body)?;
         match status {
             200 => {
                 if let Ok(bytes) = encode_to_vec(Ok(2), codec::encode_disconnect) {
-                    let _ = link.send(&bytes);
+                    let _ = link.send(&bytes, false);
                 }
                 return match (parsed.status, parsed.assigned_hub, parsed.device_id) {
                     (Some("assigned"), Some(hub), Some(device)) => {
@@ -346,7 +437,7 @@ pub fn provision(request: &DpsRequest, now_unix: u64) -> Result<Assignment> {
                 } else {
                     b""
                 };
-                link.send(&publish(&topic, body, rid)?)?;
+                link.send(&publish(&topic, body, rid)?, false)?;
             }
             other => {
                 return Err(Error::new(

@@ -33,6 +33,7 @@ use crate::mqtt::codec::{
 };
 use crate::mqtt::properties::{parse_bag, PropertyBag};
 use crate::mqtt::topics::{self, TwinTopic, UsernameOptions};
+use crate::transport::Framing;
 use crate::verify;
 
 /// Tunables of a session, with IoT Hub SDK-like defaults.
@@ -64,6 +65,9 @@ pub struct SessionOptions {
     /// When the device's client certificate expires (Unix seconds), so that each connection
     /// within [`CERT_EXPIRY_WARNING_DAYS`] of it logs a warning ahead of time.
     pub client_cert_not_after: Option<i64>,
+    /// MQTT over WebSockets (`/$iothub/websocket`, subprotocol `mqtt`) inside TLS, for a
+    /// transport opened to the WebSocket port (443) (default false: MQTT straight in TLS).
+    pub websockets: bool,
 }
 
 /// Default [`SessionOptions::max_unsent_bytes`]: four messages of IoT Hub's largest size.
@@ -85,6 +89,7 @@ impl Default for SessionOptions {
             client_type: Some(format!("tether/{}", crate::VERSION)),
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             client_cert_not_after: None,
+            websockets: false,
         }
     }
 }
@@ -270,6 +275,9 @@ pub fn is_fatal(code: Code) -> bool {
             | Code::Pkcs11CertNotFound
             | Code::Pkcs11MechanismUnsupported
             | Code::Pkcs11Unavailable
+            | Code::ProxyRefused
+            | Code::ProxyAuthRequired
+            | Code::WebsocketUpgradeFailed
     )
 }
 
@@ -387,6 +395,10 @@ struct Link {
     handshake_reported: bool,
     tls_version: String,
     cipher_suite: String,
+    /// WebSockets between TLS and MQTT, or nothing.
+    framing: Framing,
+    /// The WebSocket upgrade request, written once the TLS handshake is complete.
+    upgrade: Option<Vec<u8>>,
     rx: Vec<u8>,
     last_sent_ms: u64,
     ping_deadline_ms: Option<u64>,
@@ -495,6 +507,13 @@ impl Session {
         Ok(())
     }
 
+    /// Whether the next connections carry MQTT over WebSockets
+    /// ([`SessionOptions::websockets`]); the blocking client's `auto` transport switches
+    /// to it.
+    pub fn set_websockets(&mut self, websockets: bool) {
+        self.config.options.websockets = websockets;
+    }
+
     /// Whether the hub has accepted the current connection.
     pub fn is_connected(&self) -> bool {
         self.state == State::Connected
@@ -549,6 +568,12 @@ impl Session {
         };
         let bytes =
             zeroize::Zeroizing::new(encode_to_vec(connect.encoded_len(), |b| connect.encode(b))?);
+        let (framing, upgrade) = Framing::new(
+            cfg.options.websockets,
+            &cfg.server_name,
+            cfg.has_client_cert,
+            cfg.options.max_packet_size,
+        )?;
         verify::clear_record();
         self.generation += 1;
         self.unsent = bytes.len();
@@ -559,6 +584,8 @@ impl Session {
             handshake_reported: false,
             tls_version: String::new(),
             cipher_suite: String::new(),
+            framing,
+            upgrade,
             rx: Vec::new(),
             last_sent_ms: now_ms,
             ping_deadline_ms: None,
@@ -695,7 +722,13 @@ impl Session {
                         peer_closed = true;
                         break;
                     }
-                    Ok(n) => link.rx.extend_from_slice(&buf[..n]),
+                    Ok(n) => {
+                        let mut reply = Vec::new();
+                        let received = link.framing.receive(&buf[..n], &mut link.rx, &mut reply);
+                        // Pongs and the close reply go out even when the input ends here.
+                        let _ = link.tls.writer().write_all(&reply);
+                        received?;
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(Error::new(Code::ConnectionClosed, format!("TLS: {e}"))),
                 }
@@ -714,11 +747,17 @@ impl Session {
                 .map(|s| format!("{:?}", s.suite()))
                 .unwrap_or_default();
             link.sniffer = HelloSniffer::default();
-            if let Some(connect) = link.connect_packet.take() {
+            if let Some(upgrade) = link.upgrade.take() {
                 link.tls
                     .writer()
-                    .write_all(&connect)
+                    .write_all(&upgrade)
                     .map_err(|e| Error::new(Code::Io, format!("TLS buffer: {e}")))?;
+            }
+        }
+        // The CONNECT goes once TLS (and the WebSocket upgrade, if any) is complete.
+        if link.handshake_reported && link.framing.is_ready() {
+            if let Some(connect) = link.connect_packet.take() {
+                link.framing.write(&mut link.tls.writer(), &connect, true)?;
             }
         }
         // Packets that arrived before a close_notify (a CONNACK refusal, say) count first.
@@ -1103,7 +1142,11 @@ impl Session {
         };
         if let Some(link) = self.link.as_mut() {
             // Control packets are not held back by the output bound.
-            if link.tls.writer().write_all(&ack).is_ok() {
+            if link
+                .framing
+                .write(&mut link.tls.writer(), &ack, false)
+                .is_ok()
+            {
                 self.unsent += ack.len();
             }
         }
@@ -1133,6 +1176,7 @@ impl Session {
             }
         }
         if let Some(link) = self.link.as_mut() {
+            link.framing.close(&mut link.tls.writer());
             link.tls.send_close_notify();
         }
     }
@@ -1154,10 +1198,7 @@ impl Session {
             .link
             .as_mut()
             .ok_or_else(|| Error::new(Code::InvalidState, "not connected"))?;
-        link.tls
-            .writer()
-            .write_all(bytes)
-            .map_err(|e| Error::new(Code::Io, format!("TLS buffer: {e}")))?;
+        link.framing.write(&mut link.tls.writer(), bytes, false)?;
         link.last_sent_ms = now_ms;
         self.unsent += bytes.len();
         Ok(())

@@ -143,6 +143,9 @@ fn request(port: u16, credential: DpsCredential) -> DpsRequest {
         credential,
         tls: policy.build().unwrap(),
         has_client_cert: false,
+        transport: tether::transport::Transport::Mqtt,
+        websocket_port: 443,
+        proxy: None,
         timeout: Duration::from_secs(20),
     }
 }
