@@ -58,6 +58,37 @@ impl Default for ClientOptions {
     }
 }
 
+impl ClientOptions {
+    /// Options for `transport`, with `port` meaning the port of that transport (MQTT's for
+    /// `mqtt` and `auto`, the WebSocket port for `websockets`) and `websocket_port` the port
+    /// `auto` falls back to; `None` keeps IoT Hub's (8883, 443).
+    pub fn route(
+        transport: Transport,
+        port: Option<u16>,
+        websocket_port: Option<u16>,
+        proxy: Option<Proxy>,
+    ) -> ClientOptions {
+        let defaults = ClientOptions::default();
+        let (port, websocket_port) = match transport {
+            Transport::WebSockets => (
+                defaults.port,
+                port.or(websocket_port).unwrap_or(defaults.websocket_port),
+            ),
+            _ => (
+                port.unwrap_or(defaults.port),
+                websocket_port.unwrap_or(defaults.websocket_port),
+            ),
+        };
+        ClientOptions {
+            port,
+            websocket_port,
+            transport,
+            proxy,
+            ..defaults
+        }
+    }
+}
+
 /// The OS wall clock, Unix milliseconds.
 pub fn system_now_ms() -> u64 {
     SystemTime::now()
@@ -736,21 +767,16 @@ pub fn port_from_env() -> Result<u16> {
 /// proxy of `TETHER_PROXY` / `HTTPS_PROXY` / `https_proxy` unless `NO_PROXY` lists
 /// `host`.
 pub fn options_from_env(host: &str) -> Result<ClientOptions> {
-    let transport = Transport::from_env()?.unwrap_or_default();
-    let mut options = ClientOptions {
-        transport,
-        proxy: Proxy::from_env(host)?,
-        ..ClientOptions::default()
+    let port = match env_var(env::PORT)? {
+        Some(_) => Some(port_from_env()?),
+        None => None,
     };
-    let port = port_from_env()?;
-    if std::env::var_os(env::PORT).is_some_and(|p| !p.is_empty())
-        && transport == Transport::WebSockets
-    {
-        options.websocket_port = port;
-    } else {
-        options.port = port;
-    }
-    Ok(options)
+    Ok(ClientOptions::route(
+        Transport::from_env()?.unwrap_or_default(),
+        port,
+        None,
+        Proxy::from_env(host)?,
+    ))
 }
 
 /// A client configured entirely from the environment (see [`env`]).

@@ -520,6 +520,68 @@ pub fn server_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A frame a client sent, unmasked: what [`read_client_frame`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientFrame {
+    /// The opcode (2 binary, 8 close, 9 ping, 10 pong, 0 continuation, 1 text).
+    pub opcode: u8,
+    /// Whether this is the message's last frame.
+    pub fin: bool,
+    /// The payload, unmasked.
+    pub payload: Vec<u8>,
+}
+
+/// The server's side of reading, for the stand-in's WebSocket front and test peers: the
+/// first complete client frame in `buf` and the bytes it used, `Ok(None)` while incomplete.
+/// Unmasked frames and frames over `max` bytes are refused before their payload is read.
+pub fn read_client_frame(buf: &[u8], max: usize) -> Result<Option<(ClientFrame, usize)>> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let (b0, b1) = (buf[0], buf[1]);
+    if b1 & 0x80 == 0 {
+        return Err(protocol("the client sent an unmasked frame"));
+    }
+    let (len, at) = match b1 & 0x7f {
+        126 => match buf.get(2..4) {
+            Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
+            None => return Ok(None),
+        },
+        127 => match buf.get(2..10) {
+            Some(b) => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(b);
+                (u64::from_be_bytes(n), 10)
+            }
+            None => return Ok(None),
+        },
+        n => (u64::from(n), 2),
+    };
+    if len > max as u64 {
+        return Err(protocol(format!(
+            "the client sent a frame of {len} bytes (limit {max})"
+        )));
+    }
+    let len = len as usize;
+    let Some(key) = buf.get(at..at + 4) else {
+        return Ok(None);
+    };
+    let key = [key[0], key[1], key[2], key[3]];
+    let Some(payload) = buf.get(at + 4..at + 4 + len) else {
+        return Ok(None);
+    };
+    let mut payload = payload.to_vec();
+    mask(&mut payload, key);
+    Ok(Some((
+        ClientFrame {
+            opcode: b0 & 0x0f,
+            fin: b0 & 0x80 != 0,
+            payload,
+        },
+        at + 4 + len,
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,6 +637,12 @@ mod tests {
         let mut body = out[8..].to_vec();
         mask(&mut body, key);
         assert_eq!(body, payload);
+        // The server side reads it back, in any pieces.
+        assert_eq!(read_client_frame(&out[..100], 1000).unwrap(), None);
+        let (frame, used) = read_client_frame(&out, 1000).unwrap().unwrap();
+        assert_eq!((frame.opcode, frame.fin, used), (OP_BINARY, true, out.len()));
+        assert_eq!(frame.payload, payload);
+        assert!(read_client_frame(&out, 299).is_err());
         reply.clear();
         let seen = ws
             .receive(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tether::auth::connection_string::ConnectionString;
-use tether::client::{self, Client, ClientOptions};
+use tether::client::{self, Client};
 use tether::log::Level;
 use tether::session::SessionConfig;
 use tether::{Code, Error, Result};
@@ -57,11 +57,6 @@ pub fn client(opts: &DeviceOpts) -> Result<Client> {
         config.options.token_ttl_secs = ttl;
     }
     config.options.client_cert_not_after = policy.client_cert_not_after();
-    Client::new(
-        config,
-        ClientOptions {
-            port: opts.port.or_default(),
-            ..ClientOptions::default()
-        },
-    )
+    let options = opts.net.client_options(&opts.port, &config.server_name)?;
+    Client::new(config, options)
 }
