@@ -117,9 +117,9 @@ pub enum Code {
     ConnectFailed = 403,
     /// The peer closed the connection.
     ConnectionClosed = 404,
-    /// The HTTP proxy refused the CONNECT tunnel (403 and other refusals; the message holds
-    /// its status line). A proxy that cannot reach the hub (502, 503, 504) is reported as
-    /// `ConnectFailed`.
+    /// The HTTP proxy refused the CONNECT tunnel (403 and other 4xx refusals; the message
+    /// holds its status line). A proxy that cannot reach the hub (5xx, such as 502) is
+    /// reported as `ConnectFailed`, which is retried.
     ProxyRefused = 405,
     /// The HTTP proxy needs credentials, or refused the ones given (407).
     ProxyAuthRequired = 406,

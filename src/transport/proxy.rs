@@ -274,7 +274,8 @@ fn request(proxy: &Proxy, host: &str, port: u16) -> Zeroizing<Vec<u8>> {
 pub fn refusal(proxy: &Proxy, target: &str, status: u16, line: &str) -> Error {
     let via = proxy.display();
     match status {
-        407 => Error::new(
+        // 407 is HTTP's answer; some proxies (tinyproxy) answer a CONNECT with 401.
+        401 | 407 => Error::new(
             Code::ProxyAuthRequired,
             format!(
                 "proxy {via} refused CONNECT {target}: \"{line}\": {}",
@@ -285,9 +286,9 @@ pub fn refusal(proxy: &Proxy, target: &str, status: u16, line: &str) -> Error {
                 }
             ),
         ),
-        // The proxy could not reach the hub (or timed out): like a failed TCP connection,
-        // worth retrying.
-        502..=504 => Error::new(
+        // The proxy could not reach the hub (502; tinyproxy says 500 "Unable to connect")
+        // or timed out: like a failed TCP connection, worth retrying.
+        500..=599 => Error::new(
             Code::ConnectFailed,
             format!("proxy {via} could not reach {target}: \"{line}\""),
         ),

@@ -640,7 +640,10 @@ mod tests {
         // The server side reads it back, in any pieces.
         assert_eq!(read_client_frame(&out[..100], 1000).unwrap(), None);
         let (frame, used) = read_client_frame(&out, 1000).unwrap().unwrap();
-        assert_eq!((frame.opcode, frame.fin, used), (OP_BINARY, true, out.len()));
+        assert_eq!(
+            (frame.opcode, frame.fin, used),
+            (OP_BINARY, true, out.len())
+        );
         assert_eq!(frame.payload, payload);
         assert!(read_client_frame(&out, 299).is_err());
         reply.clear();

@@ -388,7 +388,7 @@ pub fn run(args: HubArgs) -> Result<()> {
         &conf,
         config(&dir, &plugin, &registry, (port, x509_port), ws_backend),
     )
-        .map_err(|e| io(e, conf.display()))?;
+    .map_err(|e| io(e, conf.display()))?;
     let openssl_conf = dir.join("openssl-tls12.cnf");
     std::fs::write(&openssl_conf, OPENSSL_TLS12).map_err(|e| io(e, openssl_conf.display()))?;
 
@@ -479,9 +479,7 @@ pub fn run(args: HubArgs) -> Result<()> {
         "ready sas={} x509={} service={service_port}{web}{}",
         public.0,
         public.1,
-        args.ws_port
-            .map(|p| format!(" ws={p}"))
-            .unwrap_or_default()
+        args.ws_port.map(|p| format!(" ws={p}")).unwrap_or_default()
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -519,7 +517,13 @@ mod tests {
         assert!(c.contains("require_certificate true\nuse_identity_as_username false\n"));
         assert!(!c.contains("WebSockets"));
         // --ws-port: a third, plain loopback listener behind the WebSocket front.
-        let c = config(Path::new("/d"), Path::new("/p"), Path::new("/r"), (1, 2), Some(9));
+        let c = config(
+            Path::new("/d"),
+            Path::new("/p"),
+            Path::new("/r"),
+            (1, 2),
+            Some(9),
+        );
         assert!(c.ends_with("listener 9 127.0.0.1\nmax_qos 1\n"), "{c}");
         assert_eq!(c.matches("tls_version tlsv1.2\n").count(), 2);
     }
