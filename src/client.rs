@@ -178,6 +178,11 @@ impl Client {
         }
     }
 
+    /// Replaces the HTTP proxy (`None`: direct), from the next connection on.
+    pub fn set_proxy(&mut self, proxy: Option<Proxy>) {
+        self.options.proxy = proxy;
+    }
+
     /// Whether connections use MQTT over WebSockets now (`auto` starts with MQTT and
     /// switches when 8883 cannot be reached).
     pub fn uses_websockets(&self) -> bool {

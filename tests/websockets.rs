@@ -920,3 +920,84 @@ fn fragmented_frames_are_reassembled_and_pings_answered() {
     assert_eq!(frames.last().unwrap().1, 1000u16.to_be_bytes());
     assert_eq!(frames[frames.len() - 2].1, [0xE0, 0x00]);
 }
+
+// ------------------------------------------------------------------ C, through the proxy
+
+#[test]
+fn c_example_gets_c2d_methods_and_twin_over_websockets_through_a_proxy_from_the_environment() {
+    let (hub, ws) = hub_with_ws();
+    let proxy = Tinyproxy::start(&[ws], Some(("c", "c-proxy-pass")));
+    let examples = common::build_examples(&common::install_prefix(), false);
+    finished(service(
+        &hub,
+        &["twin", DEVICE, "--desired", r#"{"rate":5}"#],
+    ));
+    // Only the environment changes: the example calls tether_client_new_from_env.
+    let mut device = Command::new(examples.join("c2d_methods_twin"))
+        .arg("3")
+        .env(
+            "TETHER_CONNECTION_STRING",
+            format!(
+                "HostName={HOST};DeviceId={DEVICE};SharedAccessKey={KEY};GatewayHostName=localhost"
+            ),
+        )
+        .env("TETHER_TRANSPORT", "websockets")
+        .env("TETHER_PORT", ws.to_string())
+        .env("TETHER_CA_FILE", hub.ca())
+        .env("HTTPS_PROXY", proxy.url(Some(("c", "c-proxy-pass"))))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("TETHER_PROXY")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let out = device.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = |what: &str| {
+        lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the C example printed no {what}\n{}", hub.log()))
+    };
+    assert_eq!(next("ready"), "ready");
+    assert_eq!(
+        next("twin"),
+        r#"twin 200 {"desired":{"$version":2,"rate":5},"reported":{"$version":1}}"#
+    );
+    assert_eq!(next("reported"), "twin 204 ");
+    finished(service(&hub, &["c2d", DEVICE, "wake"]));
+    assert!(next("c2d").starts_with("c2d wake "));
+    let invoke = service(
+        &hub,
+        &[
+            "invoke",
+            DEVICE,
+            "blink",
+            "--payload",
+            r#"{"times":2}"#,
+            "--json",
+        ],
+    );
+    let answered: serde_json::Value = serde_json::from_str(&finished(invoke)).unwrap();
+    assert_eq!(
+        answered,
+        serde_json::json!({"status": 200, "payload": {"done": true}})
+    );
+    assert_eq!(next("method"), r#"method blink {"times":2}"#);
+    finished(service(
+        &hub,
+        &["twin", DEVICE, "--desired", r#"{"rate":10}"#],
+    ));
+    assert_eq!(next("desired"), r#"desired v3 {"$version":3,"rate":10}"#);
+    assert!(device.wait().unwrap().success());
+    assert_eq!(
+        proxy.connects(),
+        [format!("localhost:{ws}")],
+        "{}",
+        proxy.log()
+    );
+}

@@ -29,7 +29,10 @@ pub struct tether_session {
 
 impl tether_session {
     /// Creates a session for the device in `connection_string` (see `tether_client_new`;
-    /// `options->port` is not used: the caller opens the connection). `tls` NULL means the
+    /// `options->port` is not used: the caller opens the connection; `options->transport`
+    /// `TETHER_TRANSPORT_WEBSOCKETS` makes the session speak MQTT over WebSockets inside TLS,
+    /// for a connection opened to port 443, and `TETHER_TRANSPORT_AUTO` is refused with
+    /// `TETHER_RESULT_INVALID_ARGUMENT`). `tls` NULL means the
     /// IoT Hub defaults. `*session_out` receives a session owned by the caller (free it with
     /// `tether_session_free`); not written on failure. Results as `tether_client_new`.
     #[no_mangle]
@@ -44,6 +47,13 @@ impl tether_session {
             let text = unsafe { text_arg(connection_string, "connection_string") }?;
             let out = unsafe { out_arg(session_out, "session_out") }?;
             let options = unsafe { options_arg(options) }?;
+            if options.transport == crate::ffi::client::TETHER_TRANSPORT_AUTO {
+                return Err(crate::Error::new(
+                    Code::InvalidArgument,
+                    "TETHER_TRANSPORT_AUTO needs the blocking client: a session speaks the \
+                     transport of the connection its caller opened (MQTT or WEBSOCKETS)",
+                ));
+            }
             let session = unsafe { session_config(text, tls, &options) }?;
             *out = into_handle(tether_session {
                 session: Session::new(session)?,
