@@ -7,10 +7,13 @@
 //! QoS 1 (for ours: from `connect` to the last PUBACK, or to the last byte written at QoS 0;
 //! for the peers: the whole process, as a user would run it); connect time (TCP + TLS +
 //! CONNACK, median of 20); heap held by one connected client; RSS growth over 100,000
-//! messages.
+//! messages; and the same client over MQTT and over MQTT over WebSockets in the same run
+//! (`telemetry/ws.rs`: messages/s and instructions per message).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "telemetry/ws.rs"]
+mod telemetry_ws;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::Command;
@@ -200,6 +203,10 @@ fn rss_kib() -> u64 {
 }
 
 fn main() {
+    // A child run of the WebSockets section (under valgrind): nothing else.
+    if let Ok(spec) = std::env::var(telemetry_ws::CHILD) {
+        return telemetry_ws::child(&spec);
+    }
     common::require("mosquitto", "mosquitto");
     common::require("mosquitto_pub", "mosquitto-clients");
     let token = token();
@@ -290,4 +297,5 @@ fn main() {
         heap_after as f64 / 1024.0
     );
     c.disconnect();
+    telemetry_ws::report();
 }
