@@ -23,7 +23,7 @@ use common::{free_port, require, target_command, Mosquitto, Pki};
 use tether::auth::connection_string::ConnectionString;
 use tether::client::{Client, ClientOptions};
 use tether::mqtt::properties::PropertyBag;
-use tether::session::{Disconnect, Event, SessionConfig, Subscription};
+use tether::session::{Event, SessionConfig, Subscription};
 use tether::transport::proxy::Proxy;
 use tether::transport::ws::{accept_for, read_client_frame, server_frame};
 use tether::transport::Transport;
@@ -536,7 +536,7 @@ fn client_talks_mqtt_through_the_websockets_package_to_mosquitto() {
     let bridge = Bridge::start();
     let pki = Pki::shared();
     // The service side subscribes on the plain broker.
-    let mut sub = Command::new("mosquitto_sub")
+    let sub = Command::new("mosquitto_sub")
         .args([
             "-h",
             "127.0.0.1",
@@ -701,12 +701,15 @@ enum Hostile {
     CloseFrame,
 }
 
+/// The frames a hostile server read: (opcode, payload).
+type Frames = Arc<Mutex<Vec<(u8, Vec<u8>)>>>;
+
 /// A TLS server (the test PKI) answering WebSocket upgrades as `how` says; counts accepts
 /// and records the frames it read (opcode, payload).
 struct HostileServer {
     port: u16,
     accepts: Arc<AtomicUsize>,
-    frames: Arc<Mutex<Vec<(u8, Vec<u8>)>>>,
+    frames: Frames,
 }
 
 impl HostileServer {
@@ -999,5 +1002,62 @@ fn c_example_gets_c2d_methods_and_twin_over_websockets_through_a_proxy_from_the_
         [format!("localhost:{ws}")],
         "{}",
         proxy.log()
+    );
+}
+
+// ------------------------------------------------- own-socket firmware: the sans-IO session
+
+#[test]
+fn a_session_on_the_callers_own_socket_speaks_websockets_when_told() {
+    use std::net::TcpStream;
+    use tether::session::Session;
+    let (hub, ws) = hub_with_ws();
+    let mut cfg = config(HOST, DEVICE, &hub.ca());
+    // What `tether_session_new` sets for TETHER_TRANSPORT_WEBSOCKETS.
+    cfg.options.websockets = true;
+    let mut session = Session::new(cfg).unwrap();
+    let mut sock = TcpStream::connect(("127.0.0.1", ws)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let now = tether::client::system_now_ms;
+    session.connect(now()).unwrap();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut step = |session: &mut Session| -> Vec<Event> {
+        out.clear();
+        session.poll_output(&mut out);
+        sock.write_all(&out).unwrap();
+        match sock.read(&mut buf) {
+            Ok(0) => panic!("the stand-in closed the connection\n{}", hub.log()),
+            Ok(n) => session.handle_input(&buf[..n], now()).unwrap(),
+            Err(_) => {}
+        }
+        session.handle_timeout(now());
+        std::iter::from_fn(|| session.poll_event()).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut connected = false;
+    while !connected {
+        assert!(Instant::now() < deadline, "no CONNACK\n{}", hub.log());
+        connected = step(&mut session)
+            .iter()
+            .any(|e| matches!(e, Event::Connected { .. }));
+    }
+    let id = session
+        .send_telemetry(b"own socket, WebSockets", &PropertyBag::new(), 1, now())
+        .unwrap();
+    let mut acked = false;
+    while !acked {
+        assert!(Instant::now() < deadline, "no PUBACK\n{}", hub.log());
+        acked = step(&mut session)
+            .iter()
+            .any(|e| matches!(e, Event::TelemetryAcked { id: i } if *i == id));
+    }
+    session.disconnect(now());
+    out.clear();
+    session.poll_output(&mut out);
+    assert!(
+        !out.is_empty(),
+        "DISCONNECT, the WebSocket close and close_notify to send"
     );
 }

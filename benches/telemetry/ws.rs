@@ -35,7 +35,11 @@ fn client(transport: Transport, port: u16, ca: &str) -> Client {
     let mut config =
         SessionConfig::from_connection_string(&cs, policy.build().unwrap(), false).unwrap();
     config.options.max_inflight = 1000;
-    Client::new(config, ClientOptions::route(transport, Some(port), None, None)).unwrap()
+    Client::new(
+        config,
+        ClientOptions::route(transport, Some(port), None, None),
+    )
+    .unwrap()
 }
 
 /// Connects, sends `count` QoS 1 messages, waits for every PUBACK; returns the time taken
@@ -57,7 +61,10 @@ fn run(transport: Transport, port: u16, ca: &str, count: u64) -> Duration {
                 Err(e) => panic!("{e}"),
             }
         }
-        match c.poll(Duration::from_millis(if sent < count { 0 } else { 100 })).unwrap() {
+        match c
+            .poll(Duration::from_millis(if sent < count { 0 } else { 100 }))
+            .unwrap()
+        {
             Some(Event::TelemetryAcked { .. }) => acked += 1,
             Some(Event::Disconnected(why)) => panic!("{why:?}"),
             _ => {}
@@ -96,7 +103,10 @@ fn instructions(transport: Transport, port: u16, ca: &str, count: u64) -> Option
     }
     let text = std::fs::read_to_string(&out).ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix("totals: ").or_else(|| l.strip_prefix("summary: ")))
+        .find_map(|l| {
+            l.strip_prefix("totals: ")
+                .or_else(|| l.strip_prefix("summary: "))
+        })
         .and_then(|n| n.trim().parse().ok())
 }
 
@@ -131,11 +141,17 @@ pub fn report() {
         let large = instructions(t, p, &ca, 2_200)?;
         Some(large.saturating_sub(small) as f64 / 2_000.0)
     };
-    let (mqtt_i, ws_i) = (per_message(paths[0].0, paths[0].1), per_message(paths[1].0, paths[1].1));
+    let (mqtt_i, ws_i) = (
+        per_message(paths[0].0, paths[0].1),
+        per_message(paths[1].0, paths[1].1),
+    );
     println!("\nMQTT vs MQTT over WebSockets, same run, both through the stand-in (QoS 1, 256 B):");
     println!("| transport | msg/s (10,000, median of 3) | instructions per message (callgrind) |");
     println!("|---|---|---|");
-    let show = |i: Option<f64>| i.map(|v| format!("{v:.0}")).unwrap_or_else(|| "valgrind failed".into());
+    let show = |i: Option<f64>| {
+        i.map(|v| format!("{v:.0}"))
+            .unwrap_or_else(|| "valgrind failed".into())
+    };
     println!("| mqtt | {mqtt:.0} | {} |", show(mqtt_i));
     println!("| websockets | {wss:.0} | {} |", show(ws_i));
     let instr = match (mqtt_i, ws_i) {
