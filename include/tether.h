@@ -140,6 +140,21 @@
 #define TETHER_DPS_DEVICE_ID_CAP 129
 
 /*
+ The registration is not started, or under way.
+ */
+#define TETHER_DPS_STATUS_IN_PROGRESS 0
+
+/*
+ DPS assigned the device: `tether_dps_session_result` gives the hub and device id.
+ */
+#define TETHER_DPS_STATUS_ASSIGNED 1
+
+/*
+ The registration failed: `tether_dps_session_result` returns why.
+ */
+#define TETHER_DPS_STATUS_FAILED 2
+
+/*
  Failures.
  */
 #define TETHER_LOG_ERROR 1
@@ -601,6 +616,16 @@ typedef struct tether_client tether_client;
  reads are fine.
  */
 typedef struct tether_connection_string tether_connection_string;
+
+/*
+ A DPS registration without I/O: TLS (IoT Hub policy) and the DPS MQTT flow in one state
+ machine on the same link as `tether_session`, driven by the caller's socket and clock.
+ Under the hood a boxed `provisioning::DpsSession` with its output buffer; created by
+ `tether_dps_session_new`, owned by the caller, freed with `tether_dps_session_free`.
+ Times are Unix milliseconds from the caller. Not thread-safe: use from one thread at a
+ time.
+ */
+typedef struct tether_dps_session tether_dps_session;
 
 /*
  A device session without I/O: TLS (IoT Hub policy) and IoT Hub MQTT in one state
@@ -1713,6 +1738,123 @@ enum tether_result tether_dps_provision(const char *endpoint,
                                         char *device_id_out,
                                         size_t device_id_cap,
                                         size_t *device_id_len);
+
+/*
+ Creates a registration (not started).
+
+ - `endpoint`: the DPS host the socket connects to (SNI and verification), NULL for
+   `global.azure-devices-provisioning.net`.
+ - `id_scope`, `registration_id`: the enrollment's scope and registration id.
+ - `device_key_base64`: the individual enrollment's key, or for a group enrollment the
+   device key derived with `tether_dps_derive_key` (and `group_enrollment` true); NULL
+   to authenticate with the client certificate in `tls` (X.509). Never echoed.
+ - `tls`: NULL for the IoT Hub defaults; not taken over (free it yourself).
+ - `timeout_ms`: the whole registration must finish within this of
+   `tether_dps_session_start`; not 0.
+ - `session_out`: receives a registration owned by the caller; not written on failure.
+
+ Results: `TETHER_RESULT_OK`; `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_UTF8`, `TETHER_RESULT_INVALID_ARGUMENT` (`timeout_ms` 0, an
+ endpoint that is not a host name, X.509 without a client certificate),
+ `TETHER_RESULT_SAS_KEY_INVALID`.
+ */
+enum tether_result tether_dps_session_new(const char *endpoint,
+                                          const char *id_scope,
+                                          const char *registration_id,
+                                          const char *device_key_base64,
+                                          bool group_enrollment,
+                                          const struct tether_tls_config *tls,
+                                          uint32_t timeout_ms,
+                                          struct tether_dps_session **session_out);
+
+/*
+ Frees a registration. NULL is a no-op. Close the socket yourself.
+ */
+void tether_dps_session_free(struct tether_dps_session *session);
+
+/*
+ Starts the registration over a TCP connection the caller has just opened to the
+ endpoint: queues the TLS handshake and MQTT CONNECT (with a SAS token valid from
+ `now_ms`). Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`,
+ `TETHER_RESULT_INVALID_STATE` (already started), `TETHER_RESULT_CLOCK_NOT_SET`.
+ */
+enum tether_result tether_dps_session_start(struct tether_dps_session *session, uint64_t now_ms);
+
+/*
+ Feeds `len` bytes received from the socket. A protocol or TLS failure returns its
+ result (named as `tether_session_handle_input` names it) and ends the registration
+ with it; then send the output and close the socket.
+ */
+enum tether_result tether_dps_session_handle_input(struct tether_dps_session *session,
+                                                   const uint8_t *data,
+                                                   size_t len,
+                                                   uint64_t now_ms);
+
+/*
+ Copies up to `cap` bytes that must be sent on the socket into `buf`, and their count
+ into `*out_len` (0 when there is nothing to send). Bytes not copied stay queued, in
+ order: call again until `*out_len` is 0. Results: `TETHER_RESULT_OK`,
+ `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_dps_session_poll_output(struct tether_dps_session *session,
+                                                  uint8_t *buf,
+                                                  size_t cap,
+                                                  size_t *out_len);
+
+/*
+ Fires due timers: the registration's deadline (`TETHER_RESULT_TIMEOUT` outcome) and
+ the next poll after DPS's `retry-after`.
+ */
+enum tether_result tether_dps_session_handle_timeout(struct tether_dps_session *session,
+                                                     uint64_t now_ms);
+
+/*
+ Writes when `tether_dps_session_handle_timeout` should next be called (Unix ms) to
+ `*deadline_ms`. Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NOT_FOUND` (no timer: not
+ started or finished), `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_dps_session_next_deadline(const struct tether_dps_session *session,
+                                                    uint64_t *deadline_ms);
+
+/*
+ Tells the registration the socket reached end of stream or failed: it ends, with a
+ cause named from what the server sent so far when this happens during the TLS
+ handshake (e.g. `TETHER_RESULT_CLIENT_CERT_REQUIRED`), else
+ `TETHER_RESULT_CONNECTION_CLOSED`.
+ */
+enum tether_result tether_dps_session_connection_lost(struct tether_dps_session *session);
+
+/*
+ Writes where the registration is to `*status_out`: `TETHER_DPS_STATUS_IN_PROGRESS`,
+ `TETHER_DPS_STATUS_ASSIGNED` or `TETHER_DPS_STATUS_FAILED`. Results:
+ `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`.
+ */
+enum tether_result tether_dps_session_status(const struct tether_dps_session *session,
+                                             uint32_t *status_out);
+
+/*
+ The outcome of a finished registration.
+
+ - Assigned: writes the IoT Hub host (`hub_out`) and the device id there
+   (`device_id_out`), NUL-terminated, with their lengths, and returns
+   `TETHER_RESULT_OK`. When either buffer is too small nothing is written, both
+   lengths receive what is needed (without the NUL; `TETHER_DPS_HUB_CAP` and
+   `TETHER_DPS_DEVICE_ID_CAP` always suffice) and the result is
+   `TETHER_RESULT_BUFFER_TOO_SMALL`.
+ - Failed: returns the failure's result (e.g. `TETHER_RESULT_NOT_AUTHORIZED`,
+   `TETHER_RESULT_TIMEOUT`, a TLS result), its message readable with
+   `tether_last_error_message`; nothing is written.
+ - In progress: `TETHER_RESULT_INVALID_STATE`; nothing is written.
+
+ Argument results (`TETHER_RESULT_NULL_ARGUMENT`, overlapping outputs) come first.
+ */
+enum tether_result tether_dps_session_result(const struct tether_dps_session *session,
+                                             char *hub_out,
+                                             size_t hub_cap,
+                                             size_t *hub_len,
+                                             char *device_id_out,
+                                             size_t device_id_cap,
+                                             size_t *device_id_len);
 
 /*
  Returns the name of a result code as a static NUL-terminated string, e.g.

@@ -7,8 +7,8 @@
 //! certificate request, alerts) from the raw bytes before rustls consumes them, and
 //! [`crate::verify`] records the presented certificate chain. [`describe`] combines them.
 //!
-//! [`check`] is the blocking handshake behind `tether tls-check`; [`drive`] is the part the
-//! blocking client reuses over any `Read + Write` stream.
+//! [`check`] is the blocking handshake behind `tether tls-check`, driven through the same
+//! TLS pump as the device session and DPS (`crate::session::link`).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -16,12 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use rustls::{
-    AlertDescription, CertificateError, ClientConfig, ClientConnection, PeerIncompatible,
-};
+use rustls::{AlertDescription, CertificateError, ClientConfig, PeerIncompatible};
 
 use crate::cert::{format_utc, CertFacts};
 use crate::error::{Code, Error, Result};
+use crate::session::link::Link;
 use crate::verify::{self, display_name, ChainRecord};
 
 /// A device clock before this moment (2025-01-01) is taken as "not set".
@@ -433,7 +432,7 @@ fn untrusted(record: Option<&ChainRecord>) -> Error {
     )
 }
 
-fn closed_early(ctx: &Context) -> Error {
+pub(crate) fn closed_early(ctx: &Context) -> Error {
     let sniffed = &ctx.sniffed;
     if sniffed.bytes_seen == 0 {
         return Error::new(
@@ -485,112 +484,6 @@ pub struct Negotiated {
     pub chain: Vec<CertFacts>,
     /// The trust anchor the chain ended in.
     pub anchor: Option<String>,
-}
-
-/// Completes the handshake of `conn` over `stream`, with causes named on failure.
-pub fn drive<S: Read + Write>(
-    conn: &mut ClientConnection,
-    stream: &mut S,
-    host: &str,
-    has_client_cert: bool,
-) -> Result<Negotiated> {
-    drive_until(conn, stream, host, has_client_cert, |_| Ok(()))
-}
-
-/// [`drive`] on a TCP stream that must finish by `deadline`: each read waits at most what is
-/// left, so a peer that dribbles bytes cannot stretch the handshake.
-pub fn drive_by(
-    conn: &mut ClientConnection,
-    stream: &mut TcpStream,
-    host: &str,
-    has_client_cert: bool,
-    deadline: std::time::Instant,
-) -> Result<Negotiated> {
-    drive_until(conn, stream, host, has_client_cert, |s: &mut TcpStream| {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return Err(Error::new(
-                Code::Timeout,
-                format!("TLS handshake with {host} did not finish in time"),
-            ));
-        }
-        s.set_read_timeout(Some(left))
-            .and_then(|_| s.set_write_timeout(Some(left)))
-            .map_err(|e| io_error(e, "socket"))
-    })
-}
-
-fn drive_until<S: Read + Write>(
-    conn: &mut ClientConnection,
-    stream: &mut S,
-    host: &str,
-    has_client_cert: bool,
-    mut before_io: impl FnMut(&mut S) -> Result<()>,
-) -> Result<Negotiated> {
-    verify::clear_record();
-    let mut ctx = Context {
-        host: host.to_owned(),
-        has_client_cert,
-        ..Context::default()
-    };
-    let mut buf = vec![0u8; 16 * 1024];
-    while conn.is_handshaking() {
-        before_io(stream)?;
-        while conn.wants_write() {
-            conn.write_tls(stream)
-                .map_err(|e| io_error(e, "sending TLS handshake"))?;
-        }
-        if !conn.is_handshaking() {
-            break;
-        }
-        before_io(stream)?;
-        let n = match stream.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
-            Err(e) => return Err(io_error(e, "waiting for the server's TLS handshake")),
-        };
-        if n == 0 {
-            return Err(closed_early(&ctx));
-        }
-        ctx.sniffed.feed(&buf[..n]);
-        let mut chunk = &buf[..n];
-        while !chunk.is_empty() {
-            conn.read_tls(&mut chunk)
-                .map_err(|e| io_error(e, "reading TLS handshake"))?;
-            if let Err(err) = conn.process_new_packets() {
-                let _ = conn.write_tls(stream); // send our alert, best effort
-                ctx.chain = verify::take_record();
-                return Err(describe(&err, &ctx));
-            }
-        }
-    }
-    while conn.wants_write() {
-        conn.write_tls(stream)
-            .map_err(|e| io_error(e, "sending TLS handshake"))?;
-    }
-    let record = verify::take_record();
-    let version = conn
-        .protocol_version()
-        .map(|v| version_name(u16::from(v)))
-        .unwrap_or_default();
-    let suite = conn
-        .negotiated_cipher_suite()
-        .map(|s| format!("{:?}", s.suite()))
-        .unwrap_or_default();
-    let chain = match conn.peer_certificates() {
-        Some(certs) => certs
-            .iter()
-            .filter_map(|c| CertFacts::from_der(c).ok())
-            .collect(),
-        None => Vec::new(),
-    };
-    Ok(Negotiated {
-        version,
-        suite,
-        chain,
-        anchor: record.and_then(|r| r.anchor),
-    })
 }
 
 /// Resolves `host:port` within `timeout`. The system resolver cannot be interrupted, so
@@ -732,7 +625,10 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>> {
     })
 }
 
-/// Connects to `host:port` and completes a TLS handshake under `config`.
+/// Connects to `host:port` and completes a TLS handshake under `config` within `timeout`,
+/// through the session's TLS pump ([`crate::session`]'s link), so a refusal is named the
+/// same way as when a device connects: each read waits at most what is left, so a peer that
+/// dribbles bytes cannot stretch the handshake.
 pub fn check(
     host: &str,
     port: u16,
@@ -752,14 +648,59 @@ pub fn check_via(
     has_client_cert: bool,
     timeout: Duration,
 ) -> Result<Negotiated> {
-    let name = server_name(host)?;
     let deadline = std::time::Instant::now() + timeout;
+    let mut link = Link::new(config, host, has_client_cert, None, None)?;
     let mut stream = crate::transport::proxy::connect(host, port, proxy, timeout)?;
-    let mut conn = ClientConnection::new(config, name)
-        .map_err(|e| Error::new(Code::TlsHandshakeFailed, format!("TLS setup: {e}")))?;
-    let negotiated = drive_by(&mut conn, &mut stream, host, has_client_cert, deadline)?;
-    conn.send_close_notify();
-    let _ = conn.write_tls(&mut stream);
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let send = |link: &mut Link, stream: &mut TcpStream, out: &mut Vec<u8>| {
+        out.clear();
+        link.poll_output(out);
+        stream
+            .write_all(out)
+            .map_err(|e| io_error(e, "sending TLS handshake"))
+    };
+    while link.is_handshaking() {
+        send(&mut link, &mut stream, &mut out)?;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(Error::new(
+                Code::Timeout,
+                format!("TLS handshake with {host} did not finish in time"),
+            ));
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .and_then(|_| stream.set_write_timeout(Some(left)))
+            .map_err(|e| io_error(e, "socket"))?;
+        let n = match stream.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => return Err(io_error(e, "waiting for the server's TLS handshake")),
+        };
+        if n == 0 {
+            return Err(link.transport_closed());
+        }
+        if let Err(e) = link.receive(&buf[..n]) {
+            let _ = send(&mut link, &mut stream, &mut out); // our alert, best effort
+            return Err(e);
+        }
+    }
+    let record = verify::take_record();
+    let chain = link
+        .peer_certificates()
+        .iter()
+        .filter_map(|c| CertFacts::from_der(c).ok())
+        .collect();
+    let negotiated = Negotiated {
+        version: link.tls_version().to_owned(),
+        suite: link.cipher_suite().to_owned(),
+        chain,
+        anchor: record.and_then(|r| r.anchor),
+    };
+    link.send_close_notify();
+    let _ = send(&mut link, &mut stream, &mut out);
     Ok(negotiated)
 }
 

@@ -345,3 +345,85 @@ fn provisioning_refuses_an_assignment_that_would_inject_connection_string_fields
     let a = provision(&request(port, group_credential()), now()).unwrap();
     assert_eq!(a.device_id, "sn+007#(a)");
 }
+
+/// A DPS endpoint that completes the TLS handshake, reads the CONNECT, then sends a record
+/// that does not decrypt (a corrupted or forged record). Returns its port.
+fn corrupting_dps() -> u16 {
+    let config = common::faults::server_config();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut buf = [0u8; 4096];
+        // The CONNECT arrives once the handshake is complete.
+        let n = tls.read(&mut buf).unwrap();
+        assert!(n > 0 && buf[0] == 0x10, "a CONNECT first");
+        // An application-data record of the right shape whose contents fail to decrypt.
+        let mut record = vec![23, 3, 3, 0, 40];
+        record.extend_from_slice(&[0x5a; 40]);
+        tls.sock.write_all(&record).unwrap();
+        let _ = tls.sock.read(&mut buf);
+    });
+    port
+}
+
+#[test]
+fn provisioning_names_a_tls_record_rejected_after_the_handshake_as_the_session_does() {
+    let port = corrupting_dps();
+    let err = provision(&request(port, group_credential()), now()).unwrap_err();
+    // The device session reports such a record the same way (tests/faults.rs,
+    // a_corrupted_tls_record_after_connack_is_retried_not_fatal): an I/O failure worth
+    // retrying, not a handshake refusal.
+    assert_eq!(err.code(), Code::Io, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with("TLS record from localhost rejected: "),
+        "{err:?}"
+    );
+    assert!(tether::session::Disconnect::for_error(err).will_retry());
+}
+
+#[test]
+fn c_program_provisions_through_dps_session_with_its_own_socket() {
+    let (port, seen) = dps_responder(vec![
+        (
+            202,
+            Some(1),
+            r#"{"operationId":"op-7","status":"assigning"}"#.into(),
+        ),
+        (200, None, assigned("hub-7.azure-devices.net", "sn-007")),
+    ]);
+    let program = common::compile_c("dps_session", "tests/c/dps_session.c", &[], &[]);
+    let start = std::time::Instant::now();
+    let out = common::run(
+        std::process::Command::new(&program)
+            .env("TETHER_PORT", port.to_string())
+            .env("TETHER_DPS_ENDPOINT", "localhost")
+            .env("TETHER_DPS_ID_SCOPE", SCOPE)
+            .env("TETHER_DPS_REGISTRATION_ID", REG)
+            .env("TETHER_DPS_GROUP_KEY", GROUP_KEY)
+            .env("TETHER_CA_FILE", Pki::shared().path("ca.pem")),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "needed 23 6\nassigned hub-7.azure-devices.net sn-007\n"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "the C loop waited DPS's retry-after through next_deadline"
+    );
+    let seen = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(seen.client_id, REG);
+    let derived = derive_device_key(&SasKey::from_base64(GROUP_KEY).unwrap(), REG).unwrap();
+    sas::verify(&seen.password, &derived, now()).expect("a valid token");
+    assert_eq!(
+        seen.topics,
+        [
+            "$dps/registrations/PUT/iotdps-register/?$rid=1".to_owned(),
+            "$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId=op-7".to_owned(),
+        ]
+    );
+}

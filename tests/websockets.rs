@@ -699,6 +699,8 @@ enum Hostile {
     Fragmented,
     CloseMidFrame,
     CloseFrame,
+    /// A good server playing DPS: CONNACK, SUBACK, then `200 assigned` for the registration.
+    Dps,
 }
 
 /// The frames a hostile server read: (opcode, payload).
@@ -812,6 +814,13 @@ fn serve_hostile(
                 buf.extend_from_slice(&chunk[..n]);
             }
         };
+    if matches!(how, Hostile::Dps) {
+        return play_dps(
+            tls,
+            &mut |tls: &mut dyn Read, buf: &mut Vec<u8>| next_frame(tls, buf),
+            &mut buf,
+        );
+    }
     let Some((2, connect)) = next_frame(tls, &mut buf)? else {
         return Ok(());
     };
@@ -842,6 +851,80 @@ fn serve_hostile(
     }
     std::thread::sleep(Duration::from_millis(200));
     Ok(())
+}
+
+type NextFrame<'a> =
+    dyn FnMut(&mut dyn Read, &mut Vec<u8>) -> std::io::Result<Option<(u8, Vec<u8>)>> + 'a;
+
+/// DPS over WebSockets, answered with mqttbytes (as tests/provisioning.rs's responder does).
+fn play_dps(
+    tls: &mut (impl Read + Write),
+    next_frame: &mut NextFrame<'_>,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    use mqttbytes::v4;
+    let mut rx = bytes::BytesMut::new();
+    loop {
+        let packet = loop {
+            match v4::read(&mut rx, 1 << 20) {
+                Ok(p) => break p,
+                Err(mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("malformed MQTT from the device: {e:?}"),
+            }
+            match next_frame(tls, buf)? {
+                Some((2 | 0, payload)) => rx.extend_from_slice(&payload),
+                Some(_) => {}
+                None => return Ok(()),
+            }
+        };
+        let mut out = bytes::BytesMut::new();
+        match packet {
+            v4::Packet::Connect(c) => {
+                assert!(c
+                    .login
+                    .is_some_and(|l| l.username.contains("/registrations/")));
+                v4::ConnAck::new(v4::ConnectReturnCode::Success, false)
+                    .write(&mut out)
+                    .unwrap();
+            }
+            v4::Packet::Subscribe(sub) => {
+                v4::SubAck::new(
+                    sub.pkid,
+                    vec![v4::SubscribeReasonCode::Success(
+                        mqttbytes::QoS::AtLeastOnce,
+                    )],
+                )
+                .write(&mut out)
+                .unwrap();
+            }
+            v4::Packet::Publish(p) => {
+                v4::PubAck::new(p.pkid).write(&mut out).unwrap();
+                let rid = p
+                    .topic
+                    .split("$rid=")
+                    .nth(1)
+                    .unwrap()
+                    .split('&')
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                let body = r#"{"operationId":"4.w","status":"assigned","registrationState":{"assignedHub":"ws-hub.azure-devices.net","deviceId":"dev-ws","status":"assigned"}}"#;
+                v4::Publish::new(
+                    format!("$dps/registrations/res/200/?$rid={rid}"),
+                    mqttbytes::QoS::AtMostOnce,
+                    body.as_bytes().to_vec(),
+                )
+                .write(&mut out)
+                .unwrap();
+            }
+            v4::Packet::Disconnect => return Ok(()),
+            _ => {}
+        }
+        if !out.is_empty() {
+            tls.write_all(&server_frame(0x2, true, &out))?;
+            tls.flush()?;
+        }
+    }
 }
 
 fn hostile_client(server: &HostileServer) -> Client {
@@ -1059,5 +1142,53 @@ fn a_session_on_the_callers_own_socket_speaks_websockets_when_told() {
     assert!(
         !out.is_empty(),
         "DISCONNECT, the WebSocket close and close_notify to send"
+    );
+}
+
+// ------------------------------------------------------------------ DPS over WebSockets
+
+#[test]
+fn dps_registers_over_websockets_through_a_proxy_and_auto_falls_back() {
+    use tether::provisioning::{provision, DpsCredential, DpsRequest};
+    let server = HostileServer::start(Hostile::Dps);
+    let proxy = Tinyproxy::start(&[server.port], None);
+    let mut policy = tether::policy::TlsPolicy::new();
+    policy.add_ca_file(&Pki::shared().path("ca.pem")).unwrap();
+    let request = DpsRequest {
+        endpoint: "localhost".into(),
+        port: free_port(), // nothing listens: `auto` must fall back
+        id_scope: "0ne00000001".into(),
+        registration_id: DEVICE.into(),
+        credential: DpsCredential::SymmetricKey {
+            key: Box::new(tether::auth::sas::SasKey::from_base64(KEY).unwrap()),
+            group: false,
+        },
+        tls: policy.build().unwrap(),
+        has_client_cert: false,
+        timeout: Duration::from_secs(20),
+        transport: Transport::WebSockets,
+        websocket_port: server.port,
+        proxy: Some(Proxy::parse(&proxy.url(None)).unwrap()),
+    };
+    let now = tether::client::system_now_ms() / 1000;
+    let assignment = provision(&request, now).unwrap();
+    assert_eq!(assignment.assigned_hub, "ws-hub.azure-devices.net");
+    assert_eq!(proxy.connects(), [format!("localhost:{}", server.port)]);
+    let assignment = provision(
+        &DpsRequest {
+            transport: Transport::Auto,
+            proxy: None,
+            ..request
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(assignment.device_id, "dev-ws");
+    assert_eq!(server.accepts.load(Ordering::SeqCst), 2);
+    // The upgrade asked for the SAS path.
+    let frames = server.frames.lock().unwrap().clone();
+    assert!(
+        frames.iter().any(|(op, _)| *op == 2),
+        "binary frames: {frames:?}"
     );
 }

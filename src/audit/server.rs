@@ -12,6 +12,7 @@ use rustls::{ServerConfig, ServerConnection};
 use super::connect::{parse_connect, ConnectFacts, MAX_CONNECT_LEN};
 use super::{audit, read_client_hello, HelloError, Report};
 use crate::policy::{load_certificates, load_private_key, TlsPolicy};
+use crate::session::link::{take_in, TakeIn};
 use crate::{Code, Error, Result};
 
 /// A rustls server configuration with IoT Hub's policy: TLS 1.2 only and the suites tether's
@@ -92,10 +93,13 @@ fn complete(
     let mut conn = ServerConnection::new(config).map_err(tls)?;
     let mut first = hello;
     while !first.is_empty() {
-        conn.read_tls(&mut first).map_err(io)?;
-        if let Err(e) = conn.process_new_packets() {
-            let _ = conn.write_tls(stream);
-            return Err(tls(e));
+        match take_in(&mut conn, &mut first) {
+            Ok(()) => {}
+            Err(TakeIn::Io(e)) => return Err(io(e)),
+            Err(TakeIn::Tls(e)) => {
+                let _ = conn.write_tls(stream);
+                return Err(tls(e));
+            }
         }
     }
     while conn.is_handshaking() {

@@ -12,7 +12,7 @@ use crate::auth::dps::{derive_device_key_base64, DERIVED_KEY_BASE64_LEN};
 use crate::auth::sas::SasKey;
 use crate::ffi::panic::guard;
 use crate::ffi::topics::{opt_text_arg, tether_span, topic_arg, write_built};
-use crate::ffi::{bytes_arg, out_arg, text_arg, text_out, write_text};
+use crate::ffi::{bytes_arg, out_arg, text_arg, text_out, write_text, TextOut};
 use crate::mqtt::dps;
 use crate::Code;
 
@@ -304,21 +304,21 @@ pub unsafe extern "C" fn tether_dps_provision(
     device_id_len: *mut usize,
 ) -> Code {
     guard(|| {
-        use crate::provisioning::{provision, DpsCredential, DpsRequest};
+        use crate::provisioning::provision;
         // SAFETY: arguments per the contract above.
         let endpoint =
             unsafe { opt_text_arg(endpoint, "endpoint") }?.unwrap_or(dps::GLOBAL_ENDPOINT);
         let id_scope = unsafe { text_arg(id_scope, "id_scope") }?;
         let registration_id = unsafe { text_arg(registration_id, "registration_id") }?;
         let key = unsafe { opt_text_arg(device_key_base64, "device_key_base64") }?;
-        let hub = unsafe { text_out(hub_out, hub_cap, hub_len, "hub_out", "hub_len") }?;
-        let device = unsafe {
-            text_out(
+        let (hub, device) = unsafe {
+            assignment_out(
+                hub_out,
+                hub_cap,
+                hub_len,
                 device_id_out,
                 device_id_cap,
                 device_id_len,
-                "device_id_out",
-                "device_id_len",
             )
         }?;
         if port == 0 || timeout_ms == 0 {
@@ -339,30 +339,90 @@ pub unsafe extern "C" fn tether_dps_provision(
                 ),
             ));
         }
-        let (config, has_client_cert, _) = unsafe { crate::ffi::tls_config::tls_or_default(tls) }?;
-        let credential = match key {
-            Some(key) => DpsCredential::SymmetricKey {
-                key: Box::new(SasKey::from_base64(key)?),
-                group: group_enrollment,
-            },
-            None => DpsCredential::X509,
-        };
-        let request = DpsRequest {
-            endpoint: endpoint.to_owned(),
-            port,
-            id_scope: id_scope.to_owned(),
-            registration_id: registration_id.to_owned(),
-            credential,
-            tls: config,
-            has_client_cert,
-            timeout: std::time::Duration::from_millis(timeout_ms.into()),
-            transport: crate::transport::Transport::from_env()?.unwrap_or_default(),
-            websocket_port: crate::transport::WEBSOCKET_PORT,
-            proxy: crate::transport::proxy::Proxy::from_env(endpoint)?,
-        };
+        // SAFETY: `tls` per the contract above.
+        let request = unsafe {
+            dps_request(
+                endpoint,
+                port,
+                id_scope,
+                registration_id,
+                key,
+                group_enrollment,
+                tls,
+                timeout_ms,
+            )
+        }?;
         let assignment = provision(&request, crate::client::system_now_ms() / 1000)?;
         hub.write(&assignment.assigned_hub)?;
         device.write(&assignment.device_id)
+    })
+}
+
+/// Checks the two outputs of an assignment (`hub_out`, `device_id_out`) before any side
+/// effect.
+///
+/// # Safety
+/// Each buffer is NULL or valid for its capacity; each length pointer NULL or writable.
+pub(crate) unsafe fn assignment_out<'a>(
+    hub_out: *mut c_char,
+    hub_cap: usize,
+    hub_len: *mut usize,
+    device_id_out: *mut c_char,
+    device_id_cap: usize,
+    device_id_len: *mut usize,
+) -> crate::Result<(TextOut<'a>, TextOut<'a>)> {
+    // SAFETY: forwarded contract.
+    let hub = unsafe { text_out(hub_out, hub_cap, hub_len, "hub_out", "hub_len") }?;
+    let device = unsafe {
+        text_out(
+            device_id_out,
+            device_id_cap,
+            device_id_len,
+            "device_id_out",
+            "device_id_len",
+        )
+    }?;
+    Ok((hub, device))
+}
+
+/// The registration the C arguments describe (shared by `tether_dps_provision` and
+/// `tether_dps_session_new`); the text arguments are already checked.
+///
+/// # Safety
+/// `tls` is NULL or a live `tether_tls_config`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn dps_request(
+    endpoint: &str,
+    port: u16,
+    id_scope: &str,
+    registration_id: &str,
+    device_key_base64: Option<&str>,
+    group_enrollment: bool,
+    tls: *const crate::ffi::tls_config::tether_tls_config,
+    timeout_ms: u32,
+) -> crate::Result<crate::provisioning::DpsRequest> {
+    use crate::provisioning::{DpsCredential, DpsRequest};
+    // SAFETY: forwarded contract.
+    let (config, has_client_cert, _) = unsafe { crate::ffi::tls_config::tls_or_default(tls) }?;
+    let credential = match device_key_base64 {
+        Some(key) => DpsCredential::SymmetricKey {
+            key: Box::new(SasKey::from_base64(key)?),
+            group: group_enrollment,
+        },
+        None => DpsCredential::X509,
+    };
+    Ok(DpsRequest {
+        endpoint: endpoint.to_owned(),
+        port,
+        id_scope: id_scope.to_owned(),
+        registration_id: registration_id.to_owned(),
+        credential,
+        tls: config,
+        has_client_cert,
+        timeout: std::time::Duration::from_millis(timeout_ms.into()),
+        transport: crate::transport::Transport::from_env()?.unwrap_or_default(),
+        websocket_port: crate::transport::WEBSOCKET_PORT,
+        proxy: crate::transport::proxy::Proxy::from_env(endpoint)?,
     })
 }
 

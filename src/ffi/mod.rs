@@ -18,6 +18,7 @@ pub mod client;
 pub mod codec;
 pub mod connection_string;
 pub mod dps;
+pub mod dps_session;
 pub mod error;
 pub mod event;
 pub mod handles;
@@ -224,6 +225,21 @@ pub(crate) unsafe fn out_buf_arg(ptr: *mut u8, cap: usize, name: &str) -> Result
         ));
     }
     claim(ptr, cap, name, true)
+}
+
+/// Moves up to `cap` bytes from the front of `pending` (output a sans-IO machine queued)
+/// into `buf`; returns how many. What does not fit stays queued, in order.
+///
+/// # Safety
+/// `buf` was checked with [`out_buf_arg`] for `cap` bytes.
+pub(crate) unsafe fn take_output(pending: &mut Vec<u8>, buf: *mut u8, cap: usize) -> usize {
+    let n = pending.len().min(cap);
+    if n > 0 {
+        // SAFETY: `buf` holds at least `cap >= n` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(pending.as_ptr(), buf, n) };
+        pending.drain(..n);
+    }
+    n
 }
 
 /// A checked text output (buffer, capacity, length): check it with [`text_out`] before the

@@ -15,7 +15,7 @@ use crate::ffi::event::{properties_arg, tether_event, EventSlot};
 use crate::ffi::handles::{free_handle, handle_mut, handle_ref, into_handle};
 use crate::ffi::panic::{guard, guard_value};
 use crate::ffi::tls_config::tether_tls_config;
-use crate::ffi::{bytes_arg, opt_out_arg, out_arg, out_buf_arg, text_arg};
+use crate::ffi::{bytes_arg, opt_out_arg, out_arg, out_buf_arg, take_output, text_arg};
 use crate::session::Session;
 
 /// A device session without I/O: TLS (IoT Hub policy) and IoT Hub MQTT in one state
@@ -126,13 +126,8 @@ impl tether_session {
             let out_len = unsafe { out_arg(out_len, "out_len") }?;
             unsafe { out_buf_arg(buf, cap, "buf") }?;
             s.session.poll_output(&mut s.output);
-            let n = s.output.len().min(cap);
-            if n > 0 {
-                // SAFETY: `buf` holds at least `cap >= n` bytes.
-                unsafe { std::ptr::copy_nonoverlapping(s.output.as_ptr(), buf, n) };
-                s.output.drain(..n);
-            }
-            *out_len = n;
+            // SAFETY: `buf` checked above.
+            *out_len = unsafe { take_output(&mut s.output, buf, cap) };
             Ok(())
         })
     }

@@ -22,6 +22,26 @@ use crate::handshake::{self, HelloSniffer};
 use crate::transport::Framing;
 use crate::verify;
 
+/// Why [`take_in`] stopped.
+pub(crate) enum TakeIn {
+    /// Reading the bytes into rustls failed.
+    Io(std::io::Error),
+    /// A record was refused (a handshake refusal, a record that does not decrypt).
+    Tls(rustls::Error),
+}
+
+/// Hands the next part of `data` (client or server side) to rustls and processes the
+/// records it completes, advancing `data`: the one place tether calls
+/// `process_new_packets`. Call until `data` is empty, taking the plaintext in between.
+pub(crate) fn take_in<D>(
+    conn: &mut rustls::ConnectionCommon<D>,
+    data: &mut &[u8],
+) -> std::result::Result<(), TakeIn> {
+    conn.read_tls(data).map_err(TakeIn::Io)?;
+    conn.process_new_packets().map_err(TakeIn::Tls)?;
+    Ok(())
+}
+
 /// What one [`Link::receive`] learned besides the plaintext it queued.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Received {
@@ -101,10 +121,12 @@ impl Link {
         let mut received = Received::default();
         let mut rest = data;
         while !rest.is_empty() && !received.peer_closed {
-            self.tls
-                .read_tls(&mut rest)
-                .map_err(|e| Error::new(Code::Io, format!("TLS input: {e}")))?;
-            if let Err(err) = self.tls.process_new_packets() {
+            let processed = match take_in(&mut self.tls, &mut rest) {
+                Err(TakeIn::Io(e)) => return Err(Error::new(Code::Io, format!("TLS input: {e}"))),
+                Err(TakeIn::Tls(err)) => Err(err),
+                Ok(()) => Ok(()),
+            };
+            if let Err(err) = processed {
                 if self.handshake_reported {
                     return Err(Error::new(
                         Code::Io,
@@ -200,6 +222,34 @@ impl Link {
     /// Whether encrypted output is waiting for [`Link::poll_output`].
     pub(crate) fn wants_write(&self) -> bool {
         self.tls.wants_write()
+    }
+
+    /// Whether the TLS handshake is still going on.
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.tls.is_handshaking()
+    }
+
+    /// The error for a transport the peer closed: during the handshake it names what the
+    /// server's messages so far suggest (no TLS on this port, a client certificate
+    /// required); after it, a closed connection.
+    pub(crate) fn transport_closed(&mut self) -> Error {
+        if !self.tls.is_handshaking() {
+            return Error::new(
+                Code::ConnectionClosed,
+                format!("{} closed the connection", self.server_name),
+            );
+        }
+        handshake::closed_early(&handshake::Context {
+            host: self.server_name.clone(),
+            has_client_cert: self.has_client_cert,
+            sniffed: std::mem::take(&mut self.sniffer),
+            chain: None,
+        })
+    }
+
+    /// The server's certificate chain, leaf first, once the handshake is done.
+    pub(crate) fn peer_certificates(&self) -> &[rustls::pki_types::CertificateDer<'static>] {
+        self.tls.peer_certificates().unwrap_or_default()
     }
 
     /// Queues the WebSocket close frame (with WebSockets), then the TLS close_notify alert.

@@ -804,6 +804,116 @@ static void sessions(void) {
     X(tether_session_free)(NULL);
 }
 
+static void dps_sessions(void) {
+    tether_dps_session *d = NULL;
+    uint8_t out[8192];
+    char hub[TETHER_DPS_HUB_CAP], device[TETHER_DPS_DEVICE_ID_CAP];
+    size_t len = 0, hub_len = 0, device_len = 0;
+    uint64_t deadline, now = 1800000000000ull;
+    uint32_t status = 99;
+    int i;
+    printf("dps session\n");
+#define DPS_NEW(ep, scope, reg, key, timeout, out)                                                \
+    X(tether_dps_session_new)(ep, scope, reg, key, false, NULL, timeout, out)
+    EXPECT(DPS_NEW("localhost", NULL, "dev-1", KEY, 5000, &d), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(DPS_NEW("localhost", "0ne00abc123", NULL, KEY, 5000, &d), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(DPS_NEW("localhost", "0ne00abc123", "dev\xff", KEY, 5000, &d),
+           TETHER_RESULT_INVALID_UTF8);
+    EXPECT(DPS_NEW("localhost", "0ne00abc123", "dev-1", KEY, 5000, NULL),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(DPS_NEW("localhost", "0ne00abc123", "dev-1", KEY, 0, &d), TETHER_RESULT_INVALID_ARGUMENT);
+    EXPECT(DPS_NEW("not a host", "0ne00abc123", "dev-1", KEY, 5000, &d),
+           TETHER_RESULT_INVALID_ARGUMENT);
+    EXPECT(DPS_NEW("localhost", "0ne00abc123", "dev-1", "not base64!", 5000, &d),
+           TETHER_RESULT_SAS_KEY_INVALID);
+    EXPECT(DPS_NEW("localhost", "0ne00abc123", "dev-1", NULL, 5000, &d),
+           TETHER_RESULT_INVALID_ARGUMENT); /* X.509 without a client certificate */
+    EXPECT(DPS_NEW(NULL, "0ne00abc123", "dev-1", KEY, 5000, &d), TETHER_RESULT_OK);
+    EXPECT(X(tether_dps_session_status)(d, NULL), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_dps_session_status)(NULL, &status), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_dps_session_status)(d, (uint32_t *)d), TETHER_RESULT_INVALID_ARGUMENT);
+    EXPECT(X(tether_dps_session_status)(d, &status), TETHER_RESULT_OK);
+    CHECK(status == TETHER_DPS_STATUS_IN_PROGRESS);
+    EXPECT(X(tether_dps_session_next_deadline)(d, &deadline), TETHER_RESULT_NOT_FOUND);
+    EXPECT(X(tether_dps_session_poll_output)(d, out, sizeof out, &len), TETHER_RESULT_OK);
+    CHECK(len == 0);
+    EXPECT(X(tether_dps_session_handle_input)(d, out, 4, now), TETHER_RESULT_INVALID_STATE);
+    EXPECT(X(tether_dps_session_start)(NULL, now), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_dps_session_start)(d, 1000), TETHER_RESULT_CLOCK_NOT_SET);
+    X(tether_dps_session_free)(d);
+    EXPECT(DPS_NEW("localhost", "0ne00abc123", "dev-1", KEY, 5000, &d), TETHER_RESULT_OK);
+    EXPECT(X(tether_dps_session_start)(d, now), TETHER_RESULT_OK);
+    EXPECT(X(tether_dps_session_start)(d, now), TETHER_RESULT_INVALID_STATE);
+    EXPECT(X(tether_dps_session_result)(d, hub, sizeof hub, &hub_len, device, sizeof device,
+                                        &device_len),
+           TETHER_RESULT_INVALID_STATE);
+    EXPECT(X(tether_dps_session_result)(NULL, hub, sizeof hub, &hub_len, device, sizeof device,
+                                        &device_len),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_dps_session_result)(d, NULL, sizeof hub, &hub_len, device, sizeof device,
+                                        &device_len),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_dps_session_result)(d, hub, sizeof hub, &hub_len, hub, sizeof device,
+                                        &device_len),
+           TETHER_RESULT_INVALID_ARGUMENT);
+    EXPECT(X(tether_dps_session_poll_output)(d, NULL, 10, &len), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_dps_session_poll_output)(d, out, sizeof out, NULL), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_dps_session_poll_output)(NULL, out, sizeof out, &len),
+           TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_dps_session_poll_output)(d, (uint8_t *)ARENA, 64, (size_t *)(ARENA + 8)),
+           TETHER_RESULT_INVALID_ARGUMENT);
+    EXPECT(X(tether_dps_session_poll_output)(d, out, 5, &len), TETHER_RESULT_OK);
+    CHECK(len == 5 && out[0] == 0x16); /* a TLS handshake record: the ClientHello */
+    EXPECT(X(tether_dps_session_poll_output)(d, out, sizeof out, &len), TETHER_RESULT_OK);
+    CHECK(len > 0);
+    EXPECT(X(tether_dps_session_next_deadline)(d, NULL), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_dps_session_next_deadline)(NULL, &deadline), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_dps_session_next_deadline)(d, &deadline), TETHER_RESULT_OK);
+    CHECK(deadline == now + 5000);
+    EXPECT(X(tether_dps_session_handle_input)(d, NULL, 4, now), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_dps_session_handle_input)(NULL, out, 4, now), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_dps_session_handle_timeout)(NULL, now), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_dps_session_connection_lost)(NULL), TETHER_RESULT_NULL_ARGUMENT);
+    /* The deadline passes during the handshake: a named timeout. */
+    EXPECT(X(tether_dps_session_handle_timeout)(d, now + 4999), TETHER_RESULT_OK);
+    EXPECT(tether_dps_session_status(d, &status), TETHER_RESULT_OK);
+    CHECK(status == TETHER_DPS_STATUS_IN_PROGRESS);
+    EXPECT(tether_dps_session_handle_timeout(d, now + 5000), TETHER_RESULT_OK);
+    EXPECT(tether_dps_session_status(d, &status), TETHER_RESULT_OK);
+    CHECK(status == TETHER_DPS_STATUS_FAILED);
+    hub_len = device_len = 77;
+    EXPECT(tether_dps_session_result(d, hub, sizeof hub, &hub_len, device, sizeof device,
+                                     &device_len),
+           TETHER_RESULT_TIMEOUT);
+    CHECK(hub_len == 77 && device_len == 77); /* nothing written on failure */
+    EXPECT(tether_dps_session_next_deadline(d, &deadline), TETHER_RESULT_NOT_FOUND);
+    X(tether_dps_session_free)(d);
+    X(tether_dps_session_free)(NULL);
+    /* Random bytes from "DPS": a failure, never a panic. */
+    for (i = 0; i < 50; i++) {
+        uint8_t junk[300];
+        size_t n = random_fill(junk, sizeof junk, 0);
+        d = NULL;
+        EXPECT(DPS_NEW("localhost", "0ne00abc123", "dev-1", KEY, 5000, &d), TETHER_RESULT_OK);
+        NO_PANIC(tether_dps_session_start(d, now));
+        NO_PANIC(tether_dps_session_poll_output(d, out, sizeof out, &len));
+        NO_PANIC(tether_dps_session_handle_input(d, junk, n, now + 1));
+        NO_PANIC(tether_dps_session_handle_timeout(d, UINT64_MAX));
+        NO_PANIC(tether_dps_session_connection_lost(d));
+        NO_PANIC(tether_dps_session_poll_output(d, out, sizeof out, &len));
+        NO_PANIC(tether_dps_session_result(d, hub, sizeof hub, &hub_len, device, sizeof device,
+                                           &device_len));
+        tether_dps_session_free(d);
+    }
+    /* Extreme clocks. */
+    EXPECT(DPS_NEW("localhost", "0ne00abc123", "dev-1", KEY, 5000, &d), TETHER_RESULT_OK);
+    NO_PANIC(tether_dps_session_start(d, UINT64_MAX));
+    NO_PANIC(tether_dps_session_handle_timeout(d, UINT64_MAX));
+    NO_PANIC(tether_dps_session_connection_lost(d));
+    tether_dps_session_free(d);
+#undef DPS_NEW
+}
+
 static void property_bags(void) {
     tether_property_bag bag;
     tether_property_iter iter;
@@ -1072,6 +1182,7 @@ int main(int argc, char **argv) {
     tls = tls_configs(argv[1]);
     clients(tls);
     sessions();
+    dps_sessions();
     property_bags();
     dps(tls);
     topics_and_codec();

@@ -559,7 +559,8 @@ impl ScriptedBroker {
     }
 }
 
-fn server_config() -> Arc<rustls::ServerConfig> {
+/// A TLS 1.2 server configuration with the test PKI's server certificate.
+pub fn server_config() -> Arc<rustls::ServerConfig> {
     let pki = Pki::shared();
     let certs =
         tether::policy::load_certificates(&std::fs::read(pki.path("server.pem")).unwrap()).unwrap();
