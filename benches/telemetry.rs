@@ -22,9 +22,13 @@
 //! `TETHER_BENCH_BASELINE` names an older build of this benchmark (its `client` mode is the
 //! same protocol): it runs as one more peer, "tether before", so a change is compared with
 //! what it replaced in the same run.
+//! - the same client over MQTT and over MQTT over WebSockets in the same run
+//!   (`telemetry/ws.rs`: messages/s and instructions per message).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "telemetry/ws.rs"]
+mod telemetry_ws;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -342,6 +346,10 @@ fn rss_kib() -> u64 {
 }
 
 fn main() {
+    // A child run of the WebSockets section (under valgrind): nothing else.
+    if let Ok(spec) = std::env::var(telemetry_ws::CHILD) {
+        return telemetry_ws::child(&spec);
+    }
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("client") {
         return client_main(&args[2..]);
@@ -571,4 +579,5 @@ fn main() {
         (PEAK_BYTES.load(Ordering::Relaxed) - before) as f64 / 1024.0
     );
     c.disconnect();
+    telemetry_ws::report();
 }

@@ -41,6 +41,24 @@
 #define TETHER_SUBSCRIBE_TWIN 4
 
 /*
+ MQTT over TLS on `port` (8883): the default transport.
+ */
+#define TETHER_TRANSPORT_MQTT 0
+
+/*
+ MQTT over WebSockets over TLS on `websocket_port` (443), path `/$iothub/websocket`: for
+ networks that allow only 443.
+ */
+#define TETHER_TRANSPORT_WEBSOCKETS 1
+
+/*
+ MQTT on `port`, falling back to WebSockets on `websocket_port` when `port` cannot be
+ reached (refused, timed out, refused by the proxy); the fallback is logged. Blocking client
+ only (`tether_session_new` refuses it: the caller opens the connection).
+ */
+#define TETHER_TRANSPORT_AUTO 2
+
+/*
  The default bound on a received packet (327680 bytes: a 256 KiB message, a topic of up
  to 64 KiB and headers). Pass 0 to `tether_mqtt_decode` to use it.
  */
@@ -443,6 +461,26 @@ typedef enum tether_result {
    */
   TETHER_RESULT_CONNECTION_CLOSED = 404,
   /*
+   The HTTP proxy refused the CONNECT tunnel (403 and other 4xx refusals; the message
+   holds its status line). A proxy that cannot reach the hub (5xx, such as 502) is
+   reported as `ConnectFailed`, which is retried.
+   */
+  TETHER_RESULT_PROXY_REFUSED = 405,
+  /*
+   The HTTP proxy needs credentials, or refused the ones given (407).
+   */
+  TETHER_RESULT_PROXY_AUTH_REQUIRED = 406,
+  /*
+   The server did not accept the WebSocket upgrade as IoT Hub does: an HTTP refusal, no
+   `mqtt` subprotocol, or a wrong `Sec-WebSocket-Accept`.
+   */
+  TETHER_RESULT_WEBSOCKET_UPGRADE_FAILED = 407,
+  /*
+   The server broke the WebSocket protocol (text or masked frames, a frame over the size
+   limit, bad fragments or opcodes).
+   */
+  TETHER_RESULT_WEBSOCKET_PROTOCOL = 408,
+  /*
    The PKCS#11 module file does not exist.
    */
   TETHER_RESULT_PKCS11_MODULE_NOT_FOUND = 500,
@@ -688,6 +726,16 @@ typedef struct tether_client_options {
    Largest delay between reconnection attempts, milliseconds (default 60000).
    */
   uint32_t retry_max_ms;
+  /*
+   TCP port of MQTT over WebSockets (IoT Hub: 443).
+   */
+  uint16_t websocket_port;
+  /*
+   `TETHER_TRANSPORT_MQTT` (default), `TETHER_TRANSPORT_WEBSOCKETS` or
+   `TETHER_TRANSPORT_AUTO`. For `tether_session_new`, WEBSOCKETS makes the session speak
+   MQTT over WebSockets inside TLS on the connection the caller opened to port 443.
+   */
+  uint8_t transport;
 } tether_client_options;
 
 /*
@@ -1116,6 +1164,12 @@ typedef struct tether_session_options {
    messages are refused with `TETHER_RESULT_QUEUE_FULL` (not 0).
    */
   size_t max_unsent_bytes;
+  /*
+   `TETHER_TRANSPORT_MQTT` (default) or `TETHER_TRANSPORT_WEBSOCKETS` (the caller's
+   connection goes to port 443; the session speaks MQTT over WebSockets inside TLS).
+   `TETHER_TRANSPORT_AUTO` is refused: falling back needs the blocking client.
+   */
+  uint8_t transport;
 } tether_session_options;
 
 /*
@@ -1387,10 +1441,15 @@ struct tether_client_options tether_client_options_default(void);
  - `client_out`: receives the new client, owned by the caller (free it with
    `tether_client_free`); not written on failure.
 
+ The client reaches the hub through the HTTP proxy the environment names, like curl:
+ `TETHER_PROXY`, else `HTTPS_PROXY` / `https_proxy`, unless `NO_PROXY` lists the host
+ (`tether_client_set_proxy` replaces it).
+
  Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
  `TETHER_RESULT_CONNECTION_STRING_INVALID`, `TETHER_RESULT_SAS_KEY_INVALID`,
- `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_INVALID_ARGUMENT` (options out of range, or
- X.509 without a client certificate).
+ `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_INVALID_ARGUMENT` (options out of range, an
+ unknown transport, X.509 without a client certificate, or a malformed proxy URL in the
+ environment).
  */
 enum tether_result tether_client_new(const char *connection_string,
                                      const struct tether_tls_config *tls,
@@ -1408,6 +1467,23 @@ enum tether_result tether_client_new(const char *connection_string,
  `TETHER_RESULT_PKCS11_*` results for a token.
  */
 enum tether_result tether_client_new_from_env(struct tether_client **client_out);
+
+/*
+ Sets the HTTP proxy the client tunnels through with CONNECT, from the next connection
+ on: `http://[user:password@]host[:port]` (port 80 when absent; user and password
+ %-encoded), or NULL to connect directly (the environment's proxy is then ignored).
+ The credentials are a secret: kept in wiped memory, never logged, never in messages.
+
+ A proxy's refusal surfaces as `TETHER_RESULT_PROXY_AUTH_REQUIRED` (401/407, not
+ retried), `TETHER_RESULT_PROXY_REFUSED` (403 and other refusals, not retried) or
+ `TETHER_RESULT_CONNECT_FAILED` (the proxy cannot reach the hub: 5xx, retried), each
+ message holding the proxy's status line.
+
+ Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT` (client),
+ `TETHER_RESULT_INVALID_UTF8`, `TETHER_RESULT_INVALID_ARGUMENT` (a malformed URL, or an
+ `https://` proxy).
+ */
+enum tether_result tether_client_set_proxy(struct tether_client *client, const char *proxy_url);
 
 /*
  Frees a client, disconnecting it gracefully first. NULL is a no-op.
@@ -1935,6 +2011,9 @@ enum tether_result tether_dps_parse_body(const uint8_t *body,
    device key derived with `tether_dps_derive_key` (and `group_enrollment` true); NULL to
    authenticate with the client certificate in `tls` (X.509).
  - `tls`: NULL for the IoT Hub defaults.
+ - the transport and proxy come from the environment: `TETHER_TRANSPORT` (`mqtt`, the
+   default, on `port`; `websockets` on 443; `auto`), and `TETHER_PROXY`, `HTTPS_PROXY`,
+   `https_proxy` (HTTP CONNECT; `NO_PROXY` lists hosts reached directly).
  - outputs: NUL-terminated; `hub_cap` must be at least `TETHER_DPS_HUB_CAP` (254, any
    host name) and `device_id_cap` at least `TETHER_DPS_DEVICE_ID_CAP` (129, any device
    id). Every argument, these capacities included, is checked before anything is sent:
@@ -1946,7 +2025,7 @@ enum tether_result tether_dps_parse_body(const uint8_t *body,
  whose `deviceId` is not a device id a connection string can carry, e.g. one holding
  `;GatewayHostName=...`); `TETHER_RESULT_NOT_AUTHORIZED` (DPS refused the credentials or
  the registration: the message gives DPS's status and text); `TETHER_RESULT_TIMEOUT`; TLS
- (100-199) and network (400-499) results.
+ (100-199) and network (400-499, proxy and WebSocket refusals included) results.
  */
 enum tether_result tether_dps_provision(const char *endpoint,
                                         uint16_t port,
@@ -2353,7 +2432,10 @@ struct tether_session_options tether_session_options_default(void);
 
 /*
  Creates a session for the device in `connection_string` (see `tether_client_new`).
- `tls` NULL means the IoT Hub defaults; `options` NULL means
+ The caller opens the connection: to port 8883 for `TETHER_TRANSPORT_MQTT`, to 443 for
+ `TETHER_TRANSPORT_WEBSOCKETS` (MQTT over WebSockets inside TLS); `options->transport`
+ `TETHER_TRANSPORT_AUTO` is refused with `TETHER_RESULT_INVALID_ARGUMENT` (falling back
+ needs the blocking client). `tls` NULL means the IoT Hub defaults; `options` NULL means
  `tether_session_options_default()`. `*session_out` receives a session owned by the
  caller (free it with `tether_session_free`); not written on failure. Results as
  `tether_client_new`; `TETHER_RESULT_INVALID_ARGUMENT` for an option out of range.

@@ -18,12 +18,21 @@ use crate::handshake::{io_error, Dial};
 use crate::log::Level;
 use crate::mqtt::properties::PropertyBag;
 use crate::session::{Disconnect, Event, InboundAck, Session, SessionConfig, Subscription};
+use crate::transport::proxy::Proxy;
+use crate::transport::{unreachable, Transport};
 
 /// How the client reaches the hub and retries.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
-    /// TCP port (default [`defaults::PORT`], IoT Hub's MQTT port 8883).
+    /// TCP port of MQTT (default [`defaults::PORT`], IoT Hub's MQTT port 8883).
     pub port: u16,
+    /// TCP port of MQTT over WebSockets (default [`defaults::WEBSOCKET_PORT`], 443).
+    pub websocket_port: u16,
+    /// MQTT, WebSockets, or MQTT falling back to WebSockets (default MQTT).
+    pub transport: Transport,
+    /// The HTTP proxy to tunnel through with CONNECT (`None`: direct). See
+    /// [`options_from_env`] for the environment's.
+    pub proxy: Option<Proxy>,
     /// Timeout for resolving and the TCP connection (default
     /// [`defaults::CONNECT_TIMEOUT_MS`], 30 s).
     pub connect_timeout: Duration,
@@ -41,10 +50,44 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             port: defaults::PORT,
+            websocket_port: defaults::WEBSOCKET_PORT,
+            transport: Transport::Mqtt,
+            proxy: None,
             connect_timeout: defaults::ms(defaults::CONNECT_TIMEOUT_MS),
             retry_min_ms: defaults::RETRY_MIN_MS,
             retry_max_ms: defaults::RETRY_MAX_MS,
             retry_jitter_ms: defaults::RETRY_JITTER_MS,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// Options for `transport`, with `port` meaning the port of that transport (MQTT's for
+    /// `mqtt` and `auto`, the WebSocket port for `websockets`) and `websocket_port` the port
+    /// `auto` falls back to; `None` keeps IoT Hub's (8883, 443).
+    pub fn route(
+        transport: Transport,
+        port: Option<u16>,
+        websocket_port: Option<u16>,
+        proxy: Option<Proxy>,
+    ) -> ClientOptions {
+        let defaults = ClientOptions::default();
+        let (port, websocket_port) = match transport {
+            Transport::WebSockets => (
+                defaults.port,
+                port.or(websocket_port).unwrap_or(defaults.websocket_port),
+            ),
+            _ => (
+                port.unwrap_or(defaults.port),
+                websocket_port.unwrap_or(defaults.websocket_port),
+            ),
+        };
+        ClientOptions {
+            port,
+            websocket_port,
+            transport,
+            proxy,
+            ..defaults
         }
     }
 }
@@ -95,6 +138,11 @@ pub struct Client {
     hold: bool,
     /// The read timeout last set on the socket (set again only when it changes).
     read_timeout: Option<Duration>,
+    /// Whether connections use WebSockets now (with `auto`: after falling back).
+    websockets: bool,
+    /// Whether the connection being opened or used is the first of an `auto` client
+    /// (MQTT on 8883, which may fall back).
+    may_fall_back: bool,
 }
 
 /// Held telemetry is sent once this many bytes wait: a full TLS record.
@@ -104,7 +152,8 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("session", &self.session)
-            .field("port", &self.options.port)
+            .field("port", &self.port())
+            .field("websockets", &self.websockets)
             .finish()
     }
 }
@@ -112,9 +161,10 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for `config`; nothing is opened until [`Client::connect`] or [`Client::poll`].
     pub fn new(config: SessionConfig, options: ClientOptions) -> Result<Client> {
-        if options.port == 0 {
+        if options.port == 0 || options.websocket_port == 0 {
             return Err(Error::new(Code::InvalidArgument, "port must not be 0"));
         }
+        let websockets = options.transport == Transport::WebSockets;
         let seed = system_now_ms() ^ (u64::from(std::process::id()) << 32);
         Ok(Client {
             backoff: Backoff::new(
@@ -124,7 +174,6 @@ impl Client {
                 seed,
             ),
             session: Session::new(config)?,
-            options,
             stream: None,
             dialing: None,
             retry_at_ms: None,
@@ -136,7 +185,34 @@ impl Client {
             store: None,
             hold: false,
             read_timeout: None,
+            may_fall_back: options.transport == Transport::Auto,
+            websockets,
+            options,
         })
+        .map(|mut client: Client| {
+            client.session.set_websockets(client.websockets);
+            client
+        })
+    }
+
+    /// The port connections go to now.
+    fn port(&self) -> u16 {
+        if self.websockets {
+            self.options.websocket_port
+        } else {
+            self.options.port
+        }
+    }
+
+    /// Replaces the HTTP proxy (`None`: direct), from the next connection on.
+    pub fn set_proxy(&mut self, proxy: Option<Proxy>) {
+        self.options.proxy = proxy;
+    }
+
+    /// Whether connections use MQTT over WebSockets now (`auto` starts with MQTT and
+    /// switches when 8883 cannot be reached).
+    pub fn uses_websockets(&self) -> bool {
+        self.websockets
     }
 
     /// The session (state, in-flight count, configuration).
@@ -340,9 +416,27 @@ impl Client {
         self.attempt_started_ms = now;
         self.out.clear();
         let host = self.session.config().server_name.clone();
-        let port = self.options.port;
-        crate::log!(Level::Info, "connecting to {host}:{port}");
-        match Dial::start(&host, port, self.options.connect_timeout) {
+        let port = self.port();
+        crate::log!(
+            Level::Info,
+            "connecting to {host}:{port}{}{}",
+            if self.websockets {
+                " (MQTT over WebSockets)"
+            } else {
+                ""
+            },
+            self.options
+                .proxy
+                .as_ref()
+                .map(|p| format!(" through proxy {}", p.display()))
+                .unwrap_or_default()
+        );
+        match Dial::start(
+            &host,
+            port,
+            self.options.proxy.clone(),
+            self.options.connect_timeout,
+        ) {
             Ok(dial) => self.dialing = Some(dial),
             Err(e) => self.opened(Err(e), now),
         }
@@ -350,6 +444,13 @@ impl Client {
 
     /// Starts the session on a newly opened connection, or reports why none was opened.
     fn opened(&mut self, opened: Result<TcpStream>, now: u64) {
+        let opened = match opened {
+            Err(e) if self.may_fall_back && !self.websockets && unreachable(&e) => {
+                self.fall_back(&e, now);
+                return;
+            }
+            other => other,
+        };
         let opened = opened.and_then(|stream| {
             self.session.connect(now)?;
             Ok(stream)
@@ -360,7 +461,7 @@ impl Client {
                     Level::Debug,
                     "TCP connected to {}:{}",
                     self.session.config().server_name,
-                    self.options.port
+                    self.port()
                 );
                 self.stream = Some(stream);
             }
@@ -370,6 +471,21 @@ impl Client {
                 self.events.push_back((Event::Disconnected(why), None));
             }
         }
+    }
+
+    /// `auto`: MQTT's port cannot be reached, so this and every later connection of this
+    /// client use WebSockets on 443, starting now.
+    fn fall_back(&mut self, error: &Error, now: u64) {
+        crate::log!(
+            Level::Warn,
+            "{error}; port {} cannot be reached: falling back to MQTT over WebSockets on port {}",
+            self.options.port,
+            self.options.websocket_port
+        );
+        self.websockets = true;
+        self.may_fall_back = false;
+        self.session.set_websockets(true);
+        self.retry_at_ms = Some(now);
     }
 
     /// Sends what the session has to send without blocking: everything written since the
@@ -427,10 +543,17 @@ impl Client {
                     key,
                     resent,
                 } => {
+                    // `auto` keeps to the transport that worked.
+                    self.may_fall_back = false;
                     crate::log!(
                         Level::Info,
-                        "connected to {} ({tls_version} {cipher_suite}){}{}",
+                        "connected to {}{} ({tls_version} {cipher_suite}){}{}",
                         self.session.config().server_name,
+                        if self.websockets {
+                            " over WebSockets"
+                        } else {
+                            ""
+                        },
                         key.map(|k| format!(", {} key", k.name()))
                             .unwrap_or_default(),
                         if *resent > 0 {
@@ -481,6 +604,13 @@ impl Client {
                     now_using.name()
                 );
                 self.retry_at_ms = Some(now);
+            }
+            Disconnect::Retriable(error)
+                if self.may_fall_back && !self.websockets && unreachable(error) =>
+            {
+                // 8883 answered TCP but the connection died before the hub accepted it (a
+                // firewall that resets or swallows TLS): fall back as for a refused port.
+                self.fall_back(error, now);
             }
             Disconnect::Retriable(error) => {
                 self.reset_backoff_if_healthy(now);
@@ -617,12 +747,18 @@ pub mod env {
     pub const CONNECTION_STRING: &str = "TETHER_CONNECTION_STRING";
     /// An extra trusted CA certificate (PEM or DER file), e.g. a local hub's test CA.
     pub const CA_FILE: &str = "TETHER_CA_FILE";
-    /// The port (default 8883).
+    /// The port (default 8883; with `TETHER_TRANSPORT=websockets`, the WebSocket port,
+    /// default 443).
     pub const PORT: &str = "TETHER_PORT";
     /// The device certificate chain (PEM or DER file) for X.509 authentication.
     pub const CERT_FILE: &str = "TETHER_CERT_FILE";
     /// The device private key (PEM or DER file) for X.509 authentication.
     pub const KEY_FILE: &str = "TETHER_KEY_FILE";
+    /// The transport: `mqtt` (default), `websockets` or `auto`.
+    pub const TRANSPORT: &str = crate::transport::ENV_TRANSPORT;
+    /// The HTTP proxy URL (`http://[user:password@]host:port`); `HTTPS_PROXY`,
+    /// `https_proxy` and `NO_PROXY` are honoured too.
+    pub const PROXY: &str = crate::transport::proxy::ENV_PROXY;
     /// The PKCS#11 module (shared library) of the token holding the device key.
     pub const PKCS11_MODULE: &str = "TETHER_PKCS11_MODULE";
     /// The RFC 7512 URI of the key on the token (`pkcs11:token=...;object=...`); its
@@ -632,7 +768,9 @@ pub mod env {
     /// process can be read by others).
     pub const PKCS11_PIN: &str = "TETHER_PKCS11_PIN";
     /// All of them. An empty variable counts as unset.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 10] = [
+        TRANSPORT,
+        PROXY,
         CONNECTION_STRING,
         CA_FILE,
         PORT,
@@ -733,6 +871,22 @@ pub fn port_from_env() -> Result<u16> {
     }
 }
 
+/// The client options the environment names: `TETHER_PORT`, `TETHER_TRANSPORT`, and the
+/// proxy of `TETHER_PROXY` / `HTTPS_PROXY` / `https_proxy` unless `NO_PROXY` lists
+/// `host`.
+pub fn options_from_env(host: &str) -> Result<ClientOptions> {
+    let port = match env_var(env::PORT)? {
+        Some(_) => Some(port_from_env()?),
+        None => None,
+    };
+    Ok(ClientOptions::route(
+        Transport::from_env()?.unwrap_or_default(),
+        port,
+        None,
+        Proxy::from_env(host)?,
+    ))
+}
+
 /// A client configured entirely from the environment (see [`env`]).
 pub fn client_from_env() -> Result<Client> {
     let cs = env_var(env::CONNECTION_STRING)?.ok_or_else(|| {
@@ -750,11 +904,6 @@ pub fn client_from_env() -> Result<Client> {
     let mut config =
         SessionConfig::from_connection_string(&cs, policy.build()?, policy.has_client_cert())?;
     config.options.client_cert_not_after = policy.client_cert_not_after();
-    Client::new(
-        config,
-        ClientOptions {
-            port: port_from_env()?,
-            ..ClientOptions::default()
-        },
-    )
+    let options = options_from_env(&config.server_name)?;
+    Client::new(config, options)
 }

@@ -12,6 +12,9 @@
 /// TCP port of IoT Hub's and DPS's MQTT endpoints (MQTT over TLS).
 pub const PORT: u16 = 8883;
 
+/// IoT Hub's and DPS's port for MQTT over WebSockets (`wss://HOST:443/$iothub/websocket`).
+pub const WEBSOCKET_PORT: u16 = 443;
+
 /// MQTT keep-alive, seconds: a PINGREQ goes out after this long without traffic.
 pub const KEEP_ALIVE_SECS: u16 = 60;
 

@@ -124,6 +124,18 @@ pub enum Code {
     ConnectFailed = 403,
     /// The peer closed the connection.
     ConnectionClosed = 404,
+    /// The HTTP proxy refused the CONNECT tunnel (403 and other 4xx refusals; the message
+    /// holds its status line). A proxy that cannot reach the hub (5xx, such as 502) is
+    /// reported as `ConnectFailed`, which is retried.
+    ProxyRefused = 405,
+    /// The HTTP proxy needs credentials, or refused the ones given (407).
+    ProxyAuthRequired = 406,
+    /// The server did not accept the WebSocket upgrade as IoT Hub does: an HTTP refusal, no
+    /// `mqtt` subprotocol, or a wrong `Sec-WebSocket-Accept`.
+    WebsocketUpgradeFailed = 407,
+    /// The server broke the WebSocket protocol (text or masked frames, a frame over the size
+    /// limit, bad fragments or opcodes).
+    WebsocketProtocol = 408,
 
     /// The PKCS#11 module file does not exist.
     Pkcs11ModuleNotFound = 500,

@@ -578,14 +578,25 @@ pub struct Dial {
 }
 
 impl Dial {
-    /// Starts opening a connection to `host:port` within `timeout`.
-    pub fn start(host: &str, port: u16, timeout: Duration) -> Result<Dial> {
+    /// Starts opening a connection to `host:port` within `timeout`, through `proxy` (HTTP
+    /// CONNECT) when one is given.
+    pub fn start(
+        host: &str,
+        port: u16,
+        proxy: Option<crate::transport::proxy::Proxy>,
+        timeout: Duration,
+    ) -> Result<Dial> {
         let (tx, rx) = std::sync::mpsc::channel();
         let host = host.to_owned();
         std::thread::Builder::new()
             .name("tether-dial".into())
             .spawn(move || {
-                let _ = tx.send(connect_tcp(&host, port, timeout));
+                let _ = tx.send(crate::transport::proxy::connect(
+                    &host,
+                    port,
+                    proxy.as_ref(),
+                    timeout,
+                ));
             })
             .map_err(|e| Error::new(Code::Io, format!("cannot start connecting: {e}")))?;
         Ok(Dial { rx })
@@ -625,9 +636,21 @@ pub fn check(
     has_client_cert: bool,
     timeout: Duration,
 ) -> Result<Negotiated> {
+    check_via(host, port, None, config, has_client_cert, timeout)
+}
+
+/// [`check`] through an HTTP CONNECT proxy when `proxy` is given.
+pub fn check_via(
+    host: &str,
+    port: u16,
+    proxy: Option<&crate::transport::proxy::Proxy>,
+    config: Arc<ClientConfig>,
+    has_client_cert: bool,
+    timeout: Duration,
+) -> Result<Negotiated> {
     let deadline = std::time::Instant::now() + timeout;
-    let mut link = Link::new(config, host, has_client_cert, None)?;
-    let mut stream = connect_tcp(host, port, timeout)?;
+    let mut link = Link::new(config, host, has_client_cert, None, None)?;
+    let mut stream = crate::transport::proxy::connect(host, port, proxy, timeout)?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     let send = |link: &mut Link, stream: &mut TcpStream, out: &mut Vec<u8>| {

@@ -40,6 +40,7 @@ pub mod mqtt;
 pub mod policy;
 pub mod provisioning;
 pub mod session;
+pub mod transport;
 pub mod verify;
 
 pub use error::{Code, Error, Result};

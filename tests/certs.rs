@@ -92,6 +92,9 @@ fn provision(hub: &Hub, dps: u16, reg: &str) -> (DeviceKey, Vec<Vec<u8>>, String
         tls: policy(hub).build().unwrap(),
         has_client_cert: false,
         timeout: Duration::from_secs(30),
+        transport: tether::transport::Transport::Mqtt,
+        websocket_port: tether::defaults::WEBSOCKET_PORT,
+        proxy: None,
     };
     let (assignment, chain) = provision_with_csr(&request, &key.csr_base64(reg).unwrap(), now())
         .unwrap_or_else(|e| {

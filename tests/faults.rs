@@ -631,6 +631,9 @@ fn dps_provisioning_deadline_covers_a_dribbled_handshake() {
         },
         tls: policy.build().unwrap(),
         has_client_cert: false,
+        transport: tether::transport::Transport::Mqtt,
+        websocket_port: 443,
+        proxy: None,
         timeout: Duration::from_secs(1),
     };
     let began = Instant::now();

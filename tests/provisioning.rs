@@ -143,6 +143,9 @@ fn request(port: u16, credential: DpsCredential) -> DpsRequest {
         credential,
         tls: policy.build().unwrap(),
         has_client_cert: false,
+        transport: tether::transport::Transport::Mqtt,
+        websocket_port: 443,
+        proxy: None,
         timeout: Duration::from_secs(20),
     }
 }
@@ -208,6 +211,34 @@ fn provisioning_registers_polls_after_retry_after_and_returns_the_assigned_hub()
         ]
     );
     assert_eq!(seen.bodies[0], format!("{{\"registrationId\":\"{REG}\"}}"));
+}
+
+#[test]
+fn provisioning_goes_through_a_real_http_proxy_and_names_its_refusal() {
+    let assigned = r#"{"operationId":"4.a","status":"assigned","registrationState":{"assignedHub":"hub-7.azure-devices.net","deviceId":"sn-007","status":"assigned"}}"#;
+    let (port, seen) = dps_responder(vec![(200, None, assigned.into())]);
+    let proxy = common::proxy::Tinyproxy::start(&[port], None);
+    let request = DpsRequest {
+        proxy: Some(tether::transport::proxy::Proxy::parse(&proxy.url(None)).unwrap()),
+        ..request(port, group_credential())
+    };
+    let assignment = provision(&request, now()).unwrap();
+    assert_eq!(assignment.assigned_hub, "hub-7.azure-devices.net");
+    assert_eq!(proxy.connects(), [format!("localhost:{port}")]);
+    assert_eq!(
+        seen.recv_timeout(Duration::from_secs(5)).unwrap().client_id,
+        REG
+    );
+
+    // A proxy that refuses CONNECT to the DPS port: its status line, named.
+    let strict = common::proxy::Tinyproxy::start(&[port + 1], None);
+    let request = DpsRequest {
+        proxy: Some(tether::transport::proxy::Proxy::parse(&strict.url(None)).unwrap()),
+        ..request
+    };
+    let err = provision(&request, now()).unwrap_err();
+    assert_eq!(err.code(), Code::ProxyRefused, "{err:?}");
+    assert!(err.message().contains("403 Access violation"), "{err:?}");
 }
 
 #[test]

@@ -23,6 +23,7 @@ need mosquitto_pub mosquitto-clients
 need openssl openssl
 need python3 python3
 need stdbuf coreutils
+need tinyproxy tinyproxy
 
 "$here/build.sh"
 build="$here/build"
@@ -34,6 +35,8 @@ cleanup() {
     [ -n "${standin_pid:-}" ] && kill "$standin_pid" 2>/dev/null && wait "$standin_pid" 2>/dev/null || true
     [ -n "${sub_pid:-}" ] && kill "$sub_pid" 2>/dev/null || true
     [ -n "${hub_pid:-}" ] && kill "$hub_pid" 2>/dev/null || true
+    [ -n "${proxy_pid:-}" ] && kill "$proxy_pid" 2>/dev/null || true
+    [ -n "${ex_proxy_pid:-}" ] && kill "$ex_proxy_pid" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -112,13 +115,26 @@ JSON
 standin_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 standin_x509=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 standin_dps=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+standin_ws=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$work/standin"
 "$tether_bin" hub --registry "$work/registry.json" --port "$standin_port" --x509-port "$standin_x509" \
-    --dps-port "$standin_dps" --dir "$work/standin" > "$work/standin.out" 2> "$work/standin.log" &
+    --dps-port "$standin_dps" --ws-port "$standin_ws" --dir "$work/standin" > "$work/standin.out" 2> "$work/standin.log" &
 standin_pid=$!
 for _ in $(seq 600); do grep -q '^ready' "$work/standin.out" && break; sleep 0.1; done
 grep -q "^ready sas=$standin_port" "$work/standin.out" \
     || { echo "test.sh: tether hub did not get ready"; cat "$work/standin.out" "$work/standin.log"; exit 1; }
+
+# A real HTTP proxy (tinyproxy) with Basic credentials, allowing CONNECT to the stand-in's
+# WebSocket port only: the WebSockets-through-a-proxy test goes through it.
+proxy_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'Port %s\nListen 127.0.0.1\nTimeout 60\nAllow 127.0.0.1\nLogLevel Info\nLogFile "%s"\nConnectPort %s\nBasicAuth cs cs-proxy-pass\n' \
+    "$proxy_port" "$work/tinyproxy.log" "$standin_ws" > "$work/tinyproxy.conf"
+tinyproxy -d -c "$work/tinyproxy.conf" >/dev/null 2>&1 &
+proxy_pid=$!
+for _ in $(seq 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $proxy_port), 0.2)" 2>/dev/null && break
+    sleep 0.1
+done
 
 export TETHER_TEST_PORT=$port TETHER_TEST_CA="$work/ca.pem" TETHER_TEST_TOKEN="$token" \
     TETHER_TEST_EXPIRY=$expiry TETHER_TEST_SERVICE_PASSWORD=$service_password \
@@ -126,7 +142,9 @@ export TETHER_TEST_PORT=$port TETHER_TEST_CA="$work/ca.pem" TETHER_TEST_TOKEN="$
     TETHER_TEST_HEADER="$root/include/tether.h" TETHER_TEST_CSHARP_DIR="$here" \
     TETHER_TEST_STANDIN_PORT=$standin_port TETHER_TEST_STANDIN_CA="$work/standin/ca.pem" \
     TETHER_TEST_STANDIN_X509=$standin_x509 TETHER_TEST_STANDIN_DPS=$standin_dps \
-    TETHER_TEST_STANDIN_LOG="$work/standin.log"
+    TETHER_TEST_STANDIN_LOG="$work/standin.log" TETHER_TEST_STANDIN_WS_PORT=$standin_ws \
+    TETHER_TEST_STANDIN_KEY="$dps_key" TETHER_TEST_PROXY_URL="http://cs:cs-proxy-pass@127.0.0.1:$proxy_port" \
+    TETHER_TEST_PROXY_LOG="$work/tinyproxy.log"
 
 failed=0
 echo "== C# tests (mono)"
@@ -177,8 +195,10 @@ example_c2d() {
 check example_c2d
 
 echo "== example C2dMethodsTwin against the local IoT Hub stand-in (tether hub as the service)"
+# With `websockets`: MQTT over WebSockets (the stand-in's --ws-port) through a real proxy
+# (tinyproxy, Basic credentials), configured only through the environment.
 example_stand_in() {
-    local tether="$TETHER_LIB_DIR/tether"
+    local tether="$TETHER_LIB_DIR/tether" mode="${1:-mqtt}" ws_args=() net_env=()
     [ -x "$tether" ] && [ -f "$TETHER_LIB_DIR/libtether_hub.so" ] \
         || { echo "FAIL: needs $tether and libtether_hub.so: cargo build --workspace"; return 1; }
     local host=cs-hub.azure-devices.net key hub_port hub_x509 out
@@ -187,13 +207,28 @@ example_stand_in() {
     hub_x509=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     printf '{"hostName": "%s", "devices": [{"deviceId": "%s", "status": "enabled", "authentication": {"type": "sas", "symmetricKey": {"primaryKey": "%s"}}}]}' \
         "$host" "$device" "$key" > "$work/registry.json"
+    rm -rf "$work/hub"
+    if [ "$mode" = websockets ]; then
+        local ws_port ex_proxy
+        ws_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        ex_proxy=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        printf 'Port %s\nListen 127.0.0.1\nAllow 127.0.0.1\nLogLevel Info\nLogFile "%s"\nConnectPort %s\nBasicAuth ex ex-pass\n' \
+            "$ex_proxy" "$work/ex-proxy.log" "$ws_port" > "$work/ex-proxy.conf"
+        tinyproxy -d -c "$work/ex-proxy.conf" >/dev/null 2>&1 &
+        ex_proxy_pid=$!
+        ws_args=(--ws-port "$ws_port")
+        net_env=(TETHER_TRANSPORT=websockets TETHER_PORT="$ws_port" HTTPS_PROXY="http://ex:ex-pass@127.0.0.1:$ex_proxy")
+        sleep 0.5
+    else
+        net_env=(TETHER_PORT="$hub_port")
+    fi
     "$tether" hub --registry "$work/registry.json" --port "$hub_port" --x509-port "$hub_x509" \
-        --dir "$work/hub" > "$work/hub.out" 2> "$work/hub.log" &
+        "${ws_args[@]}" --dir "$work/hub" > "$work/hub.out" 2> "$work/hub.log" &
     hub_pid=$!
     for _ in $(seq 300); do grep -q '^ready' "$work/hub.out" && break; sleep 0.1; done
     grep -q '^ready' "$work/hub.out" || { echo "FAIL: tether hub did not start:"; cat "$work/hub.log"; return 1; }
     (cd "$build" && TETHER_CONNECTION_STRING="HostName=$host;DeviceId=$device;SharedAccessKey=$key;GatewayHostName=localhost" \
-        TETHER_CA_FILE="$work/hub/ca.pem" TETHER_PORT=$hub_port stdbuf -oL mono C2dMethodsTwin.exe 3 30) \
+        TETHER_CA_FILE="$work/hub/ca.pem" env "${net_env[@]}" stdbuf -oL mono C2dMethodsTwin.exe 3 30) \
         > "$work/stand-in.txt" 2>&1 &
     example_pid=$!
     for _ in $(seq 100); do grep -q '^ready' "$work/stand-in.txt" && break; sleep 0.1; done
@@ -211,9 +246,17 @@ example_stand_in() {
         && grep -q '^method blink {"times":2}' "$work/stand-in.txt" \
         && grep -q '^desired v2 ' "$work/stand-in.txt" \
         && [ "$out" = '{"payload":{"method":"blink"},"status":200}' ] \
-        || { echo "FAIL C2dMethodsTwin against the stand-in: invoke printed '$out'"; cat "$work/stand-in.txt"; return 1; }
-    echo "ok   example C2dMethodsTwin against the stand-in (C2D, method via tether hub invoke, desired patch)"
+        || { echo "FAIL C2dMethodsTwin against the stand-in ($mode): invoke printed '$out'"; cat "$work/stand-in.txt"; return 1; }
+    if [ "$mode" = websockets ]; then
+        kill "$ex_proxy_pid"; wait "$ex_proxy_pid" 2>/dev/null || true
+        ex_proxy_pid=""
+        grep -q "CONNECT localhost:$ws_port" "$work/ex-proxy.log" \
+            || { echo "FAIL: the example did not go through the proxy:"; cat "$work/ex-proxy.log"; return 1; }
+    fi
+    echo "ok   example C2dMethodsTwin against the stand-in over $mode (C2D, method via tether hub invoke, desired patch)"
 }
 check example_stand_in
+echo "== example C2dMethodsTwin over WebSockets through an HTTP proxy, against the stand-in"
+check example_stand_in websockets
 echo "examples: ${examples_passed} passed, ${examples_failed} failed"
 exit $failed

@@ -285,6 +285,10 @@ pub unsafe extern "C" fn tether_dps_provision_with_csr(
             },
             has_client_cert: tls.is_some_and(|t| t.has_client_cert),
             timeout: Duration::from_millis(timeout_ms.into()),
+            // As `tether_dps_provision`: the transport and proxy from the environment.
+            transport: crate::transport::Transport::from_env()?.unwrap_or_default(),
+            websocket_port: crate::defaults::WEBSOCKET_PORT,
+            proxy: crate::transport::proxy::Proxy::from_env(endpoint)?,
         };
         let device_key = DeviceKey::generate()?;
         let now = crate::client::system_now_ms() / 1000;

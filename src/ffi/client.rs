@@ -15,6 +15,8 @@ use crate::ffi::tls_config::{tether_tls_config, tls_or_default};
 use crate::ffi::topics::opt_text_arg;
 use crate::ffi::{bytes_arg, opt_in_arg, opt_out_arg, out_arg, text_arg, text_out, TextOut};
 use crate::session::{SessionConfig, SessionOptions, Subscription};
+use crate::transport::proxy::Proxy;
+use crate::transport::Transport;
 
 /// A buffer of this many bytes holds any twin request id with its NUL (a decimal `u64`).
 pub const TETHER_REQUEST_ID_CAP: usize = 21;
@@ -48,6 +50,29 @@ pub const TETHER_SUBSCRIBE_METHODS: u32 = 2;
 /// Subscribe to twin responses and desired-property patches.
 pub const TETHER_SUBSCRIBE_TWIN: u32 = 4;
 
+/// MQTT over TLS on `port` (8883): the default transport.
+pub const TETHER_TRANSPORT_MQTT: u8 = 0;
+/// MQTT over WebSockets over TLS on `websocket_port` (443), path `/$iothub/websocket`: for
+/// networks that allow only 443.
+pub const TETHER_TRANSPORT_WEBSOCKETS: u8 = 1;
+/// MQTT on `port`, falling back to WebSockets on `websocket_port` when `port` cannot be
+/// reached (refused, timed out, refused by the proxy); the fallback is logged. Blocking client
+/// only (`tether_session_new` refuses it: the caller opens the connection).
+pub const TETHER_TRANSPORT_AUTO: u8 = 2;
+
+/// The transport a `TETHER_TRANSPORT_*` value names.
+pub(crate) fn transport_arg(value: u8) -> Result<Transport, Error> {
+    match value {
+        TETHER_TRANSPORT_MQTT => Ok(Transport::Mqtt),
+        TETHER_TRANSPORT_WEBSOCKETS => Ok(Transport::WebSockets),
+        TETHER_TRANSPORT_AUTO => Ok(Transport::Auto),
+        other => Err(Error::new(
+            Code::InvalidArgument,
+            format!("transport {other}: use TETHER_TRANSPORT_MQTT, _WEBSOCKETS or _AUTO"),
+        )),
+    }
+}
+
 /// Connection settings for `tether_client_new`. Start from
 /// `tether_client_options_default()` and change what you need.
 #[repr(C)]
@@ -67,6 +92,12 @@ pub struct tether_client_options {
     pub connect_timeout_ms: u32,
     /// Largest delay between reconnection attempts, milliseconds (default 60000).
     pub retry_max_ms: u32,
+    /// TCP port of MQTT over WebSockets (IoT Hub: 443).
+    pub websocket_port: u16,
+    /// `TETHER_TRANSPORT_MQTT` (default), `TETHER_TRANSPORT_WEBSOCKETS` or
+    /// `TETHER_TRANSPORT_AUTO`. For `tether_session_new`, WEBSOCKETS makes the session speak
+    /// MQTT over WebSockets inside TLS on the connection the caller opened to port 443.
+    pub transport: u8,
 }
 
 /// The session configuration for a connection string, a TLS configuration (NULL: the IoT
@@ -98,7 +129,15 @@ pub(crate) fn session_options(
             "connect_timeout_ms is 0: every attempt would time out at once",
         ));
     }
+    let transport = transport_arg(options.transport)?;
+    if options.websocket_port == 0 {
+        return Err(Error::new(
+            Code::InvalidArgument,
+            "websocket_port must not be 0",
+        ));
+    }
     Ok(SessionOptions {
+        websockets: transport == Transport::WebSockets,
         keep_alive_secs: options.keep_alive_secs,
         token_ttl_secs: u64::from(options.token_ttl_secs),
         max_inflight: options.max_inflight as usize,
@@ -162,6 +201,8 @@ impl tether_client {
             max_inflight: defaults::MAX_INFLIGHT,
             connect_timeout_ms: defaults::CONNECT_TIMEOUT_MS,
             retry_max_ms: defaults::RETRY_MAX_MS,
+            websocket_port: defaults::WEBSOCKET_PORT,
+            transport: TETHER_TRANSPORT_MQTT,
         }
     }
 
@@ -176,10 +217,15 @@ impl tether_client {
     /// - `client_out`: receives the new client, owned by the caller (free it with
     ///   `tether_client_free`); not written on failure.
     ///
+    /// The client reaches the hub through the HTTP proxy the environment names, like curl:
+    /// `TETHER_PROXY`, else `HTTPS_PROXY` / `https_proxy`, unless `NO_PROXY` lists the host
+    /// (`tether_client_set_proxy` replaces it).
+    ///
     /// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT`, `TETHER_RESULT_INVALID_UTF8`,
     /// `TETHER_RESULT_CONNECTION_STRING_INVALID`, `TETHER_RESULT_SAS_KEY_INVALID`,
-    /// `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_INVALID_ARGUMENT` (options out of range, or
-    /// X.509 without a client certificate).
+    /// `TETHER_RESULT_ID_INVALID`, `TETHER_RESULT_INVALID_ARGUMENT` (options out of range, an
+    /// unknown transport, X.509 without a client certificate, or a malformed proxy URL in the
+    /// environment).
     #[no_mangle]
     pub unsafe extern "C" fn tether_client_new(
         connection_string: *const c_char,
@@ -193,10 +239,14 @@ impl tether_client {
             let out = unsafe { out_arg(client_out, "client_out") }?;
             let options = unsafe { options_arg(options) }?;
             let session = unsafe { session_config(text, tls, &options) }?;
+            let proxy = Proxy::from_env(&session.server_name)?;
             let client = Client::new(
                 session,
                 ClientOptions {
                     port: options.port,
+                    websocket_port: options.websocket_port,
+                    transport: transport_arg(options.transport)?,
+                    proxy,
                     connect_timeout: Duration::from_millis(options.connect_timeout_ms.into()),
                     retry_max_ms: options.retry_max_ms,
                     ..ClientOptions::default()
@@ -230,6 +280,34 @@ impl tether_client {
                 client,
                 event: EventSlot::default(),
             });
+            Ok(())
+        })
+    }
+
+    /// Sets the HTTP proxy the client tunnels through with CONNECT, from the next connection
+    /// on: `http://[user:password@]host[:port]` (port 80 when absent; user and password
+    /// %-encoded), or NULL to connect directly (the environment's proxy is then ignored).
+    /// The credentials are a secret: kept in wiped memory, never logged, never in messages.
+    ///
+    /// A proxy's refusal surfaces as `TETHER_RESULT_PROXY_AUTH_REQUIRED` (401/407, not
+    /// retried), `TETHER_RESULT_PROXY_REFUSED` (403 and other refusals, not retried) or
+    /// `TETHER_RESULT_CONNECT_FAILED` (the proxy cannot reach the hub: 5xx, retried), each
+    /// message holding the proxy's status line.
+    ///
+    /// Results: `TETHER_RESULT_OK`, `TETHER_RESULT_NULL_ARGUMENT` (client),
+    /// `TETHER_RESULT_INVALID_UTF8`, `TETHER_RESULT_INVALID_ARGUMENT` (a malformed URL, or an
+    /// `https://` proxy).
+    #[no_mangle]
+    pub unsafe extern "C" fn tether_client_set_proxy(
+        client: *mut tether_client,
+        proxy_url: *const c_char,
+    ) -> Code {
+        guard(|| {
+            // SAFETY: NULL or a live client; `proxy_url` NULL or a NUL-terminated string.
+            let c = unsafe { handle_mut(client, "client") }?;
+            let url = unsafe { opt_text_arg(proxy_url, "proxy_url") }?;
+            let proxy = url.map(Proxy::parse).transpose()?;
+            c.client.set_proxy(proxy);
             Ok(())
         })
     }

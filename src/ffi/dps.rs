@@ -273,6 +273,9 @@ pub const TETHER_DPS_DEVICE_ID_CAP: usize = 129;
 ///   device key derived with `tether_dps_derive_key` (and `group_enrollment` true); NULL to
 ///   authenticate with the client certificate in `tls` (X.509).
 /// - `tls`: NULL for the IoT Hub defaults.
+/// - the transport and proxy come from the environment: `TETHER_TRANSPORT` (`mqtt`, the
+///   default, on `port`; `websockets` on 443; `auto`), and `TETHER_PROXY`, `HTTPS_PROXY`,
+///   `https_proxy` (HTTP CONNECT; `NO_PROXY` lists hosts reached directly).
 /// - outputs: NUL-terminated; `hub_cap` must be at least `TETHER_DPS_HUB_CAP` (254, any
 ///   host name) and `device_id_cap` at least `TETHER_DPS_DEVICE_ID_CAP` (129, any device
 ///   id). Every argument, these capacities included, is checked before anything is sent:
@@ -284,7 +287,7 @@ pub const TETHER_DPS_DEVICE_ID_CAP: usize = 129;
 /// whose `deviceId` is not a device id a connection string can carry, e.g. one holding
 /// `;GatewayHostName=...`); `TETHER_RESULT_NOT_AUTHORIZED` (DPS refused the credentials or
 /// the registration: the message gives DPS's status and text); `TETHER_RESULT_TIMEOUT`; TLS
-/// (100-199) and network (400-499) results.
+/// (100-199) and network (400-499, proxy and WebSocket refusals included) results.
 #[no_mangle]
 pub unsafe extern "C" fn tether_dps_provision(
     endpoint: *const c_char,
@@ -419,6 +422,9 @@ pub(crate) unsafe fn dps_request(
         tls: config,
         has_client_cert,
         timeout: std::time::Duration::from_millis(timeout_ms.into()),
+        transport: crate::transport::Transport::from_env()?.unwrap_or_default(),
+        websocket_port: crate::transport::WEBSOCKET_PORT,
+        proxy: crate::transport::proxy::Proxy::from_env(endpoint)?,
     })
 }
 

@@ -28,6 +28,7 @@ use crate::ffi::panic::{guard, guard_value};
 use crate::ffi::tls_config::{tether_tls_config, tls_or_default};
 use crate::ffi::{bytes_arg, opt_in_arg, opt_out_arg, out_arg, out_buf_arg, text_arg};
 use crate::session::{Session, SessionConfig, SessionOptions};
+use crate::transport::Transport;
 
 /// `tether_session_poll_deadline` writes this when the session has no deadline (no
 /// connection).
@@ -50,6 +51,10 @@ pub struct tether_session_options {
     /// Most bytes of output that may wait for `tether_session_poll_output` before new
     /// messages are refused with `TETHER_RESULT_QUEUE_FULL` (not 0).
     pub max_unsent_bytes: usize,
+    /// `TETHER_TRANSPORT_MQTT` (default) or `TETHER_TRANSPORT_WEBSOCKETS` (the caller's
+    /// connection goes to port 443; the session speaks MQTT over WebSockets inside TLS).
+    /// `TETHER_TRANSPORT_AUTO` is refused: falling back needs the blocking client.
+    pub transport: u8,
 }
 
 impl tether_session_options {
@@ -65,6 +70,17 @@ impl tether_session_options {
         options.max_inflight = self.max_inflight as usize;
         options.connect_timeout_ms = u64::from(self.connect_timeout_ms);
         options.max_unsent_bytes = self.max_unsent_bytes;
+        options.websockets = match crate::ffi::client::transport_arg(self.transport)? {
+            Transport::Mqtt => false,
+            Transport::WebSockets => true,
+            Transport::Auto => {
+                return Err(Error::new(
+                    Code::InvalidArgument,
+                    "TETHER_TRANSPORT_AUTO needs the blocking client: a session speaks the \
+                     transport of the connection its caller opened (MQTT or WEBSOCKETS)",
+                ))
+            }
+        };
         Ok(())
     }
 }
@@ -90,11 +106,15 @@ impl tether_session {
             max_inflight: d.max_inflight.try_into().unwrap_or(u32::MAX),
             connect_timeout_ms: d.connect_timeout_ms.try_into().unwrap_or(u32::MAX),
             max_unsent_bytes: d.max_unsent_bytes,
+            transport: crate::ffi::client::TETHER_TRANSPORT_MQTT,
         }
     }
 
     /// Creates a session for the device in `connection_string` (see `tether_client_new`).
-    /// `tls` NULL means the IoT Hub defaults; `options` NULL means
+    /// The caller opens the connection: to port 8883 for `TETHER_TRANSPORT_MQTT`, to 443 for
+    /// `TETHER_TRANSPORT_WEBSOCKETS` (MQTT over WebSockets inside TLS); `options->transport`
+    /// `TETHER_TRANSPORT_AUTO` is refused with `TETHER_RESULT_INVALID_ARGUMENT` (falling back
+    /// needs the blocking client). `tls` NULL means the IoT Hub defaults; `options` NULL means
     /// `tether_session_options_default()`. `*session_out` receives a session owned by the
     /// caller (free it with `tether_session_free`); not written on failure. Results as
     /// `tether_client_new`; `TETHER_RESULT_INVALID_ARGUMENT` for an option out of range.

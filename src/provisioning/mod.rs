@@ -16,7 +16,9 @@ use rustls::ClientConfig;
 
 use crate::auth::sas::SasKey;
 use crate::error::Result;
-use crate::handshake::{connect_tcp, io_error};
+use crate::handshake::io_error;
+use crate::transport::proxy::{connect, Proxy};
+use crate::transport::{unreachable, Transport};
 
 mod session;
 
@@ -58,6 +60,13 @@ pub struct DpsRequest {
     /// The whole registration must finish within this (default
     /// [`crate::defaults::DPS_TIMEOUT_MS`], 60 s).
     pub timeout: Duration,
+    /// MQTT on `port`, MQTT over WebSockets on `websocket_port` (`/$iothub/websocket`), or
+    /// `auto` (`port`, then WebSockets when it cannot be reached).
+    pub transport: Transport,
+    /// The port of MQTT over WebSockets (443).
+    pub websocket_port: u16,
+    /// The HTTP proxy to tunnel through (`None`: direct).
+    pub proxy: Option<Proxy>,
 }
 
 /// Where DPS assigned the device.
@@ -115,15 +124,9 @@ fn drive(dps: &mut DpsSession, now_unix: u64) -> Result<Assignment> {
     let began = Instant::now();
     let start_ms = now_unix.saturating_mul(1000);
     let now = || start_ms.saturating_add(began.elapsed().as_millis() as u64);
+    let (mut stream, opened) = open(request)?;
+    dps.set_transport(opened.transport)?;
     dps.start(now())?;
-    crate::log!(
-        crate::log::Level::Info,
-        "provisioning {} through {}:{}",
-        request.registration_id,
-        request.endpoint,
-        request.port
-    );
-    let mut stream = connect_tcp(&request.endpoint, request.port, request.timeout)?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -172,4 +175,66 @@ fn drive(dps: &mut DpsSession, now_unix: u64) -> Result<Assignment> {
             Err(e) => dps.connection_lost(io_error(e, "waiting for DPS")),
         }
     }
+}
+
+/// Opens the connection for `request` (through its proxy; `auto`: MQTT's port, then the
+/// WebSocket port when it cannot be reached) and returns it with the request naming the
+/// transport it uses.
+fn open(request: &DpsRequest) -> Result<(std::net::TcpStream, DpsRequest)> {
+    let began = Instant::now();
+    let mut request = request.clone();
+    let websockets = request.transport == Transport::WebSockets;
+    let port = if websockets {
+        request.websocket_port
+    } else {
+        request.port
+    };
+    crate::log!(
+        crate::log::Level::Info,
+        "provisioning {} through {}:{port}{}{}",
+        request.registration_id,
+        request.endpoint,
+        if websockets {
+            " (MQTT over WebSockets)"
+        } else {
+            ""
+        },
+        request
+            .proxy
+            .as_ref()
+            .map(|p| format!(" via proxy {}", p.display()))
+            .unwrap_or_default()
+    );
+    let proxy = request.proxy.clone();
+    let opened = match connect(&request.endpoint, port, proxy.as_ref(), request.timeout) {
+        Ok(stream) => {
+            if request.transport == Transport::Auto {
+                request.transport = Transport::Mqtt;
+            }
+            Ok((stream, request))
+        }
+        Err(e) if request.transport == Transport::Auto && unreachable(&e) => {
+            crate::log!(
+                crate::log::Level::Warn,
+                "{e}; port {port} cannot be reached: falling back to MQTT over WebSockets on \
+                 port {}",
+                request.websocket_port
+            );
+            let left = request.timeout.saturating_sub(began.elapsed());
+            let stream = connect(
+                &request.endpoint,
+                request.websocket_port,
+                proxy.as_ref(),
+                left,
+            )?;
+            request.transport = Transport::WebSockets;
+            Ok((stream, request))
+        }
+        Err(e) => Err(e),
+    };
+    // The registration's time includes the connection's.
+    opened.map(|(stream, mut request)| {
+        request.timeout = request.timeout.saturating_sub(began.elapsed());
+        (stream, request)
+    })
 }

@@ -28,6 +28,7 @@ use crate::mqtt::codec::{self, encode_to_vec, Connect, Decoded, Packet, Publish}
 use crate::mqtt::topics::build_string;
 use crate::mqtt::{credentials, dps};
 use crate::session::link::Link;
+use crate::transport::Transport;
 
 use super::{Assignment, DpsCredential, DpsRequest};
 
@@ -138,7 +139,20 @@ impl DpsSession {
         self.issued.as_deref()
     }
 
-    /// The request.
+    /// Sets the transport of the connection the driver opened (`auto` resolved to MQTT or
+    /// WebSockets), before [`DpsSession::start`].
+    pub fn set_transport(&mut self, transport: Transport) -> Result<()> {
+        if !matches!(self.state, State::Idle) {
+            return Err(Error::new(
+                Code::InvalidState,
+                "the transport must be set before the registration starts",
+            ));
+        }
+        self.request.transport = transport;
+        Ok(())
+    }
+
+    /// The registration this machine performs.
     pub fn request(&self) -> &DpsRequest {
         &self.request
     }
@@ -205,6 +219,9 @@ impl DpsSession {
             &self.request.endpoint,
             self.request.has_client_cert,
             Some(bytes),
+            // MQTT over WebSockets on the DPS endpoint's `/$iothub/websocket`, as on the hub.
+            (self.request.transport == Transport::WebSockets)
+                .then_some(crate::mqtt::codec::DEFAULT_MAX_PACKET_SIZE),
         )?;
         let timeout_ms = u64::try_from(self.request.timeout.as_millis()).unwrap_or(u64::MAX);
         self.deadline_ms = now_ms.saturating_add(timeout_ms);

@@ -41,6 +41,9 @@ pub struct SessionOptions {
     /// When the device's client certificate expires (Unix seconds), so that each connection
     /// within [`CERT_EXPIRY_WARNING_DAYS`] of it logs a warning ahead of time.
     pub client_cert_not_after: Option<i64>,
+    /// MQTT over WebSockets (`/$iothub/websocket`, subprotocol `mqtt`) inside TLS, for a
+    /// transport opened to the WebSocket port (443) (default false: MQTT straight in TLS).
+    pub websockets: bool,
 }
 
 /// Default [`SessionOptions::max_unsent_bytes`]: four messages of IoT Hub's largest size.
@@ -62,6 +65,7 @@ impl Default for SessionOptions {
             client_type: Some(format!("tether/{}", crate::VERSION)),
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             client_cert_not_after: None,
+            websockets: false,
         }
     }
 }

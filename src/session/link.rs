@@ -6,6 +6,10 @@
 //!
 //! Failures are named here once: during the handshake by [`handshake::describe`] (the
 //! refused version, suite or certificate), after it as a rejected record.
+//!
+//! Between TLS and MQTT sits the [`Framing`]: nothing for MQTT on 8883, or a WebSocket
+//! (MQTT over WebSockets on 443): the upgrade request goes first once TLS is up, the
+//! first packet once the server has accepted it, and every packet in a binary frame.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Code, Error, Result};
 use crate::handshake::{self, HelloSniffer};
+use crate::transport::Framing;
 use crate::verify;
 
 /// Why [`take_in`] stopped.
@@ -46,7 +51,8 @@ pub(crate) fn take_in<D>(
 /// What one [`Link::receive`] learned besides the plaintext it queued.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Received {
-    /// The handshake completed with these bytes (the first packet is now written).
+    /// The handshake completed with these bytes (the first packet is now written, or with
+    /// WebSockets the upgrade request).
     pub handshake_done: bool,
     /// The peer sent close_notify.
     pub peer_closed: bool,
@@ -78,17 +84,29 @@ pub(crate) struct Link {
     /// [`Link::poll_output`] calls goes out as one TLS record (per 16 KiB) and so one
     /// transport write. The buffer is kept and reused.
     pending: Vec<u8>,
+    /// WebSockets between TLS and MQTT, or nothing.
+    framing: Framing,
+    /// The WebSocket upgrade request, written once the TLS handshake is complete.
+    upgrade: Option<Vec<u8>>,
 }
 
 impl Link {
     /// A link to `server_name` whose TLS handshake starts with the next
-    /// [`Link::poll_output`]; `first_packet` is written once it completes.
+    /// [`Link::poll_output`]; `first_packet` is written once it completes. With
+    /// `websocket` (the largest message accepted), MQTT goes over WebSockets.
     pub(crate) fn new(
         config: Arc<ClientConfig>,
         server_name: &str,
         has_client_cert: bool,
         first_packet: Option<Zeroizing<Vec<u8>>>,
+        websocket: Option<usize>,
     ) -> Result<Link> {
+        let (framing, upgrade) = Framing::new(
+            websocket.is_some(),
+            server_name,
+            has_client_cert,
+            websocket.unwrap_or(0),
+        )?;
         let name = handshake::server_name(server_name)?;
         let mut tls = ClientConnection::new(config, name)
             .map_err(|e| Error::new(Code::TlsHandshakeFailed, format!("TLS setup: {e}")))?;
@@ -106,6 +124,8 @@ impl Link {
             chain: None,
             anchor: None,
             pending: Vec::new(),
+            framing,
+            upgrade,
         })
     }
 
@@ -139,13 +159,36 @@ impl Link {
                 };
                 return Err(handshake::describe(&err, &ctx));
             }
-            // Straight into `rx` (no zeroed 16 KiB buffer per record): the end of the stream
-            // (close_notify) ends `read_to_end`; "no more data for now" is WouldBlock, with
-            // what was read already appended.
-            match self.tls.reader().read_to_end(&mut self.rx) {
-                Ok(_) => received.peer_closed = true,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(Error::new(Code::ConnectionClosed, format!("TLS: {e}"))),
+            if !self.framing.is_websocket() {
+                // Straight into `rx` (no zeroed 16 KiB buffer per record): the end of the stream
+                // (close_notify) ends `read_to_end`; "no more data for now" is WouldBlock, with
+                // what was read already appended.
+                match self.tls.reader().read_to_end(&mut self.rx) {
+                    Ok(_) => received.peer_closed = true,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(Error::new(Code::ConnectionClosed, format!("TLS: {e}"))),
+                }
+            } else {
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    match self.tls.reader().read(&mut buf) {
+                        Ok(0) => {
+                            received.peer_closed = true;
+                            break;
+                        }
+                        Ok(n) => {
+                            let mut reply = Vec::new();
+                            let framed = self.framing.receive(&buf[..n], &mut self.rx, &mut reply);
+                            // Pongs and the close reply go out even when the input ends here.
+                            let _ = self.tls.writer().write_all(&reply);
+                            framed?;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            return Err(Error::new(Code::ConnectionClosed, format!("TLS: {e}")))
+                        }
+                    }
+                }
             }
         }
         if !self.handshake_reported && !self.tls.is_handshaking() {
@@ -163,11 +206,17 @@ impl Link {
                 .unwrap_or_default();
             self.sniffer = HelloSniffer::default();
             self.anchor = self.chain.take().and_then(|r| r.anchor);
-            if let Some(first) = self.first_packet.take() {
+            if let Some(upgrade) = self.upgrade.take() {
                 self.tls
                     .writer()
-                    .write_all(&first)
+                    .write_all(&upgrade)
                     .map_err(|e| Error::new(Code::Io, format!("TLS buffer: {e}")))?;
+            }
+        }
+        // The first packet goes once TLS (and the WebSocket upgrade, if any) is complete.
+        if self.handshake_reported && self.framing.is_ready() {
+            if let Some(first) = self.first_packet.take() {
+                self.framing.write(&mut self.tls.writer(), &first, true)?;
             }
         }
         Ok(received)
@@ -198,13 +247,23 @@ impl Link {
     }
 
     /// Encrypts the queued packets: one `write` into rustls, which makes one record per
-    /// 16 KiB. Held back until the first packet (the CONNECT) is written.
+    /// 16 KiB. Held back until the first packet (the CONNECT) is written, which waits for
+    /// the TLS handshake and, with WebSockets, the upgrade.
     fn seal(&mut self) {
-        if self.pending.is_empty() || self.first_packet.is_some() || self.tls.is_handshaking() {
+        if self.pending.is_empty()
+            || self.first_packet.is_some()
+            || self.tls.is_handshaking()
+            || !self.framing.is_ready()
+        {
             return;
         }
         // rustls buffers without limit (`set_buffer_limit(None)`): the write takes it all.
-        if self.tls.writer().write_all(&self.pending).is_ok() {
+        // With WebSockets the burst is one frame (MQTT lets a frame carry several packets).
+        if self
+            .framing
+            .write(&mut self.tls.writer(), &self.pending, false)
+            .is_ok()
+        {
             self.pending.clear();
         }
     }
@@ -286,6 +345,7 @@ impl Link {
     /// Queues the TLS close_notify alert (after the packets already queued).
     pub(crate) fn send_close_notify(&mut self) {
         self.seal();
+        self.framing.close(&mut self.tls.writer());
         self.tls.send_close_notify();
     }
 

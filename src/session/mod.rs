@@ -177,6 +177,9 @@ pub fn is_fatal(code: Code) -> bool {
             | Code::Pkcs11CertNotFound
             | Code::Pkcs11MechanismUnsupported
             | Code::Pkcs11Unavailable
+            | Code::ProxyRefused
+            | Code::ProxyAuthRequired
+            | Code::WebsocketUpgradeFailed
             | Code::HubRequiresMqttV5
     )
 }
@@ -513,6 +516,13 @@ impl Session {
         Ok(())
     }
 
+    /// Whether the next connections carry MQTT over WebSockets
+    /// ([`SessionOptions::websockets`]); the blocking client's `auto` transport switches
+    /// to it.
+    pub fn set_websockets(&mut self, websockets: bool) {
+        self.config.options.websockets = websockets;
+    }
+
     /// Whether the hub has accepted the current connection.
     pub fn is_connected(&self) -> bool {
         matches!(self.state, State::Connected { .. })
@@ -571,6 +581,9 @@ impl Session {
             &cfg.server_name,
             cfg.has_client_cert,
             Some(bytes),
+            cfg.options
+                .websockets
+                .then_some(cfg.options.max_packet_size),
         )?;
         let connack_deadline = now_ms.saturating_add(cfg.options.connect_timeout_ms);
         self.generation += 1;

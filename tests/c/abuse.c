@@ -619,11 +619,45 @@ static void clients(tether_tls_config *tls) {
     EXPECT(X(tether_client_new)(CS, tls, &options, &client), TETHER_RESULT_INVALID_ARGUMENT);
     CHECK(client == NULL);
     options = tether_client_options_default();
+    CHECK(options.websocket_port == 443 && options.transport == TETHER_TRANSPORT_MQTT);
+    options.transport = 3;
+    EXPECT(X(tether_client_new)(CS, tls, &options, &client), TETHER_RESULT_INVALID_ARGUMENT);
+    options.transport = TETHER_TRANSPORT_AUTO;
+    options.websocket_port = 0;
+    EXPECT(X(tether_client_new)(CS, tls, &options, &client), TETHER_RESULT_INVALID_ARGUMENT);
+    CHECK(client == NULL);
+    options = tether_client_options_default();
     options.port = 1;
     options.connect_timeout_ms = 200;
     options.retry_max_ms = 100;
     EXPECT(X(tether_client_new)(CS, NULL, &options, &client), TETHER_RESULT_OK);
+    /* The proxy: checked before anything changes; the password is never echoed. */
+    EXPECT(X(tether_client_set_proxy)(NULL, "http://p:1"), TETHER_RESULT_NULL_ARGUMENT);
+    EXPECT(X(tether_client_set_proxy)(client, "http://u:\xff@p:1"), TETHER_RESULT_INVALID_UTF8);
+    EXPECT(X(tether_client_set_proxy)(client, "https://p:1"), TETHER_RESULT_INVALID_ARGUMENT);
+    EXPECT(X(tether_client_set_proxy)(client, "http://u:hunter2@p:99999"),
+           TETHER_RESULT_INVALID_ARGUMENT);
+    {
+        char message[512];
+        size_t message_len = 0;
+        EXPECT(tether_last_error(message, sizeof message, &message_len), TETHER_RESULT_OK);
+        CHECK(strstr(message, "proxy URL") != NULL && strstr(message, "hunter2") == NULL);
+    }
+    EXPECT(X(tether_client_set_proxy)(client, "http://u:p%40ss@127.0.0.1:1"), TETHER_RESULT_OK);
+    EXPECT(X(tether_client_set_proxy)(client, NULL), TETHER_RESULT_OK);
     X(tether_client_free)(client);
+    client = NULL;
+    /* A session cannot pick AUTO (its caller opens the connection); WEBSOCKETS is fine. */
+    {
+        tether_session *session = NULL;
+        tether_client_options ws = tether_client_options_default();
+        ws.transport = TETHER_TRANSPORT_AUTO;
+        EXPECT(X(tether_session_new)(CS, tls, &ws, &session), TETHER_RESULT_INVALID_ARGUMENT);
+        CHECK(session == NULL);
+        ws.transport = TETHER_TRANSPORT_WEBSOCKETS;
+        EXPECT(X(tether_session_new)(CS, tls, &ws, &session), TETHER_RESULT_OK);
+        X(tether_session_free)(session);
+    }
     EXPECT(X(tether_client_new)(CS, tls, &options, &client), TETHER_RESULT_OK);
     /* No TETHER_CONNECTION_STRING in the environment (the test clears it). */
     {

@@ -5,6 +5,7 @@
 
 pub mod hub;
 pub mod pkcs11;
+pub mod proxy;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,6 +1,7 @@
 """A device written with the official Azure IoT Python SDK (azure-iot-device).
 
-argv: connection_string ca port
+argv: connection_string ca port [websockets]
+(websockets: MQTT over WebSockets, `websockets=True`; `port` is then the WebSocket port)
 Answers every direct method with 200 and {"echo": <request payload>, "method": <name>},
 reports {"fw": "1.2.3"}, and prints one JSON line per event:
 {"ready"} {"twin": doc} {"c2d": text, "properties": {...}} {"method": name, "payload": p}
@@ -14,13 +15,14 @@ import paho.mqtt.client as mqtt
 from azure.iot.device import IoTHubDeviceClient, MethodResponse
 
 conn, ca, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+websockets = sys.argv[4:5] == ["websockets"]
 lock = threading.Lock()
 
 original = mqtt.Client.connect
 
 
 def connect(self, *a, **k):
-    # The SDK always dials 8883; the stand-in listens elsewhere.
+    # The SDK always dials 8883 (443 over WebSockets); the stand-in listens elsewhere.
     k["port"] = port
     return original(self, *a[:1], *a[2:], **k)
 
@@ -35,7 +37,7 @@ def say(obj):
 
 
 client = IoTHubDeviceClient.create_from_connection_string(
-    conn, server_verification_cert=open(ca).read()
+    conn, server_verification_cert=open(ca).read(), websockets=websockets
 )
 client.connect()
 

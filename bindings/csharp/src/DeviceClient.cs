@@ -42,6 +42,8 @@ namespace Tether
             public uint MaxInflight;
             public uint ConnectTimeoutMs;
             public uint RetryMaxMs;
+            public ushort WebsocketPort;
+            public byte Transport;
         }
 
         [StructLayout(LayoutKind.Sequential)]
@@ -73,6 +75,9 @@ namespace Tether
 
             [DllImport(Interop.Lib, CallingConvention = CallingConvention.Cdecl)]
             public static extern void tether_client_free(IntPtr client);
+
+            [DllImport(Interop.Lib, CallingConvention = CallingConvention.Cdecl)]
+            public static extern Result tether_client_set_proxy(Handle client, byte[] proxyUrl);
 
             [DllImport(Interop.Lib, CallingConvention = CallingConvention.Cdecl)]
             public static extern Result tether_client_connect(Handle client, uint timeoutMs);
@@ -184,7 +189,20 @@ namespace Tether
                 {
                     throw Interop.Error(r);
                 }
-                return new DeviceClient(h);
+                DeviceClient client = new DeviceClient(h);
+                if (options != null && options.Proxy != null)
+                {
+                    try
+                    {
+                        client.SetProxy(options.Proxy.Length == 0 ? null : options.Proxy);
+                    }
+                    catch
+                    {
+                        client.Dispose();
+                        throw;
+                    }
+                }
+                return client;
             }
             finally
             {
@@ -208,6 +226,8 @@ namespace Tether
                 if (options.MaxInflight.HasValue) o.MaxInflight = options.MaxInflight.Value;
                 if (options.ConnectTimeoutMilliseconds.HasValue) o.ConnectTimeoutMs = options.ConnectTimeoutMilliseconds.Value;
                 if (options.RetryMaxMilliseconds.HasValue) o.RetryMaxMs = options.RetryMaxMilliseconds.Value;
+                if (options.WebSocketPort.HasValue) o.WebsocketPort = options.WebSocketPort.Value;
+                if (options.Transport.HasValue) o.Transport = (byte)options.Transport.Value;
                 tls = options.Tls;
             }
             return o;
@@ -563,6 +583,26 @@ namespace Tether
                 {
                     return e.TwinResponse;
                 }
+            }
+        }
+
+        /// <summary>
+        /// Tunnels the next connections through the HTTP proxy <paramref name="proxyUrl"/>
+        /// (<c>http://[user:password@]host[:port]</c>, CONNECT), or directly when it is null. By
+        /// default a client uses the environment's proxy (<c>TETHER_PROXY</c>,
+        /// <c>HTTPS_PROXY</c>, <c>https_proxy</c>; <c>NO_PROXY</c>). The password is never
+        /// logged or put in error messages.
+        /// </summary>
+        public void SetProxy(string proxyUrl)
+        {
+            byte[] url = Interop.Utf8(proxyUrl);
+            try
+            {
+                Interop.Check(Native.tether_client_set_proxy(Live, url));
+            }
+            finally
+            {
+                if (url != null) Array.Clear(url, 0, url.Length);
             }
         }
 

@@ -5,12 +5,32 @@ using System.Text;
 
 namespace Tether
 {
+    /// <summary>How a client reaches the hub (<c>TETHER_TRANSPORT_*</c>).</summary>
+    public enum Transport : byte
+    {
+        /// <summary>MQTT over TLS on <see cref="ClientOptions.Port"/> (8883).</summary>
+        Mqtt = 0,
+        /// <summary>MQTT over WebSockets on <see cref="ClientOptions.WebSocketPort"/> (443).</summary>
+        WebSockets = 1,
+        /// <summary>MQTT, falling back to WebSockets when the MQTT port cannot be reached.</summary>
+        Auto = 2,
+    }
+
     /// <summary>
     /// Connection settings (<c>tether_client_options</c>); null fields keep the library's
     /// defaults (<see cref="Library.Defaults"/>).
     /// </summary>
     public sealed class ClientOptions
     {
+        /// <summary>MQTT (default), WebSockets or Auto.</summary>
+        public Transport? Transport { get; set; }
+        /// <summary>TCP port of MQTT over WebSockets (IoT Hub: 443).</summary>
+        public ushort? WebSocketPort { get; set; }
+        /// <summary>
+        /// HTTP proxy URL (<c>http://[user:password@]host[:port]</c>); null uses the environment's
+        /// (<c>HTTPS_PROXY</c>...), an empty string connects directly.
+        /// </summary>
+        public string Proxy { get; set; }
         /// <summary>TCP port (default 8883, IoT Hub's MQTT port).</summary>
         public ushort? Port { get; set; }
         /// <summary>MQTT keep-alive in seconds (default 60, at most 1177).</summary>

@@ -3,8 +3,6 @@ using System;
 
 namespace Tether
 {
-    // The members below are generated from the one table of result codes (the Code enum in
-    // src/error.rs) by tests/header.rs: refresh them with TETHER_BLESS=1 cargo test --test header.
     /// <summary>Result codes of the C API (<c>tether_result</c>); values never change.</summary>
     public enum Result : int
     {
@@ -100,6 +98,14 @@ namespace Tether
         ConnectFailed = 403,
         /// <summary>The peer closed the connection.</summary>
         ConnectionClosed = 404,
+        /// <summary>The HTTP proxy refused the CONNECT tunnel (403 and other 4xx refusals; the message holds its status line). A proxy that cannot reach the hub (5xx, such as 502) is reported as <c>ConnectFailed</c>, which is retried.</summary>
+        ProxyRefused = 405,
+        /// <summary>The HTTP proxy needs credentials, or refused the ones given (407).</summary>
+        ProxyAuthRequired = 406,
+        /// <summary>The server did not accept the WebSocket upgrade as IoT Hub does: an HTTP refusal, no <c>mqtt</c> subprotocol, or a wrong <c>Sec-WebSocket-Accept</c>.</summary>
+        WebsocketUpgradeFailed = 407,
+        /// <summary>The server broke the WebSocket protocol (text or masked frames, a frame over the size limit, bad fragments or opcodes).</summary>
+        WebsocketProtocol = 408,
         /// <summary>The PKCS#11 module file does not exist.</summary>
         Pkcs11ModuleNotFound = 500,
         /// <summary>The file is not a PKCS#11 module (not a shared library, no <c>C_GetFunctionList</c>, or its <c>C_Initialize</c> failed).</summary>
@@ -181,8 +187,6 @@ namespace Tether
         /// <see cref="ClientEvent.Description"/> is the topic, <see cref="ClientEvent.Message"/>
         /// the body (no properties), <see cref="ClientEvent.ConnectionStatus"/> the reason.</summary>
         Undecodable = 9,
-        /// <summary>Certificate renewal progress: <see cref="ClientEvent.Certificate"/>.</summary>
-        Certificate = 10,
     }
 
     /// <summary>Embedded trust anchors (<c>TETHER_ROOTS_*</c>).</summary>

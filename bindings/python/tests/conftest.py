@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
@@ -266,7 +266,7 @@ def tether_cli() -> Path:
 
 class Hub:
     def __init__(self, d: Path, devices: List[Dict[str, object]], dps: Optional[Dict[str, object]] = None,
-                 extra: Optional[List[str]] = None):
+                 extra: Optional[List[str]] = None, websockets: bool = False):
         require("mosquitto", "mosquitto")
         require("openssl", "openssl")
         import json
@@ -279,17 +279,22 @@ class Hub:
             content["dps"] = dps
         registry.write_text(json.dumps(content))
         self.sas, self.x509 = free_port(), free_port()
+        # --ws-port: MQTT over WebSockets, like IoT Hub's 443.
+        self.ws = free_port() if websockets else None
         self.log_path = d / "hub.log"
         self.proc = subprocess.Popen(
             [str(tether_cli()), "hub", "--registry", str(registry), "--port", str(self.sas),
-             "--x509-port", str(self.x509), "--dir", str(self.dir), *(extra or [])],
+             "--x509-port", str(self.x509), "--dir", str(self.dir), *(extra or [])]
+            + (["--ws-port", str(self.ws)] if self.ws else []),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=open(self.log_path, "wb"), text=True,
         )
         line: List[str] = []
         t = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)
         t.start()
         t.join(60)
-        if not line or not line[0].startswith(f"ready sas={self.sas} x509={self.x509} service="):
+        if not line or not line[0].startswith(f"ready sas={self.sas} x509={self.x509} service=") or (
+            self.ws and not line[0].rstrip().endswith(f" ws={self.ws}")
+        ):
             self.stop()
             pytest.fail(f"tether hub did not get ready: {line}\n{self.log()}")
         self.ca = str(self.dir / "ca.pem")
@@ -300,6 +305,40 @@ class Hub:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
+        self.proc.wait()
+
+
+class Tinyproxy:
+    """A real HTTP CONNECT proxy allowing CONNECT to `ports` only, with Basic credentials
+    when `basic` is given."""
+
+    def __init__(self, d: Path, ports: List[int], basic: Optional[Tuple[str, str]] = None):
+        require("tinyproxy", "tinyproxy")
+        self.port = free_port()
+        self.log_path = d / "tinyproxy.log"
+        conf = [f"Port {self.port}", "Listen 127.0.0.1", "Timeout 60", "Allow 127.0.0.1", "LogLevel Info",
+                f'LogFile "{self.log_path}"'] + [f"ConnectPort {p}" for p in ports]
+        if basic:
+            conf.append(f"BasicAuth {basic[0]} {basic[1]}")
+        (d / "tinyproxy.conf").write_text("\n".join(conf) + "\n")
+        self.proc = subprocess.Popen(["tinyproxy", "-d", "-c", str(d / "tinyproxy.conf")],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        if not wait_for_port(self.port):
+            self.stop()
+            pytest.fail("tinyproxy did not start")
+
+    def url(self, basic: Optional[Tuple[str, str]] = None) -> str:
+        auth = f"{basic[0]}:{basic[1]}@" if basic else ""
+        return f"http://{auth}127.0.0.1:{self.port}"
+
+    def connects(self) -> List[str]:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return [line.split("): CONNECT ", 1)[1].split(" ")[0] for line in text.splitlines()
+                if "): CONNECT " in line]
+
+    def stop(self) -> None:
+        self.proc.kill()
         self.proc.wait()
 
 

@@ -45,6 +45,10 @@ SUBSCRIBE_C2D = 1
 SUBSCRIBE_METHODS = 2
 SUBSCRIBE_TWIN = 4
 
+TRANSPORT_MQTT = 0
+TRANSPORT_WEBSOCKETS = 1
+TRANSPORT_AUTO = 2
+
 EVENT_NONE = 0
 EVENT_CONNECTED = 1
 EVENT_TELEMETRY_ACKED = 2
@@ -85,6 +89,8 @@ class ClientOptions(Structure):
         ("max_inflight", c_uint32),
         ("connect_timeout_ms", c_uint32),
         ("retry_max_ms", c_uint32),
+        ("websocket_port", c_uint16),
+        ("transport", c_uint8),
     ]
 
 
@@ -202,6 +208,7 @@ PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_client_new": (c_enum, [c_char_p, _H, POINTER(ClientOptions), _HOUT]),
     "tether_client_new_from_env": (c_enum, [_HOUT]),
     "tether_client_free": (None, [_H]),
+    "tether_client_set_proxy": (c_enum, [_H, c_char_p]),
     "tether_client_connect": (c_enum, [_H, c_uint32]),
     "tether_client_send_telemetry": (
         c_enum,

@@ -212,6 +212,22 @@ class TlsConfig(Managed):
 # The client.
 
 
+class Network:
+    """How a client reaches the hub: the transport, the WebSocket port and the proxy."""
+
+    TRANSPORTS = {"mqtt": n.TRANSPORT_MQTT, "websockets": n.TRANSPORT_WEBSOCKETS, "auto": n.TRANSPORT_AUTO}
+
+    def __init__(self, transport: str, websocket_port: int, proxy: Optional[str]):
+        if transport not in self.TRANSPORTS:
+            raise ValueError(f"transport {transport!r}: use mqtt, websockets or auto")
+        self.transport = transport
+        self.websocket_port = websocket_port
+        self.proxy = proxy
+
+    def transport_code(self) -> int:
+        return self.TRANSPORTS[self.transport]
+
+
 class DeviceClient(Managed):
     """An IoT Hub device (or module) client over MQTT with tether's TLS policy.
 
@@ -255,11 +271,15 @@ class DeviceClient(Managed):
         token_ttl: Optional[int],
         max_inflight: Optional[int],
         connect_timeout: Optional[float],
+        net: Optional["Network"] = None,
     ) -> n.ClientOptions:
         # The library's defaults (tether.defaults()); None keeps them.
         opts: n.ClientOptions = _lib.tether_client_options_default()
         if port is not None:
             opts.port = port
+        if net is not None:
+            opts.transport = net.transport_code()
+            opts.websocket_port = net.websocket_port
         if keep_alive is not None:
             opts.keep_alive_secs = keep_alive
         if token_ttl is not None:
@@ -271,14 +291,30 @@ class DeviceClient(Managed):
         return opts
 
     @classmethod
-    def _create(cls, cs: str, tls: Optional[TlsConfig], opts: n.ClientOptions) -> "DeviceClient":
+    def _create(
+        cls, cs: str, tls: Optional[TlsConfig], opts: n.ClientOptions, net: Optional["Network"] = None
+    ) -> "DeviceClient":
         out = c_void_p()
         try:
             check(_lib.tether_client_new(cstr(cs), tls._ptr() if tls else None, byref(opts), byref(out)))
         finally:
             if tls is not None:
                 tls.close()  # the client keeps its own reference
-        return cls(out.value)
+        client = cls(out.value)
+        if net is not None and net.proxy is not None:
+            try:
+                client.set_proxy(net.proxy or None)
+            except BaseException:
+                client.close()
+                raise
+        return client
+
+    def set_proxy(self, url: Optional[str]) -> None:
+        """Tunnels the next connections through the HTTP proxy ``url``
+        (``http://[user:password@]host[:port]``, CONNECT), or directly with ``None``. By
+        default a client uses the environment's proxy (``TETHER_PROXY``, ``HTTPS_PROXY``,
+        ``https_proxy``; ``NO_PROXY``). The password is never logged or put in errors."""
+        check(_lib.tether_client_set_proxy(self._ptr(), cstr(url) if url is not None else None))
 
     @classmethod
     def from_connection_string(
@@ -292,13 +328,23 @@ class DeviceClient(Managed):
         max_inflight: Optional[int] = None,
         connect_timeout: Optional[float] = None,
         tls13: bool = False,
+        transport: str = "mqtt",
+        websocket_port: int = 443,
+        proxy: Optional[str] = None,
     ) -> "DeviceClient":
         """A client for ``HostName=...;DeviceId=...;SharedAccessKey=...`` (or
         ``SharedAccessSignature=`` with a ready token). ``ca_file`` adds a trusted CA to the
-        embedded IoT Hub roots (for a local hub). Nothing is opened yet."""
+        embedded IoT Hub roots (for a local hub). Nothing is opened yet.
+
+        ``transport``: ``"mqtt"`` (on ``port``), ``"websockets"`` (MQTT over WebSockets on
+        ``websocket_port``, for networks that allow only 443) or ``"auto"`` (``port``, then
+        WebSockets when it cannot be reached). ``proxy``: an HTTP proxy URL
+        (``http://[user:password@]host[:port]``); ``None`` uses the environment's
+        (``HTTPS_PROXY`` ...), ``""`` connects directly."""
         tls = TlsConfig(ca_file=ca_file, tls13=tls13) if (ca_file or tls13) else None
-        opts = cls._options(port, keep_alive, token_ttl, max_inflight, connect_timeout)
-        return cls._create(connection_string, tls, opts)
+        net = Network(transport, websocket_port, proxy)
+        opts = cls._options(port, keep_alive, token_ttl, max_inflight, connect_timeout, net)
+        return cls._create(connection_string, tls, opts, net)
 
     @classmethod
     def from_x509(
@@ -315,10 +361,15 @@ class DeviceClient(Managed):
         max_inflight: Optional[int] = None,
         connect_timeout: Optional[float] = None,
         tls13: bool = False,
+        transport: str = "mqtt",
+        websocket_port: int = 443,
+        proxy: Optional[str] = None,
     ) -> "DeviceClient":
-        """A client authenticating with a certificate (CN = device id) and its key."""
+        """A client authenticating with a certificate (CN = device id) and its key.
+        ``transport``, ``websocket_port`` and ``proxy`` as for ``from_connection_string``."""
         tls = TlsConfig(ca_file=ca_file, cert_file=cert_file, key_file=key_file, tls13=tls13)
-        return cls._x509(host, device_id, module_id, tls, port, keep_alive, max_inflight, connect_timeout)
+        net = Network(transport, websocket_port, proxy)
+        return cls._x509(host, device_id, module_id, tls, port, keep_alive, max_inflight, connect_timeout, net)
 
     @classmethod
     def _x509(
@@ -331,12 +382,13 @@ class DeviceClient(Managed):
         keep_alive: Optional[int],
         max_inflight: Optional[int],
         connect_timeout: Optional[float],
+        net: Optional["Network"] = None,
     ) -> "DeviceClient":
         cs = f"HostName={host};DeviceId={device_id};x509=true"
         if module_id:
             cs += f";ModuleId={module_id}"
-        opts = cls._options(port, keep_alive, None, max_inflight, connect_timeout)
-        return cls._create(cs, tls, opts)
+        opts = cls._options(port, keep_alive, None, max_inflight, connect_timeout, net)
+        return cls._create(cs, tls, opts, net)
 
     @classmethod
     def from_pkcs11(
@@ -354,6 +406,9 @@ class DeviceClient(Managed):
         max_inflight: Optional[int] = None,
         connect_timeout: Optional[float] = None,
         tls13: bool = False,
+        transport: str = "mqtt",
+        websocket_port: int = 443,
+        proxy: Optional[str] = None,
     ) -> "DeviceClient":
         """A client whose private key never leaves a PKCS#11 token (HSM, TPM through
         tpm2-pkcs11, secure element): ``module`` is the token's PKCS#11 library, ``uri`` an
@@ -361,7 +416,8 @@ class DeviceClient(Managed):
         read from the token. See docs/pkcs11.md."""
         tls = TlsConfig(ca_file=ca_file, tls13=tls13, pkcs11_module=module, pkcs11_uri=uri,
                         pkcs11_pin=pin)
-        return cls._x509(host, device_id, module_id, tls, port, keep_alive, max_inflight, connect_timeout)
+        net = Network(transport, websocket_port, proxy)
+        return cls._x509(host, device_id, module_id, tls, port, keep_alive, max_inflight, connect_timeout, net)
 
     @classmethod
     def from_credentials(

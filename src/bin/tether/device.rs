@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tether::auth::connection_string::ConnectionString;
-use tether::client::{self, Client, ClientOptions};
+use tether::client::{self, Client};
 use tether::log::Level;
 use tether::session::SessionConfig;
 use tether::{Code, Error, Result};
@@ -116,13 +116,8 @@ fn credentials_client(opts: &DeviceOpts, dir: &str) -> Result<Client> {
         options: Default::default(),
     };
     config.options.token_ttl_secs = opts.ttl;
-    let mut client = Client::new(
-        config,
-        ClientOptions {
-            port: opts.port.port,
-            ..ClientOptions::default()
-        },
-    )?;
+    let options = opts.net.client_options(&opts.port, &config.server_name)?;
+    let mut client = Client::new(config, options)?;
     let settings = tether::session::RenewalSettings {
         fraction: tether::session::DEFAULT_RENEW_FRACTION,
         roots: base.trust_anchors(),
@@ -146,11 +141,6 @@ pub fn client(opts: &DeviceOpts) -> Result<Client> {
         SessionConfig::from_connection_string(&cs, policy.build()?, policy.has_client_cert())?;
     config.options.token_ttl_secs = opts.ttl;
     config.options.client_cert_not_after = policy.client_cert_not_after();
-    Client::new(
-        config,
-        ClientOptions {
-            port: opts.port.port,
-            ..ClientOptions::default()
-        },
-    )
+    let options = opts.net.client_options(&opts.port, &config.server_name)?;
+    Client::new(config, options)
 }

@@ -27,6 +27,7 @@ mod registry;
 mod rest;
 mod service;
 mod web;
+mod ws;
 
 /// The plugin's file name (the `tether-hub` crate's cdylib).
 const PLUGIN_FILE: &str = "libtether_hub.so";
@@ -290,7 +291,13 @@ fn dps_config(dir: &Path, dps_port: u16, validity_s: u64) -> String {
 }
 
 /// The mosquitto configuration of the stand-in.
-fn config(dir: &Path, plugin: &Path, registry: &Path, port: u16, x509_port: u16) -> String {
+fn config(
+    dir: &Path,
+    plugin: &Path,
+    registry: &Path,
+    (port, x509_port): (u16, u16),
+    ws_backend: Option<u16>,
+) -> String {
     let d = dir.display();
     let tls = format!(
         "certfile {d}/server.pem\nkeyfile {d}/server.key\ntls_version tlsv1.2\nciphers {HUB_CIPHERS}\n\
@@ -320,9 +327,17 @@ fn config(dir: &Path, plugin: &Path, registry: &Path, port: u16, x509_port: u16)
          listener {x509_port} 127.0.0.1\n{tls}\
          capath {d}/x509-trust\n\
          require_certificate true\n\
-         use_identity_as_username false\n",
+         use_identity_as_username false\n{ws}",
         plugin = plugin.display(),
         registry = registry.display(),
+        ws = ws_backend
+            .map(|p| {
+                format!(
+                    "\n# SAS devices over WebSockets: `tether hub` terminates TLS and WebSockets in\n\
+                     # front of this loopback listener.\nlistener {p} 127.0.0.1\nmax_qos 1\n"
+                )
+            })
+            .unwrap_or_default(),
     )
 }
 
@@ -388,6 +403,10 @@ pub struct HubArgs {
     /// myhub.azure-devices.net, reached through GatewayHostName or a hosts entry)
     #[arg(long, value_name = "NAME")]
     host_name: Option<String>,
+    /// Serve MQTT over WebSockets (TLS, `/$iothub/websocket`, subprotocol mqtt; SAS
+    /// devices) on PORT, like IoT Hub's port 443; the ready line adds `ws=PORT`
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    ws_port: Option<u16>,
     /// Serve the web view on [HOST:]PORT (HOST: 127.0.0.1 unless given); the ready line
     /// adds `web=URL`, a login URL holding the session token (also in DIR/web-token)
     #[arg(long, value_name = "[HOST:]PORT")]
@@ -445,7 +464,15 @@ pub fn run(args: HubArgs) -> Result<()> {
     hub_audit::start(port, inner)?;
     hub_audit::start(x509_port, inner_x509)?;
     let (port, x509_port, public) = (inner, inner_x509, (port, x509_port));
-    let mut text = config(&dir, &plugin, &registry, port, x509_port);
+    let ws_backend = match args.ws_port {
+        Some(ws_port) => {
+            let backend = hub_audit::internal_port()?;
+            ws::start(rest::tls_config(&dir)?, ws_port, backend)?;
+            Some(backend)
+        }
+        None => None,
+    };
+    let mut text = config(&dir, &plugin, &registry, (port, x509_port), ws_backend);
     if let Some(dps) = args.dps_port {
         text.push_str(&dps_config(&dir, dps, args.issued_validity));
     }
@@ -502,7 +529,11 @@ pub fn run(args: HubArgs) -> Result<()> {
             stop(&mut child);
             return Ok(());
         }
-        if accepts(port) && accepts(x509_port) && args.dps_port.map_or(true, accepts) {
+        if accepts(port)
+            && accepts(x509_port)
+            && args.dps_port.map_or(true, accepts)
+            && ws_backend.map_or(true, accepts)
+        {
             break;
         }
         if Instant::now() >= deadline {
@@ -541,8 +572,10 @@ pub fn run(args: HubArgs) -> Result<()> {
         .map(|p| format!(" dps={p}"))
         .unwrap_or_default();
     println!(
-        "ready sas={} x509={} service={service_port}{web}{dps}",
-        public.0, public.1
+        "ready sas={} x509={} service={service_port}{web}{dps}{}",
+        public.0,
+        public.1,
+        args.ws_port.map(|p| format!(" ws={p}")).unwrap_or_default()
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -568,8 +601,8 @@ mod tests {
             Path::new("/d"),
             Path::new("/p/libtether_hub.so"),
             Path::new("/r.json"),
-            8883,
-            8884,
+            (8883, 8884),
+            None,
         );
         assert!(c.contains("per_listener_settings false\n"));
         assert!(c.contains("plugin /p/libtether_hub.so\nplugin_opt_registry /r.json\n"));
@@ -578,5 +611,16 @@ mod tests {
         assert_eq!(c.matches("tls_version tlsv1.2\n").count(), 2);
         assert_eq!(c.matches(HUB_CIPHERS).count(), 2);
         assert!(c.contains("require_certificate true\nuse_identity_as_username false\n"));
+        assert!(!c.contains("WebSockets"));
+        // --ws-port: a third, plain loopback listener behind the WebSocket front.
+        let c = config(
+            Path::new("/d"),
+            Path::new("/p"),
+            Path::new("/r"),
+            (1, 2),
+            Some(9),
+        );
+        assert!(c.ends_with("listener 9 127.0.0.1\nmax_qos 1\n"), "{c}");
+        assert_eq!(c.matches("tls_version tlsv1.2\n").count(), 2);
     }
 }

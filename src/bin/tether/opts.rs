@@ -6,8 +6,10 @@ use std::io::Read;
 use std::time::Duration;
 
 use clap::Args;
-use tether::client::env;
+use tether::client::{env, ClientOptions};
 use tether::policy::TlsPolicy;
+use tether::transport::proxy::Proxy;
+use tether::transport::Transport;
 use tether::{Code, Error, Result};
 
 /// An invalid-argument error for the command line (exit status 2).
@@ -79,13 +81,73 @@ impl TlsOpts {
     }
 }
 
+/// `--port`'s help: the defaults of both transports, from the library's one source.
+fn port_help() -> &'static str {
+    static HELP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HELP.get_or_init(|| {
+        format!(
+            "TCP port [default: {}] ({} with --transport websockets)",
+            tether::defaults::PORT,
+            tether::defaults::WEBSOCKET_PORT
+        )
+    })
+}
+
 /// The port: `--port`, else `TETHER_PORT`, else IoT Hub's MQTT port.
 #[derive(Args, Debug, Clone)]
 pub struct PortOpt {
-    /// TCP port
-    #[arg(long, value_name = "N", env = env::PORT, default_value_t = tether::defaults::PORT,
+    #[arg(long, value_name = "N", env = env::PORT, help = port_help(),
           value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: u16,
+    pub port: Option<u16>,
+}
+
+/// How a connection reaches the hub: the transport and an HTTP proxy.
+#[derive(Args, Debug, Clone)]
+pub struct NetOpts {
+    /// mqtt (port 8883), websockets (MQTT over WebSockets, port 443), or auto (8883,
+    /// falling back to WebSockets on 443 when 8883 cannot be reached) [default: mqtt]
+    #[arg(long, value_name = "mqtt|websockets|auto", env = env::TRANSPORT,
+          value_parser = parse_transport)]
+    pub transport: Option<Transport>,
+    /// HTTP proxy tunnelled through with CONNECT: http://[user:password@]host[:port]
+    /// [default: TETHER_PROXY, else HTTPS_PROXY / https_proxy unless NO_PROXY lists the
+    /// host]. Prefer the environment for credentials: a command line is visible to others
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// The WebSocket port `--transport auto` falls back to [default: 443]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ws_port: Option<u16>,
+}
+
+fn parse_transport(text: &str) -> Result<Transport> {
+    Transport::parse(text)
+}
+
+impl NetOpts {
+    /// The transport (default mqtt).
+    pub fn transport(&self) -> Transport {
+        self.transport.unwrap_or_default()
+    }
+
+    /// `--proxy`, else the environment's proxy for `host`.
+    pub fn proxy(&self, host: &str) -> Result<Option<Proxy>> {
+        match &self.proxy {
+            Some(url) => Proxy::parse(url)
+                .map(Some)
+                .map_err(|e| usage_error(format!("--proxy: {}", e.message()))),
+            None => Proxy::from_env(host),
+        }
+    }
+
+    /// Client options for a connection to `host` with `--port` (the chosen transport's port).
+    pub fn client_options(&self, port: &PortOpt, host: &str) -> Result<ClientOptions> {
+        Ok(ClientOptions::route(
+            self.transport(),
+            port.port,
+            self.ws_port,
+            self.proxy(host)?,
+        ))
+    }
 }
 
 /// Options of the commands that connect as a device (send, listen, twin).
@@ -96,6 +158,8 @@ pub struct DeviceOpts {
     pub connection_string: Option<String>,
     #[command(flatten)]
     pub port: PortOpt,
+    #[command(flatten)]
+    pub net: NetOpts,
     #[command(flatten)]
     pub tls: TlsOpts,
     /// Lifetime of the SAS tokens made from the key, in seconds

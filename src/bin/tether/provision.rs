@@ -12,7 +12,7 @@ use tether::provisioning::{provision, provision_with_csr, DpsCredential, DpsRequ
 use tether::{Code, Error, Result};
 
 use crate::device::enable_logging;
-use crate::opts::{print_json, usage_error};
+use crate::opts::{print_json, usage_error, NetOpts, PortOpt};
 
 /// Register the device with DPS (Device Provisioning Service)
 ///
@@ -62,15 +62,16 @@ pub struct ProvisionArgs {
     /// The DPS endpoint
     #[arg(long, value_name = "HOST", default_value = GLOBAL_ENDPOINT)]
     endpoint: String,
-    /// The DPS port
-    #[arg(long, value_name = "N", default_value_t = 8883,
-          value_parser = clap::value_parser!(u16).range(1..))]
-    port: u16,
+    #[command(flatten)]
+    port: PortOpt,
+    #[command(flatten)]
+    net: NetOpts,
     /// Extra trusted CA certificate (PEM or DER); repeatable
     #[arg(long, value_name = "FILE")]
     ca: Vec<String>,
     /// Give up after this many seconds
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    #[arg(long, value_name = "SECONDS",
+          default_value_t = u64::from(tether::defaults::DPS_TIMEOUT_MS / 1000))]
     timeout: u64,
     /// Print one JSON object instead of text
     #[arg(long)]
@@ -107,9 +108,14 @@ pub fn run(args: ProvisionArgs) -> Result<()> {
         }
         _ => return Err(usage_error("pass --sas-key, or --cert and --key")),
     };
+    // The ports, transport and proxy as for a device connection (--transport, --proxy).
+    let route = args.net.client_options(&args.port, &args.endpoint)?;
     let request = DpsRequest {
         endpoint: args.endpoint.clone(),
-        port: args.port,
+        port: route.port,
+        websocket_port: route.websocket_port,
+        transport: route.transport,
+        proxy: route.proxy,
         id_scope: args.id_scope.clone(),
         registration_id: args.registration_id.clone(),
         credential,

@@ -7,9 +7,10 @@ use tether::auth::connection_string::ConnectionString;
 use tether::client;
 use tether::handshake;
 use tether::internal::format_utc;
+use tether::transport::{unreachable, Transport};
 use tether::Result;
 
-use crate::opts::{print_json, usage_error, PortOpt, TlsOpts};
+use crate::opts::{print_json, usage_error, NetOpts, PortOpt, TlsOpts};
 
 /// Splits `HOST[:PORT]` (IPv6 as `[::1]:PORT`); without a port, `default_port`.
 fn host_port(target: &str, default_port: u16) -> Result<(String, u16)> {
@@ -52,6 +53,8 @@ pub struct TlsCheckArgs {
     #[command(flatten)]
     port: PortOpt,
     #[command(flatten)]
+    net: NetOpts,
+    #[command(flatten)]
     tls: TlsOpts,
     /// Give up after this many seconds
     #[arg(long, value_name = "SECONDS",
@@ -63,8 +66,19 @@ pub struct TlsCheckArgs {
 }
 
 pub fn run(args: TlsCheckArgs) -> Result<()> {
+    let route = |host: &str| args.net.client_options(&args.port, host);
+    let default_port = |host: &str| -> Result<u16> {
+        let options = route(host)?;
+        Ok(match args.net.transport() {
+            Transport::WebSockets => options.websocket_port,
+            _ => options.port,
+        })
+    };
     let (host, port) = match &args.target {
-        Some(target) => host_port(target, args.port.port)?,
+        Some(target) => {
+            let host = host_port(target, 1)?.0;
+            host_port(target, default_port(&host)?)?
+        }
         None => {
             let cs = std::env::var(client::env::CONNECTION_STRING).map_err(|_| {
                 usage_error(format!(
@@ -73,7 +87,9 @@ pub fn run(args: TlsCheckArgs) -> Result<()> {
                 ))
             })?;
             let cs = ConnectionString::parse(&cs)?;
-            (cs.connect_host().to_owned(), args.port.port)
+            let host = cs.connect_host().to_owned();
+            let port = default_port(&host)?;
+            (host, port)
         }
     };
     if port == 0 {
@@ -81,13 +97,29 @@ pub fn run(args: TlsCheckArgs) -> Result<()> {
     }
     let policy = args.tls.policy()?;
     let config = policy.build()?;
-    let negotiated = handshake::check(
-        &host,
-        port,
-        config,
-        policy.has_client_cert(),
-        Duration::from_secs(args.timeout),
-    )?;
+    let options = route(&host)?;
+    let timeout = Duration::from_secs(args.timeout);
+    let check = |port: u16| {
+        handshake::check_via(
+            &host,
+            port,
+            options.proxy.as_ref(),
+            config.clone(),
+            policy.has_client_cert(),
+            timeout,
+        )
+    };
+    let (port, negotiated) = match check(port) {
+        // auto: the MQTT port cannot be reached; the WebSocket port is what a device uses.
+        Err(e) if args.net.transport() == Transport::Auto && unreachable(&e) => {
+            eprintln!(
+                "{e}; port {port} cannot be reached: checking the WebSocket port {}",
+                options.websocket_port
+            );
+            (options.websocket_port, check(options.websocket_port)?)
+        }
+        other => (port, other?),
+    };
     if args.json {
         let chain: Vec<serde_json::Value> = negotiated
             .chain

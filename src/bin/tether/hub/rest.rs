@@ -44,7 +44,9 @@ use super::service::call;
 /// The largest request body accepted (a twin patch or a method payload is far smaller).
 const MAX_BODY: usize = 256 * 1024;
 
-fn tls_config(dir: &Path) -> Result<Arc<ServerConfig>> {
+/// TLS 1.2 with the hub's suites and the stand-in's certificate (the service API and the
+/// WebSocket front).
+pub(super) fn tls_config(dir: &Path) -> Result<Arc<ServerConfig>> {
     let read = |f: &str| tether::internal::read_file(&dir.join(f).to_string_lossy());
     let certs = tether::policy::load_certificates(&read("server.pem")?)?;
     let key = tether::policy::load_private_key(&read("server.key")?)?;
@@ -55,7 +57,7 @@ fn tls_config(dir: &Path) -> Result<Arc<ServerConfig>> {
     let config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS12])
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| Error::new(Code::KeyCertMismatch, format!("service API TLS: {e}")))?;
+        .map_err(|e| Error::new(Code::KeyCertMismatch, format!("stand-in TLS: {e}")))?;
     Ok(Arc::new(config))
 }
 
