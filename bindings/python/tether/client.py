@@ -424,7 +424,7 @@ class DeviceClient(Managed):
         cls,
         credentials_dir: str,
         ca_file: Optional[str] = None,
-        port: int = 8883,
+        port: Optional[int] = None,
         *,
         keep_alive: Optional[int] = None,
         max_inflight: Optional[int] = None,

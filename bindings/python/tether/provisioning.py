@@ -65,17 +65,22 @@ def provision_with_csr(
     *,
     group_enrollment: bool = False,
     endpoint: Optional[str] = None,
-    port: int = 8883,
+    port: Optional[int] = None,
     ca_file: Optional[str] = None,
     cert_file: Optional[str] = None,
     key_file: Optional[str] = None,
-    timeout: float = 60.0,
+    timeout: Optional[float] = None,
 ) -> int:
     """Registers the device with DPS and has DPS issue its certificate from a CSR (a fresh
     P-256 key made by the library; api-version 2025-07-01-preview). The issued chain is
     checked (for that key, valid now, chaining to a trusted root: the IoT Hub roots plus
     ``ca_file``) and stored with the key in ``credentials_dir`` (written atomically; the key
-    file is mode 0600). Returns the stored generation. Authentication as :func:`provision`."""
+    file is mode 0600). Returns the stored generation. Authentication, ``port`` and
+    ``timeout`` as :func:`provision`."""
+    lib_defaults = defaults()
+    if port is None:
+        port = lib_defaults["port"]
+    timeout_ms = lib_defaults["dps_timeout_ms"] if timeout is None else max(1, int(timeout * 1000))
     tls = None
     if ca_file or cert_file or key_file:
         tls = TlsConfig(ca_file=ca_file, cert_file=cert_file, key_file=key_file)
@@ -86,7 +91,7 @@ def provision_with_csr(
             _lib.tether_dps_provision_with_csr(
                 cstr(endpoint), port, cstr(id_scope), cstr(registration_id), cstr(device_key),
                 group_enrollment, tls._ptr() if tls is not None else None,
-                max(1, int(timeout * 1000)), store,
+                timeout_ms, store,
             )
         )
         generation = c_uint64(0)
