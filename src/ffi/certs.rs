@@ -6,7 +6,6 @@ use std::ffi::{c_char, c_int, c_void};
 use std::time::Duration;
 
 use crate::auth::csr::{verify_issued, DeviceKey};
-use crate::auth::sas::SasKey;
 use crate::auth::store::{CredentialStore, FolderStore, StoredCredential};
 use crate::client::{Client, ClientOptions};
 use crate::error::{Code, Error, Result};
@@ -250,7 +249,7 @@ pub unsafe extern "C" fn tether_dps_provision_with_csr(
     store: *const tether_credential_store,
 ) -> Code {
     guard(|| {
-        use crate::provisioning::{provision_with_csr, DpsCredential, DpsRequest};
+        use crate::provisioning::provision_with_csr;
         // SAFETY: arguments per the contract above.
         let endpoint =
             unsafe { opt_text_arg(endpoint, "endpoint") }?.unwrap_or(dps::GLOBAL_ENDPOINT);
@@ -258,38 +257,28 @@ pub unsafe extern "C" fn tether_dps_provision_with_csr(
         let registration_id = unsafe { text_arg(registration_id, "registration_id") }?;
         let key = unsafe { opt_text_arg(device_key_base64, "device_key_base64") }?;
         let store = unsafe { handle_ref(store, "store") }?;
-        let tls = unsafe { crate::ffi::opt_in_arg(tls, "tls") }?;
+        let tls_ref = unsafe { crate::ffi::opt_in_arg(tls, "tls") }?;
         if port == 0 || timeout_ms == 0 {
             return Err(Error::new(
                 Code::InvalidArgument,
                 "port and timeout_ms must not be 0",
             ));
         }
-        let policy = policy_of(tls);
-        let credential = match key {
-            Some(key) => DpsCredential::SymmetricKey {
-                key: Box::new(SasKey::from_base64(key)?),
-                group: group_enrollment,
-            },
-            None => DpsCredential::X509,
-        };
-        let request = DpsRequest {
-            endpoint: endpoint.to_owned(),
-            port,
-            id_scope: id_scope.to_owned(),
-            registration_id: registration_id.to_owned(),
-            credential,
-            tls: match tls {
-                Some(t) => t.config.clone(),
-                None => policy.build()?,
-            },
-            has_client_cert: tls.is_some_and(|t| t.has_client_cert),
-            timeout: Duration::from_millis(timeout_ms.into()),
-            // As `tether_dps_provision`: the transport and proxy from the environment.
-            transport: crate::transport::Transport::from_env()?.unwrap_or_default(),
-            websocket_port: crate::defaults::WEBSOCKET_PORT,
-            proxy: crate::transport::proxy::Proxy::from_env(endpoint)?,
-        };
+        let policy = policy_of(tls_ref);
+        // The registration as `tether_dps_provision` builds it (credential, TLS, transport
+        // and proxy from the environment). SAFETY: `tls` NULL or live, per the contract.
+        let request = unsafe {
+            crate::ffi::dps::dps_request(
+                endpoint,
+                port,
+                id_scope,
+                registration_id,
+                key,
+                group_enrollment,
+                tls,
+                timeout_ms,
+            )
+        }?;
         let device_key = DeviceKey::generate()?;
         let now = crate::client::system_now_ms() / 1000;
         let (assignment, chain) =

@@ -650,7 +650,7 @@ static void clients(tether_tls_config *tls) {
     /* A session cannot pick AUTO (its caller opens the connection); WEBSOCKETS is fine. */
     {
         tether_session *session = NULL;
-        tether_client_options ws = tether_client_options_default();
+        tether_session_options ws = tether_session_options_default();
         ws.transport = TETHER_TRANSPORT_AUTO;
         EXPECT(X(tether_session_new)(CS, tls, &ws, &session), TETHER_RESULT_INVALID_ARGUMENT);
         CHECK(session == NULL);
