@@ -284,7 +284,7 @@ mod tests {
             last = Some(value);
             assert!(code.name().starts_with("TETHER_RESULT_"));
         }
-        assert_eq!(Code::ALL.len(), 60);
+        assert_eq!(Code::ALL.len(), 64);
     }
 
     #[test]

@@ -35,6 +35,12 @@ fn expected_client_options() -> Values {
     ]
     .iter()
     .map(|name| (name.to_string(), table[*name]))
+    .chain([
+        // The transport fields: MQTT (TETHER_TRANSPORT_MQTT, 0) by default, and the port
+        // WebSockets use.
+        ("websocket_port".to_string(), u64::from(d::WEBSOCKET_PORT)),
+        ("transport".to_string(), 0),
+    ])
     .collect()
 }
 

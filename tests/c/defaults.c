@@ -38,6 +38,8 @@ int main(void) {
     FIELD(&o, token_ttl_secs, 0);
     FIELD(&o, max_inflight, 0);
     FIELD(&o, connect_timeout_ms, 0);
-    FIELD(&o, retry_max_ms, 1);
+    FIELD(&o, retry_max_ms, 0);
+    FIELD(&o, websocket_port, 0);
+    FIELD(&o, transport, 1);
     return 0;
 }

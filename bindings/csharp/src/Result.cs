@@ -3,6 +3,8 @@ using System;
 
 namespace Tether
 {
+    // The members below are generated from the one table of result codes (the Code enum in
+    // src/error.rs) by tests/header.rs: refresh them with TETHER_BLESS=1 cargo test --test header.
     /// <summary>Result codes of the C API (<c>tether_result</c>); values never change.</summary>
     public enum Result : int
     {
@@ -187,6 +189,8 @@ namespace Tether
         /// <see cref="ClientEvent.Description"/> is the topic, <see cref="ClientEvent.Message"/>
         /// the body (no properties), <see cref="ClientEvent.ConnectionStatus"/> the reason.</summary>
         Undecodable = 9,
+        /// <summary>Certificate renewal progress: <see cref="ClientEvent.Certificate"/>.</summary>
+        Certificate = 10,
     }
 
     /// <summary>Embedded trust anchors (<c>TETHER_ROOTS_*</c>).</summary>
