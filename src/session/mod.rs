@@ -345,8 +345,8 @@ pub struct Session {
     generation: u64,
     /// Certificate renewal through the hub, when enabled.
     renewal: Option<renewal::Renewal>,
-    /// The telemetry topic, built and validated once.
-    telemetry_topic: TelemetryTopic,
+    /// The telemetry topic, built and validated once (the error for an id topics cannot carry).
+    telemetry_topic: Result<TelemetryTopic>,
 }
 
 impl std::fmt::Debug for Session {
@@ -364,7 +364,9 @@ impl Session {
     pub fn new(config: SessionConfig) -> Result<Session> {
         config.validate()?;
         let keep_alive_ms = u64::from(config.options.keep_alive_secs) * 1000;
-        let telemetry_topic = TelemetryTopic::new(&config.device_id, config.module_id.as_deref())?;
+        // An id MQTT topics cannot carry ('+', '#') still connects: only what names the
+        // device in a topic (telemetry, C2D) is refused, with this error.
+        let telemetry_topic = TelemetryTopic::new(&config.device_id, config.module_id.as_deref());
         Ok(Session {
             telemetry_topic,
             config,
@@ -1102,7 +1104,11 @@ impl Session {
             ));
         }
         // The topic: the prefix built once, the bag (valid by construction); lengths checked.
-        let topic = self.telemetry_topic.parts(properties, payload.len())?;
+        let topic = self
+            .telemetry_topic
+            .as_ref()
+            .map_err(Clone::clone)?
+            .parts(properties, payload.len())?;
         // A bound on the frame's size for the output limit (header at most 7 bytes).
         let len = topic[0].len() + topic[1].len() + payload.len() + 9;
         let limit = self.config.options.max_unsent_bytes;
