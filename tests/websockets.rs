@@ -33,12 +33,18 @@ const KEY: &str = "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg=";
 const DEVICE: &str = "dev-ws";
 
 fn hub_with_ws() -> (Hub, u16) {
-    let ws = free_port();
-    let hub = Hub::start_full(
-        &registry(&[], &[sas_device(DEVICE, "enabled", KEY, KEY)]),
-        |_| {},
-        &["--ws-port", &ws.to_string()],
-    );
+    // A fresh WebSocket port for each attempt: one picked free may be taken by another
+    // process before the hub binds it.
+    let registry = registry(&[], &[sas_device(DEVICE, "enabled", KEY, KEY)]);
+    let mut attempt = 0;
+    let (hub, ws) = loop {
+        let ws = free_port();
+        match Hub::try_start_full(&registry, |_| {}, &["--ws-port", &ws.to_string()]) {
+            Ok(hub) => break (hub, ws),
+            Err(log) if log.contains("Address already in use") && attempt < 3 => attempt += 1,
+            Err(log) => panic!("tether hub did not get ready:\n{log}"),
+        }
+    };
     assert!(
         hub.ready.ends_with(&format!(" ws={ws}")),
         "ready line names the WebSocket port: {}",

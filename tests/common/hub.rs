@@ -83,12 +83,30 @@ pub fn plugin_beside_cli() -> PathBuf {
 impl Hub {
     /// Starts `tether hub` with `registry_text`; `prepare` may add files to the hub's folder
     /// (such as `trusted/` certificates) before it starts.
-    pub fn start_with(registry_text: &str, prepare: impl FnOnce(&Path)) -> Hub {
+    pub fn start_with(registry_text: &str, prepare: impl Fn(&Path)) -> Hub {
         Hub::start_full(registry_text, prepare, &[])
     }
 
-    /// As `start_with`, with more `tether hub` arguments (such as `--web 0`).
-    pub fn start_full(registry_text: &str, prepare: impl FnOnce(&Path), extra: &[&str]) -> Hub {
+    /// As `start_with`, with more `tether hub` arguments (such as `--web 0`). The ports are
+    /// picked free just before the hub binds them; when another process took one in between
+    /// (the hub says "Address already in use"), the hub is started again on fresh ports.
+    pub fn start_full(registry_text: &str, prepare: impl Fn(&Path), extra: &[&str]) -> Hub {
+        let mut attempt = 0;
+        loop {
+            match Hub::try_start_full(registry_text, &prepare, extra) {
+                Ok(hub) => return hub,
+                Err(log) if log.contains("Address already in use") && attempt < 3 => attempt += 1,
+                Err(log) => panic!("tether hub did not get ready:\n{log}"),
+            }
+        }
+    }
+
+    /// One attempt of [`Hub::start_full`]: the hub, or its log when it did not get ready.
+    pub fn try_start_full(
+        registry_text: &str,
+        prepare: impl FnOnce(&Path),
+        extra: &[&str],
+    ) -> Result<Hub, String> {
         require("mosquitto", "mosquitto");
         require("openssl", "openssl");
         plugin_beside_cli();
@@ -137,9 +155,9 @@ impl Hub {
                 hub.service = service.split(' ').next().unwrap().parse().unwrap();
                 hub.ready = line.clone();
             }
-            Err(_) => panic!("tether hub did not get ready:\n{}", hub.log()),
+            Err(_) => return Err(hub.log()),
         }
-        hub
+        Ok(hub)
     }
 
     pub fn start(registry_text: &str) -> Hub {
