@@ -10,13 +10,12 @@ use crate::auth::store::{CredentialStore, FolderStore, StoredCredential};
 use crate::client::{Client, ClientOptions};
 use crate::error::{Code, Error, Result};
 use crate::ffi::client::tether_client;
+use crate::ffi::dps::{dps_request, dps_text_args};
 use crate::ffi::event::EventSlot;
 use crate::ffi::handles::{free_handle, handle_mut, handle_ref, into_handle};
 use crate::ffi::panic::{guard, guard_value};
 use crate::ffi::tls_config::tether_tls_config;
-use crate::ffi::topics::opt_text_arg;
 use crate::ffi::{bytes_arg, out_arg, text_arg};
-use crate::mqtt::dps;
 use crate::policy::TlsPolicy;
 use crate::session::{RenewalSettings, SessionConfig, DEFAULT_RENEW_FRACTION};
 
@@ -251,11 +250,8 @@ pub unsafe extern "C" fn tether_dps_provision_with_csr(
     guard(|| {
         use crate::provisioning::provision_with_csr;
         // SAFETY: arguments per the contract above.
-        let endpoint =
-            unsafe { opt_text_arg(endpoint, "endpoint") }?.unwrap_or(dps::GLOBAL_ENDPOINT);
-        let id_scope = unsafe { text_arg(id_scope, "id_scope") }?;
-        let registration_id = unsafe { text_arg(registration_id, "registration_id") }?;
-        let key = unsafe { opt_text_arg(device_key_base64, "device_key_base64") }?;
+        let (endpoint, id_scope, registration_id, key) =
+            unsafe { dps_text_args(endpoint, id_scope, registration_id, device_key_base64) }?;
         let store = unsafe { handle_ref(store, "store") }?;
         let tls_ref = unsafe { crate::ffi::opt_in_arg(tls, "tls") }?;
         if port == 0 || timeout_ms == 0 {
@@ -268,7 +264,7 @@ pub unsafe extern "C" fn tether_dps_provision_with_csr(
         // The registration as `tether_dps_provision` builds it (credential, TLS, transport
         // and proxy from the environment). SAFETY: `tls` NULL or live, per the contract.
         let request = unsafe {
-            crate::ffi::dps::dps_request(
+            dps_request(
                 endpoint,
                 port,
                 id_scope,

@@ -308,11 +308,8 @@ pub unsafe extern "C" fn tether_dps_provision(
     guard(|| {
         use crate::provisioning::provision;
         // SAFETY: arguments per the contract above.
-        let endpoint =
-            unsafe { opt_text_arg(endpoint, "endpoint") }?.unwrap_or(dps::GLOBAL_ENDPOINT);
-        let id_scope = unsafe { text_arg(id_scope, "id_scope") }?;
-        let registration_id = unsafe { text_arg(registration_id, "registration_id") }?;
-        let key = unsafe { opt_text_arg(device_key_base64, "device_key_base64") }?;
+        let (endpoint, id_scope, registration_id, key) =
+            unsafe { dps_text_args(endpoint, id_scope, registration_id, device_key_base64) }?;
         let (hub, device) = unsafe {
             assignment_out(
                 hub_out,
@@ -385,6 +382,30 @@ pub(crate) unsafe fn assignment_out<'a>(
         )
     }?;
     Ok((hub, device))
+}
+
+/// The text arguments every DPS entry point takes, checked in this order (NULL, UTF-8):
+/// `endpoint` (NULL: the global endpoint), `id_scope`, `registration_id` and the optional
+/// `device_key_base64`. Shared by `tether_dps_provision`, `tether_dps_provision_with_csr`
+/// and `tether_dps_session_new`.
+///
+/// # Safety
+/// Each pointer is NULL or a NUL-terminated string that outlives the returned slices.
+pub(crate) unsafe fn dps_text_args<'a>(
+    endpoint: *const c_char,
+    id_scope: *const c_char,
+    registration_id: *const c_char,
+    device_key_base64: *const c_char,
+) -> crate::Result<(&'a str, &'a str, &'a str, Option<&'a str>)> {
+    // SAFETY: forwarded contract.
+    unsafe {
+        Ok((
+            opt_text_arg(endpoint, "endpoint")?.unwrap_or(dps::GLOBAL_ENDPOINT),
+            text_arg(id_scope, "id_scope")?,
+            text_arg(registration_id, "registration_id")?,
+            opt_text_arg(device_key_base64, "device_key_base64")?,
+        ))
+    }
 }
 
 /// The registration the C arguments describe (shared by `tether_dps_provision` and

@@ -14,13 +14,11 @@
 use std::ffi::c_char;
 
 use crate::error::{Code, Error};
-use crate::ffi::dps::{assignment_out, dps_request};
+use crate::ffi::dps::{assignment_out, dps_request, dps_text_args};
 use crate::ffi::handles::{free_handle, handle_mut, handle_ref, into_handle};
 use crate::ffi::panic::{guard, guard_value};
 use crate::ffi::tls_config::tether_tls_config;
-use crate::ffi::topics::opt_text_arg;
-use crate::ffi::{bytes_arg, out_arg, out_buf_arg, take_output, text_arg};
-use crate::mqtt::dps;
+use crate::ffi::{bytes_arg, out_arg, out_buf_arg, take_output};
 use crate::provisioning::{DpsSession, DpsStatus};
 
 /// The registration is not started, or under way.
@@ -74,11 +72,8 @@ impl tether_dps_session {
     ) -> Code {
         guard(|| {
             // SAFETY: arguments per the contract above.
-            let endpoint =
-                unsafe { opt_text_arg(endpoint, "endpoint") }?.unwrap_or(dps::GLOBAL_ENDPOINT);
-            let id_scope = unsafe { text_arg(id_scope, "id_scope") }?;
-            let registration_id = unsafe { text_arg(registration_id, "registration_id") }?;
-            let key = unsafe { opt_text_arg(device_key_base64, "device_key_base64") }?;
+            let (endpoint, id_scope, registration_id, key) =
+                unsafe { dps_text_args(endpoint, id_scope, registration_id, device_key_base64) }?;
             let out = unsafe { out_arg(session_out, "session_out") }?;
             if timeout_ms == 0 {
                 return Err(Error::new(
